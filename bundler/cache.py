@@ -1,0 +1,313 @@
+"""The PaddleNLP cache: where models live under a home, and paddle-bundle's own state there.
+
+A home looks like PaddleNLP's (``$PPNLP_HOME`` or ``~/.paddlenlp``)::
+
+    models/<org>/<name>/...          community models, as from_pretrained caches them
+    taskflow/<task>/<model>/...      Taskflow's static models
+    .paddle-bundle/                  ours: install records, staging, trash, lock
+
+Staging and trash sit on the same file system as the models so that putting a model in place
+is a single atomic rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bundler._io import atomic_write_bytes, fsync_dir, sha256_file
+from bundler.errors import BundleError, LockedError, ModelNotFoundError
+from bundler.manifest import FileEntry, Manifest, ModelEntry
+from bundler.paths import is_within, symlink_escape_reason
+
+STATE_DIRNAME = ".paddle-bundle"
+
+
+def default_home() -> Path:
+    """The home PaddleNLP itself would use: ``$PPNLP_HOME`` if set, else ``~/.paddlenlp``."""
+    env = os.environ.get("PPNLP_HOME")
+    return Path(env) if env else Path.home() / ".paddlenlp"
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file of a model folder on disk, ready to be packed (its checksum not yet known)."""
+
+    arcname: str
+    path: Path
+    size: int
+    mode: int
+    target: str | None = None
+
+    def entry(self, sha256: str | None = None) -> FileEntry:
+        return FileEntry(self.arcname, self.size, sha256, self.mode, self.target)
+
+
+def scan_model(home: Path, model: ModelEntry) -> list[LocalFile]:
+    """Every file of a model folder, sorted by arcname.
+
+    Symlinks are kept as links when they stay inside the folder (HF-style ``snapshots/`` to
+    ``blobs/``); anything else that is not a regular file is refused, naming the path.
+    """
+    folder = home / model.root
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"model {model.id} is not in the cache: {folder} does not exist",
+            hint="load it once with PaddleNLP (or run 'paddle-bundle fetch') on this machine, "
+                 "or pass --home")
+    found: list[LocalFile] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]):
+            path = Path(dirpath) / name
+            arcname = path.relative_to(home).as_posix()
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(path)
+                reason = symlink_escape_reason(arcname, target, model.root)
+                if reason:
+                    raise BundleError(f"cannot pack {path}: {reason}",
+                                      hint="replace the link with the file it points to")
+                found.append(LocalFile(arcname, path, 0, 0o777, target))
+            elif stat.S_ISREG(st.st_mode):
+                found.append(LocalFile(arcname, path, st.st_size, _normal_mode(st.st_mode)))
+            else:
+                raise BundleError(f"cannot pack {path}: not a regular file or symlink",
+                                  hint="remove it from the model folder")
+    if not found:
+        raise ModelNotFoundError(f"model {model.id} is not in the cache: {folder} is empty",
+                                 hint="load it once with PaddleNLP on this machine")
+    return sorted(found, key=lambda f: f.arcname)
+
+
+def _normal_mode(st_mode: int) -> int:
+    """0755 for executables, 0644 otherwise: the umask of the packing user is not content."""
+    return 0o755 if st_mode & 0o111 else 0o644
+
+
+@dataclass(frozen=True)
+class InstallRecord:
+    """What ``install`` put in place for one model; ``list`` and ``check`` read these."""
+
+    model: ModelEntry
+    files: tuple[FileEntry, ...]
+    bundle: str
+    manifest_sha256: str
+    installed_at: str
+    bundle_created: str
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> bytes:
+        data = {"model": self.model.to_dict(), "bundle": self.bundle,
+                "manifest_sha256": self.manifest_sha256, "installed_at": self.installed_at,
+                "bundle_created": self.bundle_created,
+                "files": [f.to_dict() for f in self.files]}
+        return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> InstallRecord:
+        raw: Any = json.loads(data)
+        files = Manifest.from_dict(
+            {"schema_version": 1, "origin": {"tool_version": "", "created": ""},
+             "models": [raw["model"]], "files": raw["files"]}, source=source)
+        return cls(model=files.models[0], files=files.files, bundle=raw["bundle"],
+                   manifest_sha256=raw["manifest_sha256"], installed_at=raw["installed_at"],
+                   bundle_created=raw.get("bundle_created", ""))
+
+
+class Cache:
+    """One PaddleNLP home, seen by paddle-bundle."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(os.path.abspath(os.path.expanduser(home)))
+        self.state = self.home / STATE_DIRNAME
+
+    # -- locations --------------------------------------------------------------------
+    def model_path(self, model: ModelEntry) -> Path:
+        return self.home / model.root
+
+    def _record_path(self, model: ModelEntry) -> Path:
+        return self.state / "installed" / f"{model.root}.json"
+
+    # -- records ----------------------------------------------------------------------
+    def record(self, model: ModelEntry) -> InstallRecord | None:
+        path = self._record_path(model)
+        try:
+            return InstallRecord.from_json(path.read_bytes(), str(path))
+        except FileNotFoundError:
+            return None
+
+    def records(self) -> list[InstallRecord]:
+        base = self.state / "installed"
+        if not base.is_dir():
+            return []
+        out = []
+        for path in sorted(base.rglob("*.json")):
+            out.append(InstallRecord.from_json(path.read_bytes(), str(path)))
+        return sorted(out, key=lambda r: r.model.id)
+
+    def write_record(self, record: InstallRecord) -> None:
+        path = self._record_path(record.model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, record.to_json())
+
+    # -- comparing what is installed ------------------------------------------------
+    def differences(self, files: tuple[FileEntry, ...], *, quick: bool = False) -> list[str]:
+        """How the files on disk differ from ``files``: each changed or missing file. Empty
+        when identical.
+
+        Sizes are compared first; with ``quick`` a size difference is answer enough and no
+        file is hashed, which tells a different version apart cheaply.
+        """
+        problems: list[str] = []
+        to_hash: list[tuple[FileEntry, Path]] = []
+        for entry in files:
+            path = self.home / entry.path
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                problems.append(f"{entry.path}: missing")
+                continue
+            if entry.is_symlink:
+                if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != entry.target:
+                    problems.append(f"{entry.path}: symlink changed")
+            elif not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+                problems.append(f"{entry.path}: changed (size {st.st_size}, expected "
+                                f"{entry.size})")
+            else:
+                to_hash.append((entry, path))
+        if problems and quick:
+            return problems
+        for entry, path in to_hash:
+            if sha256_file(path) != entry.sha256:
+                problems.append(f"{entry.path}: changed (sha256 differs)")
+        return problems
+
+    def extra_files(self, model: ModelEntry, files: tuple[FileEntry, ...]) -> list[str]:
+        """Files in the model folder that ``files`` does not list (added after install)."""
+        folder = self.model_path(model)
+        if not folder.is_dir():
+            return []
+        expected = {f.path for f in files}
+        found = (p.relative_to(self.home).as_posix() for p in _walk_files(folder))
+        return sorted(a for a in found if a not in expected)
+
+    # -- locking, staging, swapping ---------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the home's install lock; the kernel drops it if we are killed."""
+        import fcntl
+
+        self.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"another paddle-bundle install is running on {self.home}",
+                                  hint="wait for it to finish, then run this again") from None
+            self._recover()
+            yield
+        finally:
+            os.close(fd)
+
+    def _recover(self) -> None:
+        """Clean up after an install that was killed. Staging is always disposable; a model
+        moved aside to trash goes back if its replacement never arrived."""
+        shutil.rmtree(self.state / "staging", ignore_errors=True)
+        trash = self.state / "trash"
+        if not trash.is_dir():
+            return
+        for entry in sorted(trash.iterdir()):
+            journal = entry / "root"
+            try:
+                root = journal.read_text().strip()
+            except OSError:
+                root = ""
+            old, target = entry / "model", self.home / root
+            if root and old.is_dir() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(old, target)
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def new_staging(self) -> Path:
+        path = self.state / "staging" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def swap_in(self, staged: Path, model: ModelEntry) -> None:
+        """Put the verified folder ``staged`` at the model's place, atomically.
+
+        A new model is one ``rename``. Replacing one uses ``renameat2(RENAME_EXCHANGE)`` where
+        the kernel has it, so the path always holds a complete model; elsewhere the old folder
+        is moved aside with a journal first, and :meth:`_recover` puts it back if we die
+        between the two renames.
+        """
+        target = self.model_path(model)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() and not target.is_symlink():
+            os.rename(staged, target)
+            fsync_dir(target.parent)
+            return
+        if _exchange(staged, target):
+            fsync_dir(target.parent)
+            shutil.rmtree(staged)  # now holds the old model
+            return
+        aside = self.state / "trash" / uuid.uuid4().hex
+        aside.mkdir(parents=True)
+        atomic_write_bytes(aside / "root", model.root.encode())
+        os.rename(target, aside / "model")
+        os.rename(staged, target)
+        fsync_dir(target.parent)
+        shutil.rmtree(aside)
+
+
+def _walk_files(folder: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            yield Path(dirpath) / name
+
+
+_RENAME_EXCHANGE = 2
+_libc: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux renameat2; False where that is not available."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.renameat2  # noqa: B018 - raises AttributeError on old libcs
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    at_fdcwd = -100
+    rc = _libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def is_inside_home(home: Path, arcname: str) -> bool:
+    """Belt and braces for writers: the resolved path stays below ``home``."""
+    resolved = os.path.realpath(home / arcname)
+    return is_within(Path(resolved).as_posix(), Path(os.path.realpath(home)).as_posix())

@@ -1,0 +1,304 @@
+"""The ``paddle-bundle`` command line: parse, call the library, show the result.
+
+The only module that imports click and tqdm. Expected failures become one line on stderr and
+a documented exit code (0 ok, 1 error, 2 usage, 3 integrity); see :func:`_main`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bundler import __version__
+from bundler.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, EXIT_USAGE, BundleError
+
+PROG = "paddle-bundle"
+
+
+# -- output helpers ------------------------------------------------------------------------
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def _err(message: str) -> None:
+    click.echo(f"{PROG}: error: {message}", err=True)
+
+
+class Progress:
+    """A tqdm byte bar on a terminal; nothing otherwise. The library only sees callables."""
+
+    def __init__(self, desc: str, quiet: bool) -> None:
+        self.desc = desc
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def start(self, total: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.desc, unit="B", unit_scale=True,
+                             unit_divisor=1024, leave=False, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextlib.contextmanager
+def _progress(desc: str, quiet: bool) -> Iterator[Progress]:
+    bar = Progress(desc, quiet)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _home_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="PaddleNLP home (default: $PPNLP_HOME, else ~/.paddlenlp).")(func)
+
+
+def _quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress, no summary.")(func)
+
+
+def _resolve_home(home: Path | None) -> Path:
+    from bundler.cache import default_home
+
+    return home if home is not None else default_home()
+
+
+# -- commands ------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """Carry PaddleNLP models across an air gap.
+
+    \b
+    Online:   paddle-bundle pack Salesforce/codegen-350M-mono -o bundle.tar.zst
+    Offline:  paddle-bundle verify bundle.tar.zst && paddle-bundle install bundle.tar.zst
+    """
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
+@_home_option
+@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True,
+              help="zstd compression level.")
+@click.option("--threads", type=click.IntRange(0, 256), default=0,
+              help="Compression threads (default: one per core).")
+@_quiet_option
+def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, threads: int,
+         quiet: bool) -> int:
+    """Pack cached MODELS into one checksummed bundle.
+
+    MODEL is a community id (Salesforce/codegen-350M-mono), found in HOME/models/<id>, or a
+    Taskflow folder written taskflow:<path under HOME/taskflow>.
+    """
+    from bundler.archive import Compression
+    from bundler.pack import PackOptions
+    from bundler.pack import pack as do_pack
+
+    options = PackOptions(compression=Compression(level=level, threads=threads),
+                          command=(PROG, "pack", *models))
+    with _progress("pack", quiet) as bar:
+        result = do_pack(models, out, home=_resolve_home(home), options=options,
+                         progress=bar.update, on_start=bar.start)
+    if not quiet:
+        m = result.manifest
+        click.echo(f"packed {len(m.models)} model(s), {len(m.files)} files, "
+                   f"{_human(m.total_size)} -> {result.path} ({_human(result.size)}); "
+                   f"sha256 in {result.sidecar.name}")
+    return EXIT_OK
+
+
+def _print_problems(problems: Sequence[str]) -> None:
+    for problem in problems:
+        click.echo(f"  {problem}", err=True)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@_quiet_option
+def verify(bundle: Path, quiet: bool) -> int:
+    """Check every file of BUNDLE against its manifest (and BUNDLE.sha256 if present)."""
+    from bundler.verify import verify as do_verify
+
+    with _progress("verify", quiet) as bar:
+        bar.start(bundle.stat().st_size if bundle.is_file() else 0)
+        report = do_verify(bundle, progress=bar.update)
+    if not report.ok:
+        _err(f"{bundle}: {len(report.problems)} problem(s) found")
+        _print_problems(report.problems)
+        return EXIT_INTEGRITY
+    if not quiet:
+        m = report.manifest
+        assert m is not None
+        sidecar = f"; matches {report.sidecar.name}" if report.sidecar else "; no .sha256 sidecar"
+        click.echo(f"{bundle}: OK, {len(m.models)} model(s), {len(m.files)} files, "
+                   f"{_human(m.total_size)}{sidecar}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect(bundle: Path, as_json: bool) -> int:
+    """Show what BUNDLE holds and who made it, reading only its head."""
+    from bundler.verify import inspect as do_inspect
+
+    manifest, size = do_inspect(bundle)
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    o = manifest.origin
+    click.echo(f"bundle:   {bundle} ({_human(size)})")
+    click.echo(f"created:  {o.created} by {o.user}@{o.host} with paddle-bundle "
+               f"{o.tool_version}")
+    click.echo(f"software: paddlenlp {o.paddlenlp or '-'}, paddlepaddle {o.paddlepaddle or '-'},"
+               f" python {o.python or '-'}, {o.platform or '-'}")
+    if o.command:
+        click.echo(f"command:  {' '.join(o.command)}")
+    if o.endpoint:
+        click.echo(f"endpoint: {o.endpoint}")
+    for model in manifest.models:
+        files = manifest.files_of(model)
+        size_m = sum(f.size for f in files)
+        click.echo(f"\nmodel {model.id} [{model.kind}] -> {model.root} "
+                   f"({len(files)} files, {_human(size_m)})")
+        if model.absent_upstream:
+            click.echo(f"  absent upstream: {', '.join(model.absent_upstream)}")
+        for f in files:
+            rel = f.path[len(model.root) + 1:]
+            if f.is_symlink:
+                click.echo(f"  {'link':>10}  {'-> ' + str(f.target):<64}  {rel}")
+            else:
+                click.echo(f"  {_human(f.size):>10}  {f.sha256}  {rel}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@_home_option
+@click.option("--force", is_flag=True, help="Replace a different installed version.")
+@_quiet_option
+def install(bundle: Path, home: Path | None, force: bool, quiet: bool) -> int:
+    """Verify BUNDLE and install its models into the PaddleNLP cache, atomically."""
+    from bundler.install import install as do_install
+    from bundler.install import load_snippet
+
+    with _progress("install", quiet) as bar:
+        result = do_install(bundle, home=_resolve_home(home), force=force,
+                            progress=bar.update, on_start=bar.start)
+    for outcome in result.outcomes:
+        status = "already installed" if outcome.status == "unchanged" else outcome.status
+        click.echo(f"{outcome.model.id}: {status} at {outcome.path}")
+        if not quiet:
+            click.echo(load_snippet(outcome.model, outcome.path))
+    return EXIT_OK
+
+
+@cli.command(name="list")
+@_home_option
+@click.option("--json", "as_json", is_flag=True, help="Models, files and sha256 as JSON.")
+def list_(home: Path | None, as_json: bool) -> int:
+    """List the models paddle-bundle installed in HOME."""
+    from bundler.cache import Cache
+
+    cache = Cache(_resolve_home(home))
+    records = cache.records()
+    if as_json:
+        data = {"home": str(cache.home), "models": [
+            {**r.model.to_dict(), "path": str(cache.model_path(r.model)), "size": r.size,
+             "bundle": r.bundle, "manifest_sha256": r.manifest_sha256,
+             "installed_at": r.installed_at, "bundle_created": r.bundle_created,
+             "files": [f.to_dict() for f in r.files]} for r in records]}
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not records:
+        click.echo(f"no models installed by paddle-bundle in {cache.home}")
+        return EXIT_OK
+    for r in records:
+        click.echo(f"{r.model.id:<40} {_human(r.size):>10}  from {r.bundle} "
+                   f"({r.installed_at})  {cache.model_path(r.model)}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@_home_option
+def check(models: tuple[str, ...], home: Path | None) -> int:
+    """Re-hash installed MODELS (default: all) against what was installed."""
+    from bundler.verify import check as do_check
+
+    try:
+        results = do_check(_resolve_home(home), models)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="MODEL") from None
+    drifted = [r for r in results if r.drift]
+    for r in results:
+        state = f"{len(r.drift)} problem(s)" if r.drift else "ok"
+        click.echo(f"{r.record.model.id}: {state}", err=bool(r.drift))
+        _print_problems(r.drift)
+        for extra in r.extra:
+            click.echo(f"  note: {extra} was added after install", err=True)
+    if not results:
+        click.echo("no models installed by paddle-bundle to check")
+    return EXIT_INTEGRITY if drifted else EXIT_OK
+
+
+# -- entry point ----------------------------------------------------------------------------
+def _main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code; tests call this directly."""
+    try:
+        rc = cli.main(args=list(argv) if argv is not None else None, prog_name=PROG,
+                      standalone_mode=False)
+        return rc if isinstance(rc, int) else EXIT_OK
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        _err("aborted")
+        return 130
+    except KeyboardInterrupt:
+        _err("interrupted; nothing was left half-written")
+        return 130
+    except BundleError as exc:
+        _err(str(exc))
+        _print_problems(getattr(exc, "problems", ()))
+        return exc.exit_code
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _err(f"{exc.strerror or exc}{where}")
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("PADDLE_BUNDLE_DEBUG"):
+            raise
+        _err(f"unexpected {type(exc).__name__}: {exc} (set PADDLE_BUNDLE_DEBUG=1 for a "
+             "traceback, and please report it)")
+        return EXIT_ERROR
+
+
+def main() -> None:
+    sys.exit(_main())

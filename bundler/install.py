@@ -1,0 +1,223 @@
+"""Install: a bundle -> the same cache folders on the offline machine, safely.
+
+Plan first, then act: the manifest alone decides what is new, unchanged or in conflict, and
+whether it fits, before a byte is written. Then every file is checked while it is extracted
+into staging on the target's file system, and each model folder is swapped into place with an
+atomic rename only once the whole bundle has verified. Killed at any moment, the cache holds
+the old model or the new one, never a mix; the next run clears what was left in staging.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundler._io import fsync_dir
+from bundler.archive import BundleReader
+from bundler.cache import Cache, InstallRecord
+from bundler.errors import (
+    BundleNotFoundError,
+    InstallConflictError,
+    InsufficientSpaceError,
+    IntegrityError,
+)
+from bundler.manifest import KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
+from bundler.paths import is_within
+from bundler.verify import stream_check
+
+#: Kept free on the target besides the models themselves (file system slack, records).
+SPACE_MARGIN = 64 << 20
+
+NEW, UNCHANGED, REPLACED = "installed", "unchanged", "replaced"
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    model: ModelEntry
+    path: Path
+    status: str  # installed | unchanged | replaced
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    bundle: Path
+    manifest: Manifest
+    outcomes: tuple[ModelOutcome, ...]
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    manifest: Manifest
+    new: tuple[ModelEntry, ...]
+    unchanged: tuple[ModelEntry, ...]
+    different: tuple[ModelEntry, ...]
+
+    def to_write(self, force: bool) -> tuple[ModelEntry, ...]:
+        return self.new + (self.different if force else ())
+
+
+def make_plan(cache: Cache, manifest: Manifest) -> InstallPlan:
+    new, unchanged, different = [], [], []
+    for model in manifest.models:
+        if not cache.model_path(model).exists():
+            new.append(model)
+        elif cache.differences(manifest.files_of(model), quick=True):
+            different.append(model)
+        else:
+            unchanged.append(model)
+    return InstallPlan(manifest, tuple(new), tuple(unchanged), tuple(different))
+
+
+class StagingSink:
+    """Writes verified members below ``staging`` for the models being installed; only hashes
+    the members of models that are already in place.
+
+    Files are created with ``O_EXCL | O_NOFOLLOW`` and symlinks only after every file, so no
+    member can write through a link. Paths were validated against the manifest before any
+    of this runs.
+    """
+
+    def __init__(self, staging: Path, roots: tuple[str, ...]) -> None:
+        self.staging = staging
+        self.roots = roots
+        self._symlinks: list[FileEntry] = []
+        self._written: list[tuple[Path, int]] = []
+
+    def _wanted(self, entry: FileEntry) -> bool:
+        return any(is_within(entry.path, root) for root in self.roots)
+
+    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+        digest = hashlib.sha256()
+        if not self._wanted(entry):
+            for chunk in chunks:
+                digest.update(chunk)
+            return digest.hexdigest()
+        dest = self.staging / entry.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(dest, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        self._written.append((dest, entry.mode))
+        return digest.hexdigest()
+
+    def write_symlink(self, entry: FileEntry) -> None:
+        if self._wanted(entry):
+            self._symlinks.append(entry)
+
+    def complete(self) -> None:
+        """Create the deferred symlinks and give files their modes (less the umask)."""
+        umask = os.umask(0)
+        os.umask(umask)
+        for path, mode in self._written:
+            os.chmod(path, mode & ~umask & 0o777)
+        for entry in self._symlinks:
+            dest = self.staging / entry.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            assert entry.target is not None
+            os.symlink(entry.target, dest)
+
+
+def check_space(cache: Cache, manifest: Manifest, models: tuple[ModelEntry, ...]) -> None:
+    need = sum(f.size for m in models for f in manifest.files_of(m))
+    free = shutil.disk_usage(cache.home).free
+    if need + SPACE_MARGIN > free:
+        raise InsufficientSpaceError(
+            f"not enough space in {cache.home}: the bundle needs {need / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free",
+            hint="free some space or install with --home on a larger disk")
+
+
+def install(bundle: Path, *, home: Path, force: bool = False,
+            progress: Callable[[int], None] | None = None,
+            on_start: Callable[[int], None] | None = None) -> InstallResult:
+    """Install every model of ``bundle`` into ``home``.
+
+    Raises :class:`InstallConflictError` when a different version is installed and not
+    ``force``, :class:`IntegrityError` when any member fails verification (and then nothing
+    is installed), :class:`InsufficientSpaceError` before writing when it cannot fit.
+    """
+    bundle = Path(bundle)
+    if not bundle.is_file():
+        raise BundleNotFoundError(f"bundle {bundle} does not exist",
+                                  hint="check the path, or the USB stick is not mounted")
+    cache = Cache(home)
+    cache.home.mkdir(parents=True, exist_ok=True)
+    with cache.locked(), BundleReader(bundle, progress=progress) as reader:
+        manifest = reader.manifest()
+        manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
+        plan = make_plan(cache, manifest)
+        if plan.different and not force:
+            names = ", ".join(f"{m.id} ({cache.model_path(m)})" for m in plan.different)
+            raise InstallConflictError(f"a different version is already installed: {names}",
+                                       hint="add --force to replace it")
+        to_write = plan.to_write(force)
+        check_space(cache, manifest, to_write)
+
+        def record(model: ModelEntry) -> InstallRecord:
+            now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return InstallRecord(model, manifest.files_of(model), bundle.name, manifest_sha256,
+                                 now, manifest.origin.created)
+
+        if to_write:
+            if on_start:
+                on_start(bundle.stat().st_size)
+            staging = cache.new_staging()
+            try:
+                sink = StagingSink(staging, tuple(m.root for m in to_write))
+                problems = stream_check(reader, manifest, sink)
+                if problems:
+                    raise IntegrityError(
+                        f"{bundle} failed verification; nothing was installed", problems,
+                        hint="copy the bundle again and run 'paddle-bundle verify' on it")
+                sink.complete()
+                for model in to_write:
+                    fsync_dir(staging / model.root)
+                    cache.swap_in(staging / model.root, model)
+                    cache.write_record(record(model))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        for model in plan.unchanged:
+            existing = cache.record(model)
+            if existing is None or existing.files != manifest.files_of(model):
+                cache.write_record(record(model))
+
+    outcomes = [ModelOutcome(m, cache.model_path(m),
+                             REPLACED if m in plan.different else
+                             NEW if m in plan.new else UNCHANGED)
+                for m in manifest.models]
+    return InstallResult(bundle, manifest, tuple(outcomes))
+
+
+def load_snippet(model: ModelEntry, path: Path) -> str:
+    """Two lines of Python that load the installed model by its full path, which works
+    offline with PaddleNLP as it is (loading by name probes the server first)."""
+    literal = json.dumps(str(path))  # a JSON string is a valid Python literal
+    if model.kind == KIND_TASKFLOW:
+        task = model.root.split("/")[1]
+        return (f"    from paddlenlp import Taskflow\n"
+                f"    task = Taskflow({task!r}, task_path={literal})")
+    cls = "AutoModel"
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        arch = config.get("architectures") if isinstance(config, dict) else None
+        if isinstance(arch, list) and arch and isinstance(arch[0], str) and arch[0].isidentifier():
+            cls = arch[0]
+    except (OSError, ValueError):
+        pass
+    if (path / "tokenizer_config.json").is_file():
+        return (f"    from paddlenlp.transformers import AutoTokenizer, {cls}\n"
+                f"    tokenizer, model = AutoTokenizer.from_pretrained({literal}), "
+                f"{cls}.from_pretrained({literal})")
+    return (f"    from paddlenlp.transformers import {cls}\n"
+            f"    model = {cls}.from_pretrained({literal})")

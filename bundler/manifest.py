@@ -1,0 +1,357 @@
+"""The bundle manifest: what a bundle holds, as plain frozen data.
+
+``manifest.json`` is the first member of every bundle. It is the contract between the online
+and the offline machine, described by ``manifests/bundle-manifest.schema.json``. Constructing
+the dataclasses directly trusts the values; :meth:`Manifest.from_json` is the validating way in
+and collects every problem before raising, so a damaged manifest is reported in full.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bundler.errors import ManifestError
+from bundler.paths import ALLOWED_TOPS, is_within, symlink_escape_reason, unsafe_reason
+
+SCHEMA_VERSION = 1
+MANIFEST_ARCNAME = "manifest.json"
+#: A manifest larger than this is refused before parsing (about a million files).
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+
+KIND_COMMUNITY = "community"
+KIND_TASKFLOW = "taskflow"
+TASKFLOW_PREFIX = "taskflow:"
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Stands in for a checksum not yet known; same length as a real one (see archive.py).
+PLACEHOLDER_SHA256 = "0" * 64
+
+
+def root_for(model_id: str) -> tuple[str, str]:
+    """``(kind, root)`` of a model id, with ``root`` relative to the home.
+
+    ``Salesforce/codegen-350M-mono`` lives in ``models/Salesforce/codegen-350M-mono`` (as
+    PaddleNLP's ``os.path.join(MODEL_HOME, name)``), ``taskflow:information_extraction/uie-base``
+    in ``taskflow/information_extraction/uie-base``. Raises ``ValueError`` for ids that would
+    not name a folder below those two.
+    """
+    if model_id.startswith(TASKFLOW_PREFIX):
+        kind, rel = KIND_TASKFLOW, model_id[len(TASKFLOW_PREFIX) :].strip("/")
+        top = "taskflow"
+    else:
+        kind, rel, top = KIND_COMMUNITY, model_id, "models"
+    root = f"{top}/{rel}"
+    reason = unsafe_reason(rel) or unsafe_reason(root)
+    if reason:
+        raise ValueError(f"{model_id!r} is not a model id ({reason})")
+    if kind == KIND_COMMUNITY and rel.count("/") > 1:
+        raise ValueError(f"{model_id!r} is not a model id (expected 'org/name' or 'name')")
+    return kind, root
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file (or symlink) of a model, at ``path`` relative to the home."""
+
+    path: str
+    size: int
+    sha256: str | None
+    mode: int = 0o644
+    target: str | None = None  # set for symlinks only
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.target is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.target is not None:
+            return {"path": self.path, "type": "symlink", "target": self.target,
+                    "mode": f"{self.mode:04o}"}
+        return {"path": self.path, "type": "file", "size": self.size, "sha256": self.sha256,
+                "mode": f"{self.mode:04o}"}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model folder. ``absent_upstream`` names optional files the server did not have,
+    so the offline side can tell "absent upstream" from "missing from the bundle"."""
+
+    id: str
+    kind: str
+    root: str
+    absent_upstream: tuple[str, ...] = ()
+
+    @classmethod
+    def for_id(cls, model_id: str, absent_upstream: Iterable[str] = ()) -> ModelEntry:
+        kind, root = root_for(model_id)
+        return cls(model_id, kind, root, tuple(sorted(set(absent_upstream))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "root": self.root,
+                "absent_upstream": list(self.absent_upstream)}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who, what and when made a bundle. ``created`` is ISO 8601 UTC."""
+
+    tool_version: str
+    created: str
+    user: str = ""
+    host: str = ""
+    platform: str = ""
+    python: str = ""
+    paddlenlp: str | None = None
+    paddlepaddle: str | None = None
+    command: tuple[str, ...] = ()
+    endpoint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": "paddle-bundle", "tool_version": self.tool_version,
+                "created": self.created, "user": self.user, "host": self.host,
+                "platform": self.platform, "python": self.python,
+                "paddlenlp": self.paddlenlp, "paddlepaddle": self.paddlepaddle,
+                "command": list(self.command), "endpoint": self.endpoint}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    origin: Origin
+    models: tuple[ModelEntry, ...]
+    files: tuple[FileEntry, ...]
+    schema_version: int = SCHEMA_VERSION
+    _by_path: Mapping[str, FileEntry] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_path", {f.path: f for f in self.files})
+
+    # -- queries -------------------------------------------------------------------------
+    def file(self, path: str) -> FileEntry | None:
+        return self._by_path.get(path)
+
+    def model_of(self, path: str) -> ModelEntry | None:
+        for model in self.models:
+            if is_within(path, model.root):
+                return model
+        return None
+
+    def files_of(self, model: ModelEntry) -> tuple[FileEntry, ...]:
+        return tuple(f for f in self.files if is_within(f.path, model.root))
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def with_hashes(self, sha256_by_path: Mapping[str, str]) -> Manifest:
+        files = tuple(
+            f if f.is_symlink else replace(f, sha256=sha256_by_path[f.path]) for f in self.files
+        )
+        return replace(self, files=files)
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "origin": self.origin.to_dict(),
+                "models": [m.to_dict() for m in self.models],
+                "files": [f.to_dict() for f in self.files]}
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: the same manifest always serialises to the same bytes, and a
+        placeholder checksum serialises to the same length as a real one."""
+        text = json.dumps(self.to_dict(), indent=1, ensure_ascii=False)
+        return (text + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes, *, source: str = MANIFEST_ARCNAME) -> Manifest:
+        try:
+            raw = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{source} is not valid JSON: {exc}",
+                                hint="the bundle is damaged; copy it again") from None
+        return cls.from_dict(raw, source=source)
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str = MANIFEST_ARCNAME) -> Manifest:
+        problems: list[str] = []
+        manifest = _parse(raw, problems)
+        if manifest is not None:
+            problems.extend(validate(manifest))
+        if problems or manifest is None:
+            raise ManifestError(f"{source} is invalid ({len(problems)} problems)", problems,
+                                hint="the bundle is damaged or was not made by paddle-bundle")
+        return manifest
+
+
+# -- parsing and validation --------------------------------------------------------------
+def _parse(raw: Any, problems: list[str]) -> Manifest | None:
+    if not isinstance(raw, dict):
+        problems.append("manifest is not a JSON object")
+        return None
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            problems.append(f"schema_version {version} is newer than this paddle-bundle "
+                            f"understands ({SCHEMA_VERSION}): upgrade paddle-bundle")
+        else:
+            problems.append(f"schema_version must be {SCHEMA_VERSION}, got {version!r}")
+        return None
+    origin = _parse_origin(raw.get("origin"), problems)
+    models = _parse_list(raw.get("models"), "models", _parse_model, problems)
+    files = _parse_list(raw.get("files"), "files", _parse_file, problems)
+    if origin is None or models is None or files is None:
+        return None
+    return Manifest(origin=origin, models=tuple(models), files=tuple(files))
+
+
+def _parse_list(value: Any, name: str, parse: Any, problems: list[str]) -> list[Any] | None:
+    if not isinstance(value, list):
+        problems.append(f"'{name}' must be a list")
+        return None
+    out = []
+    for i, item in enumerate(value):
+        parsed = parse(item, f"{name}[{i}]", problems)
+        if parsed is not None:
+            out.append(parsed)
+    return out if len(out) == len(value) else None
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str, problems: list[str],
+         optional: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"{where}.{key} must be a string")
+        return None
+    return value
+
+
+def _parse_origin(value: Any, problems: list[str]) -> Origin | None:
+    if not isinstance(value, dict):
+        problems.append("'origin' must be an object")
+        return None
+    ok = len(problems)
+    strings = {k: _str(value, k, "origin", problems, optional=True)
+               for k in ("tool_version", "created", "user", "host", "platform", "python",
+                         "paddlenlp", "paddlepaddle", "endpoint")}
+    command = value.get("command", [])
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        problems.append("origin.command must be a list of strings")
+    if strings["tool_version"] is None or strings["created"] is None:
+        problems.append("origin.tool_version and origin.created are required")
+    if len(problems) != ok:
+        return None
+    return Origin(tool_version=strings["tool_version"] or "", created=strings["created"] or "",
+                  user=strings["user"] or "", host=strings["host"] or "",
+                  platform=strings["platform"] or "", python=strings["python"] or "",
+                  paddlenlp=strings["paddlenlp"], paddlepaddle=strings["paddlepaddle"],
+                  command=tuple(command), endpoint=strings["endpoint"])
+
+
+def _parse_model(value: Any, where: str, problems: list[str]) -> ModelEntry | None:
+    if not isinstance(value, dict):
+        problems.append(f"{where} must be an object")
+        return None
+    ok = len(problems)
+    model_id = _str(value, "id", where, problems)
+    kind = _str(value, "kind", where, problems)
+    root = _str(value, "root", where, problems)
+    absent = value.get("absent_upstream", [])
+    if not isinstance(absent, list) or not all(isinstance(a, str) for a in absent):
+        problems.append(f"{where}.absent_upstream must be a list of strings")
+    if len(problems) != ok or model_id is None or kind is None or root is None:
+        return None
+    return ModelEntry(model_id, kind, root, tuple(absent))
+
+
+def _parse_file(value: Any, where: str, problems: list[str]) -> FileEntry | None:
+    if not isinstance(value, dict):
+        problems.append(f"{where} must be an object")
+        return None
+    ok = len(problems)
+    path = _str(value, "path", where, problems)
+    mode_text = _str(value, "mode", where, problems)
+    mode = 0
+    if mode_text is not None:
+        try:
+            mode = int(mode_text, 8)
+        except ValueError:
+            problems.append(f"{where}.mode must be an octal string like '0644'")
+        if not 0 <= mode <= 0o777:
+            problems.append(f"{where}.mode {mode_text} is not a permission mode")
+    kind = value.get("type")
+    if kind == "symlink":
+        target = _str(value, "target", where, problems)
+        if len(problems) != ok or path is None:
+            return None
+        return FileEntry(path, 0, None, mode, target)
+    if kind != "file":
+        problems.append(f"{where}.type must be 'file' or 'symlink'")
+        return None
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        problems.append(f"{where}.size must be a non-negative integer")
+    sha256 = _str(value, "sha256", where, problems)
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
+        problems.append(f"{where}.sha256 must be 64 lowercase hex digits")
+    if len(problems) != ok or path is None or not isinstance(size, int):
+        return None
+    return FileEntry(path, size, sha256, mode)
+
+
+def validate(manifest: Manifest) -> list[str]:
+    """Every reason ``manifest`` could not be installed safely; empty when it can.
+
+    Checks what the per-field parsing cannot: model roots that match their ids and do not
+    nest, file paths that are safe and belong to exactly one model, no duplicates, no file
+    below a symlink or below another file, symlinks that stay in their model folder.
+    """
+    problems: list[str] = []
+    roots: list[str] = []
+    for model in manifest.models:
+        try:
+            kind, root = root_for(model.id)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if (kind, root) != (model.kind, model.root):
+            problems.append(f"model {model.id!r} must have kind {kind!r} and root {root!r}")
+        if root.split("/", 1)[0] not in ALLOWED_TOPS:
+            problems.append(f"model root {root!r} is outside {ALLOWED_TOPS}")
+        for other in roots:
+            if is_within(root, other) or is_within(other, root):
+                problems.append(f"model folders {other!r} and {root!r} overlap")
+        roots.append(root)
+    seen: set[str] = set()
+    symlinks = {f.path for f in manifest.files if f.is_symlink}
+    paths = {f.path for f in manifest.files}
+    for entry in manifest.files:
+        reason = unsafe_reason(entry.path)
+        if reason:
+            problems.append(f"{entry.path!r}: {reason}")
+            continue
+        if entry.path in seen:
+            problems.append(f"{entry.path}: listed twice")
+        seen.add(entry.path)
+        owners = [r for r in roots if is_within(entry.path, r) and entry.path != r]
+        if not owners:
+            problems.append(f"{entry.path}: not inside any model folder of the bundle")
+            continue
+        parents = _parents(entry.path)
+        clash = next((p for p in parents if p in paths), None)
+        if clash:
+            kind = "symlink" if clash in symlinks else "file"
+            problems.append(f"{entry.path}: lies below the {kind} {clash}")
+        if entry.target is not None:
+            reason = symlink_escape_reason(entry.path, entry.target, owners[0])
+            if reason:
+                problems.append(f"{entry.path}: {reason}")
+    return problems
+
+
+def _parents(path: str) -> Sequence[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]

@@ -1,0 +1,150 @@
+"""Pack: cached model folders -> one checksummed zstd bundle (the online side).
+
+Reads each file exactly once: it is hashed while it is compressed. The bundle is written under
+a temporary name beside ``out`` and renamed only when complete, so an interrupted pack leaves
+no ``out`` behind; then the ``.sha256`` sidecar is written the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+import platform
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bundler import __version__
+from bundler._io import atomic_output, atomic_write_bytes, sha256_file
+from bundler.archive import BundleWriter, Compression
+from bundler.cache import LocalFile, scan_model
+from bundler.errors import BundleError, UsageError
+from bundler.manifest import PLACEHOLDER_SHA256, Manifest, ModelEntry, Origin
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """Everything that shapes a bundle, travelling as one object so no option is dropped on
+    the way to the writer."""
+
+    compression: Compression = Compression()
+    command: tuple[str, ...] = ()
+    endpoint: str | None = None
+    absent_upstream: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path
+    sidecar: Path
+    manifest: Manifest
+    sha256: str
+    size: int
+
+
+def parse_models(ids: Sequence[str]) -> list[ModelEntry]:
+    models: list[ModelEntry] = []
+    for model_id in ids:
+        try:
+            model = ModelEntry.for_id(model_id)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="use 'org/name' or 'taskflow:<task>/<model>'") from None
+        if model not in models:
+            models.append(model)
+    return models
+
+
+def _version(dist: str) -> str | None:
+    """A distribution's version without importing it: Paddle may be broken here."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _created(files: Sequence[LocalFile]) -> int:
+    """The bundle's date: ``SOURCE_DATE_EPOCH`` when set, else the newest file's mtime.
+
+    Not the wall clock, so that packing the same folders twice gives the same bytes.
+    """
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env and env.isdigit():
+        return int(env)
+    return max((int(f.path.lstat().st_mtime) for f in files), default=0)
+
+
+def origin_now(created: int, options: PackOptions) -> Origin:
+    stamp = dt.datetime.fromtimestamp(created, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = ""
+    paddle = _version("paddlepaddle") or _version("paddlepaddle-gpu")
+    return Origin(tool_version=__version__, created=stamp, user=user,
+                  host=socket.gethostname(), platform=platform.platform(),
+                  python=platform.python_version(), paddlenlp=_version("paddlenlp"),
+                  paddlepaddle=paddle, command=options.command, endpoint=options.endpoint)
+
+
+def plan(home: Path, models: Sequence[ModelEntry]) -> tuple[list[ModelEntry], list[LocalFile]]:
+    """Scan every model first, so a missing one fails before anything is written."""
+    files: list[LocalFile] = []
+    missing: list[str] = []
+    for model in models:
+        try:
+            files.extend(scan_model(home, model))
+        except BundleError as exc:
+            missing.append(str(exc))
+    if missing:
+        if len(missing) == 1:
+            raise BundleError(missing[0])
+        raise BundleError(f"{len(missing)} models cannot be packed: " + " | ".join(missing))
+    return list(models), sorted(files, key=lambda f: f.arcname)
+
+
+def pack(model_ids: Sequence[str], out: Path, *, home: Path,
+         options: PackOptions = PackOptions(),
+         progress: Callable[[int], None] | None = None,
+         on_start: Callable[[int], None] | None = None) -> PackResult:
+    """Pack the named cached models into ``out``.
+
+    ``on_start`` receives the total number of bytes to read, then ``progress`` each amount
+    read, so the CLI can draw a bar without the library knowing about terminals.
+    """
+    home = Path(os.path.abspath(os.path.expanduser(home)))
+    models, files = plan(home, parse_models(model_ids))
+    models = [
+        ModelEntry(m.id, m.kind, m.root, tuple(sorted(options.absent_upstream.get(m.id, ()))))
+        for m in models
+    ]
+    created = _created(files)
+    draft = Manifest(origin=origin_now(created, options), models=tuple(models),
+                     files=tuple(f.entry(None if f.target else PLACEHOLDER_SHA256)
+                                 for f in files))
+    draft_json = draft.to_json()
+    if on_start:
+        on_start(draft.total_size)
+    out = Path(os.path.abspath(out))
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory", hint="give the bundle's file name with -o")
+    if not out.parent.is_dir():
+        raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
+
+    hashes: dict[str, str] = {}
+    with atomic_output(out) as fh:
+        writer = BundleWriter(fh, len(draft_json), created, options.compression)  # type: ignore[arg-type]
+        for f in files:
+            if f.target is not None:
+                writer.add_symlink(f.arcname, f.target, f.mode)
+            else:
+                hashes[f.arcname] = writer.add_file(f.arcname, f.path, f.size, f.mode, progress)
+        manifest = draft.with_hashes(hashes)
+        writer.finish(manifest.to_json())
+    digest = sha256_file(out)
+    sidecar = out.with_name(out.name + ".sha256")
+    atomic_write_bytes(sidecar, f"{digest}  {out.name}\n".encode())
+    return PackResult(out, sidecar, manifest, digest, out.stat().st_size)
+

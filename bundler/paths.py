@@ -1,0 +1,59 @@
+"""Path safety, in one place.
+
+Every path inside a bundle (an *arcname*) is relative to the PaddleNLP home and written with
+``/``. These pure functions decide what is acceptable; the manifest parser and the archive
+reader both call them, so there is exactly one definition of "safe".
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+#: Top-level folders of a PaddleNLP home that a bundle may write into.
+ALLOWED_TOPS = ("models", "taskflow")
+
+
+def unsafe_reason(arcname: str) -> str | None:
+    """Why ``arcname`` may not be written under a home, or ``None`` when it is fine.
+
+    Rejects absolute paths, drive letters, backslashes, ``.``/``..`` and empty components, and
+    control characters: anything that could escape the target or mean different things on
+    different systems.
+    """
+    if not arcname:
+        return "empty path"
+    if "\x00" in arcname or any(ord(ch) < 0x20 for ch in arcname):
+        return "control character in path"
+    if arcname.startswith("/"):
+        return "absolute path"
+    if "\\" in arcname:
+        return "backslash in path"
+    if len(arcname) >= 2 and arcname[1] == ":":
+        return "drive letter in path"
+    parts = arcname.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "'.', '..' or empty component in path"
+    return None
+
+
+def is_within(arcname: str, root: str) -> bool:
+    """True when ``arcname`` is ``root`` itself or lies below it (both already safe)."""
+    return arcname == root or arcname.startswith(root + "/")
+
+
+def symlink_escape_reason(arcname: str, target: str, root: str) -> str | None:
+    """Why a symlink at ``arcname`` pointing to ``target`` leaves ``root``, or ``None``.
+
+    Only relative targets that resolve, lexically, to a path strictly inside ``root`` are
+    kept: that is what HF-style ``snapshots/ -> ../../blobs/`` links need and nothing more.
+    """
+    if not target:
+        return "empty symlink target"
+    if target.startswith("/"):
+        return f"symlink points to absolute path {target!r}"
+    if "\\" in target or "\x00" in target:
+        return f"symlink target {target!r} has a backslash or NUL"
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(arcname), target))
+    if resolved == root or not is_within(resolved, root) or resolved.startswith("../"):
+        return f"symlink points outside its model folder ({target!r})"
+    return None

@@ -1,0 +1,155 @@
+"""Verify a bundle against its manifest, and check installed models against their records.
+
+:func:`stream_check` is the one loop over a bundle's members; ``verify`` runs it with nothing
+to write and ``install`` with a sink that writes to staging, so both refuse exactly the same
+things.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bundler.archive import BundleReader, describe_member_problem
+from bundler.cache import Cache, InstallRecord
+from bundler.errors import BundleNotFoundError, IntegrityError, ModelNotFoundError
+from bundler.manifest import FileEntry, Manifest, ModelEntry
+
+
+class Sink(Protocol):
+    """Where verified bytes go. ``write_file`` consumes ``chunks`` and returns their sha256."""
+
+    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str: ...
+
+    def write_symlink(self, entry: FileEntry) -> None: ...
+
+
+class HashOnly:
+    """A sink that keeps nothing: verification without writing."""
+
+    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def write_symlink(self, entry: FileEntry) -> None:
+        return None
+
+
+def stream_check(reader: BundleReader, manifest: Manifest, sink: Sink) -> list[str]:
+    """Read every member once, check it against ``manifest``, hand good bytes to ``sink``.
+
+    Returns every problem found (unsafe or unexpected members, size and checksum
+    mismatches, missing entries, truncation) rather than stopping at the first.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    try:
+        for member, chunks in reader.members():
+            problem = describe_member_problem(member, manifest, seen)
+            if problem:
+                problems.append(problem)
+                continue
+            seen.add(member.arcname)
+            entry = manifest.file(member.arcname)
+            assert entry is not None
+            if entry.is_symlink:
+                sink.write_symlink(entry)
+            elif sink.write_file(entry, chunks) != entry.sha256:
+                problems.append(f"{entry.path}: sha256 differs from the manifest")
+        reader.finish()
+    except IntegrityError as exc:
+        problems.append(str(exc))
+        return problems
+    missing = [f.path for f in manifest.files if f.path not in seen]
+    problems.extend(f"{path}: listed in the manifest but missing from the archive"
+                    for path in missing)
+    return problems
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    bundle: Path
+    manifest: Manifest | None
+    problems: tuple[str, ...]
+    sha256: str | None
+    sidecar: Path | None  # the .sha256 file that was compared, if there was one
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def read_sidecar(bundle: Path) -> tuple[Path, str] | None:
+    """The expected sha256 from ``BUNDLE.sha256`` (``sha256sum`` format), if present."""
+    sidecar = bundle.with_name(bundle.name + ".sha256")
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        digest, _, name = line.partition("  ")
+        if name.lstrip("*") == bundle.name:
+            return sidecar, digest.strip().lower()
+    return sidecar, ""
+
+
+def verify(bundle: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check every member of ``bundle`` against its manifest, and the whole file against its
+    sidecar when one lies beside it. Collects all problems."""
+    if not bundle.is_file():
+        raise BundleNotFoundError(f"bundle {bundle} does not exist")
+    problems: list[str] = []
+    manifest: Manifest | None = None
+    with BundleReader(bundle, progress=progress, hash_raw=True) as reader:
+        try:
+            manifest = reader.manifest()
+        except IntegrityError as exc:
+            problems.append(str(exc))
+            problems.extend(exc.problems)
+        if manifest is not None:
+            problems.extend(stream_check(reader, manifest, HashOnly()))
+        digest = reader.drain_raw()
+    sidecar = read_sidecar(bundle)
+    if sidecar is not None and sidecar[1] != digest:
+        problems.append(f"{bundle.name}: sha256 {digest} differs from {sidecar[0].name}")
+    return VerifyReport(bundle, manifest, tuple(problems), digest,
+                        sidecar[0] if sidecar else None)
+
+
+def inspect(bundle: Path) -> tuple[Manifest, int]:
+    """The manifest and the file size, reading only the head of the bundle."""
+    if not bundle.is_file():
+        raise BundleNotFoundError(f"bundle {bundle} does not exist")
+    with BundleReader(bundle) as reader:
+        return reader.manifest(), bundle.stat().st_size
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    record: InstallRecord
+    drift: tuple[str, ...]  # changed or missing files
+    extra: tuple[str, ...]  # files added to the folder since install (not drift)
+
+
+def check(home: Path, model_ids: Sequence[str] = ()) -> list[CheckResult]:
+    """Re-hash installed models against what install wrote. All installed models when
+    ``model_ids`` is empty."""
+    cache = Cache(home)
+    if model_ids:
+        records = []
+        for model_id in model_ids:
+            record = cache.record(ModelEntry.for_id(model_id))
+            if record is None:
+                raise ModelNotFoundError(
+                    f"model {model_id} was not installed by paddle-bundle in {cache.home}",
+                    hint="see 'paddle-bundle list', or pass --home")
+            records.append(record)
+    else:
+        records = cache.records()
+    return [CheckResult(r, tuple(cache.differences(r.files)),
+                        tuple(cache.extra_files(r.model, r.files))) for r in records]
