@@ -73,10 +73,5 @@ class IntegrityError(BundleError):
         self.problems: tuple[str, ...] = tuple(problems)
 
 
-class UnsafeBundleError(IntegrityError):
-    """A bundle holds a member that could write outside its model folder, or is not a plain
-    file or an internal symlink. Nothing from such a bundle is installed."""
-
-
 class ManifestError(IntegrityError, ValueError):
     """``manifest.json`` is missing, unreadable, or does not follow the schema."""

@@ -21,7 +21,7 @@ from bundler import __version__
 from bundler._io import atomic_output, atomic_write_bytes, sha256_file
 from bundler.archive import BundleWriter, Compression
 from bundler.cache import LocalFile, scan_model
-from bundler.errors import BundleError, UsageError
+from bundler.errors import BundleError, ModelNotFoundError, UsageError
 from bundler.manifest import PLACEHOLDER_SHA256, Manifest, ModelEntry, Origin
 
 
@@ -92,16 +92,18 @@ def origin_now(created: int, options: PackOptions) -> Origin:
 def plan(home: Path, models: Sequence[ModelEntry]) -> tuple[list[ModelEntry], list[LocalFile]]:
     """Scan every model first, so a missing one fails before anything is written."""
     files: list[LocalFile] = []
-    missing: list[str] = []
+    missing: list[ModelNotFoundError] = []
     for model in models:
         try:
             files.extend(scan_model(home, model))
-        except BundleError as exc:
-            missing.append(str(exc))
+        except ModelNotFoundError as exc:
+            missing.append(exc)
+    if len(missing) == 1:
+        raise missing[0]
     if missing:
-        if len(missing) == 1:
-            raise BundleError(missing[0])
-        raise BundleError(f"{len(missing)} models cannot be packed: " + " | ".join(missing))
+        raise ModelNotFoundError(f"{len(missing)} models are not in the cache: "
+                                 + " | ".join(e.message for e in missing),
+                                 hint=missing[0].hint)
     return list(models), sorted(files, key=lambda f: f.arcname)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bundler._io import sha256_file
 from bundler.archive import BundleReader, describe_member_problem
 from bundler.cache import Cache, InstallRecord
 from bundler.errors import BundleNotFoundError, IntegrityError, ModelNotFoundError
@@ -76,7 +77,7 @@ class VerifyReport:
     bundle: Path
     manifest: Manifest | None
     problems: tuple[str, ...]
-    sha256: str | None
+    sha256: str
     sidecar: Path | None  # the .sha256 file that was compared, if there was one
 
     @property
@@ -105,15 +106,17 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None) -> Verif
         raise BundleNotFoundError(f"bundle {bundle} does not exist")
     problems: list[str] = []
     manifest: Manifest | None = None
-    with BundleReader(bundle, progress=progress, hash_raw=True) as reader:
-        try:
+    digest: str | None = None
+    try:
+        with BundleReader(bundle, progress=progress, hash_raw=True) as reader:
             manifest = reader.manifest()
-        except IntegrityError as exc:
-            problems.append(str(exc))
-            problems.extend(exc.problems)
-        if manifest is not None:
             problems.extend(stream_check(reader, manifest, HashOnly()))
-        digest = reader.drain_raw()
+            digest = reader.drain_raw()
+    except IntegrityError as exc:
+        problems.append(str(exc))
+        problems.extend(exc.problems)
+    if digest is None:  # the stream broke off early: hash the file on its own
+        digest = sha256_file(bundle)
     sidecar = read_sidecar(bundle)
     if sidecar is not None and sidecar[1] != digest:
         problems.append(f"{bundle.name}: sha256 {digest} differs from {sidecar[0].name}")
