@@ -86,17 +86,22 @@ class VerifyReport:
 
 
 def read_sidecar(bundle: Path) -> tuple[Path, str] | None:
-    """The expected sha256 from ``BUNDLE.sha256`` (``sha256sum`` format), if present."""
+    """The expected sha256 from ``BUNDLE.sha256`` (``sha256sum`` format), if present.
+
+    The line naming the bundle wins; a one-line sidecar counts whatever name it gives, so a
+    bundle renamed together with its sidecar still verifies.
+    """
     sidecar = bundle.with_name(bundle.name + ".sha256")
     try:
-        text = sidecar.read_text(encoding="utf-8")
+        lines = [ln for ln in sidecar.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except (FileNotFoundError, UnicodeDecodeError):
         return None
-    for line in text.splitlines():
-        digest, _, name = line.partition("  ")
-        if name.lstrip("*") == bundle.name:
-            return sidecar, digest.strip().lower()
-    return sidecar, ""
+    entries = [(d.strip().lower(), n.lstrip("*")) for d, _, n in
+               (ln.partition(" ") for ln in lines)]
+    for digest, name in entries:
+        if name.strip() == bundle.name:
+            return sidecar, digest
+    return sidecar, entries[0][0] if len(entries) == 1 else ""
 
 
 def verify(bundle: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:

@@ -129,3 +129,13 @@ def test_list_json_is_the_state_of_the_home(bundle: Path, offline_home: Path,
     assert model["size"] == sum(f["size"] for f in model["files"])
     assert _main(["list", "--home", str(offline_home)]) == 0
     assert "Org/small" in capsys.readouterr().out
+
+
+def test_bundle_renamed_with_its_sidecar_still_verifies(bundle: Path) -> None:
+    sidecar = bundle.with_name(bundle.name + ".sha256")
+    renamed = bundle.with_name("codegen.tar.zst")
+    bundle.rename(renamed)
+    sidecar.rename(renamed.with_name("codegen.tar.zst.sha256"))
+    report = verify(renamed)
+    assert report.ok, report.problems
+    assert report.sidecar == renamed.with_name("codegen.tar.zst.sha256")
