@@ -519,7 +519,7 @@ def modules(draw: st.DrawFn) -> str:
     return header + "".join(line + "\n" for line in body)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=120, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(source=modules(), add_import=st.booleans())
 def test_rewrite_is_idempotent_and_keeps_other_lines(source: str, add_import: bool) -> None:
     first = rewrite_source(source, PROPERTY_INSTALLED, add_offline_import=add_import)
@@ -689,6 +689,49 @@ def test_notebook_bad_cell_reported_other_cells_rewritten() -> None:
     assert [c.cell for c in result.changes] == [3]
     cells = json.loads(result.new_source)["cells"]
     assert cells[1]["source"] == ["%%bash\n", "echo AutoModel.from_pretrained\n"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "rewritten"),
+    [
+        pytest.param(
+            [
+                "!pip install paddlenlp\n",
+                "if True:\n",
+                "    %time x = 1\n",
+                f"m = A.from_pretrained('{ERNIE}')",
+            ],
+            True,
+            id="shell-escape-masked",
+        ),
+        pytest.param(
+            ["%%time\n", f"m = A.from_pretrained('{ERNIE}')"], True, id="python-cell-magic"
+        ),
+        pytest.param(
+            ["%%writefile train.py\n", f"m = A.from_pretrained('{ERNIE}')"],
+            True,
+            id="writefile-py",
+        ),
+        pytest.param(
+            ["%%writefile notes.txt\n", f"m = A.from_pretrained('{ERNIE}')"],
+            False,
+            id="writefile-not-py",
+        ),
+        pytest.param(["%%bash\n", f"echo \"A.from_pretrained('{ERNIE}')\""], False, id="bash-cell"),
+        pytest.param(
+            ["x = (1\n", "     % 2)\n", f"m = A.from_pretrained('{ERNIE}')"],
+            True,
+            id="valid-python-line-starting-with-percent",
+        ),
+    ],
+)
+def test_notebook_magics(lines: list[str], rewritten: bool) -> None:
+    text = _dump(_notebook([_code(*lines)]))
+    result = rewrite_notebook(text, INSTALLED)
+    assert result.findings == ()
+    new_lines = json.loads(result.new_source)["cells"][0]["source"]
+    expected = [line.replace(ERNIE, ERNIE_DIR) for line in lines] if rewritten else lines
+    assert new_lines == expected
 
 
 def test_notebook_in_another_language_is_left_alone() -> None:
