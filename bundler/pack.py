@@ -22,7 +22,7 @@ from bundler._io import atomic_output, atomic_write_bytes, sha256_file
 from bundler.archive import BundleWriter, Compression
 from bundler.cache import LocalFile, scan_model
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
-from bundler.manifest import PLACEHOLDER_SHA256, Manifest, ModelEntry, Origin
+from bundler.manifest import PLACEHOLDER_SHA256, Manifest, ModelEntry, Origin, validate
 
 
 @dataclass(frozen=True)
@@ -111,21 +111,35 @@ def pack(model_ids: Sequence[str], out: Path, *, home: Path,
          options: PackOptions = PackOptions(),
          progress: Callable[[int], None] | None = None,
          on_start: Callable[[int], None] | None = None) -> PackResult:
-    """Pack the named cached models into ``out``.
+    """Pack the named cached models, whole folders, into ``out``.
 
     ``on_start`` receives the total number of bytes to read, then ``progress`` each amount
     read, so the CLI can draw a bar without the library knowing about terminals.
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
     models, files = plan(home, parse_models(model_ids))
-    models = [
-        ModelEntry(m.id, m.kind, m.root, tuple(sorted(options.absent_upstream.get(m.id, ()))))
-        for m in models
-    ]
+    return write_bundle(models, files, out, options=options, progress=progress,
+                        on_start=on_start)
+
+
+def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: Path, *,
+                 options: PackOptions = PackOptions(),
+                 progress: Callable[[int], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> PackResult:
+    """Write exactly ``files`` (of ``models``) into the bundle ``out`` and its sidecar.
+
+    ``pack`` passes whole folders; ``fetch`` passes just the files PaddleNLP's loaders used.
+    """
+    files = sorted(files, key=lambda f: f.arcname)
+    models = [ModelEntry(m.id, m.kind, m.root, tuple(sorted(
+        set(m.absent_upstream) | set(options.absent_upstream.get(m.id, ()))))) for m in models]
     created = _created(files)
     draft = Manifest(origin=origin_now(created, options), models=tuple(models),
                      files=tuple(f.entry(None if f.target else PLACEHOLDER_SHA256)
                                  for f in files))
+    problems = validate(draft)
+    if problems:
+        raise BundleError(f"cannot pack: {problems[0]}")
     draft_json = draft.to_json()
     if on_start:
         on_start(draft.total_size)
@@ -149,4 +163,3 @@ def pack(model_ids: Sequence[str], out: Path, *, home: Path,
     sidecar = out.with_name(out.name + ".sha256")
     atomic_write_bytes(sidecar, f"{digest}  {out.name}\n".encode())
     return PackResult(out, sidecar, manifest, digest, out.stat().st_size)
-
