@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import errno
 import json
+import logging
 import os
 import shutil
 import stat
@@ -27,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from bundler._io import atomic_write_bytes, fsync_dir, sha256_file
-from bundler.errors import BundleError, LockedError, ModelNotFoundError
+from bundler.errors import BundleError, LockedError, ManifestError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest, ModelEntry
-from bundler.paths import is_within, symlink_escape_reason
+from bundler.paths import symlink_escape_reason
 
 STATE_DIRNAME = ".paddle-bundle"
+log = logging.getLogger(__name__)
 
 
 def default_home() -> Path:
@@ -120,13 +122,21 @@ class InstallRecord:
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> InstallRecord:
-        raw: Any = json.loads(data)
-        files = Manifest.from_dict(
-            {"schema_version": 1, "origin": {"tool_version": "", "created": ""},
-             "models": [raw["model"]], "files": raw["files"]}, source=source)
-        return cls(model=files.models[0], files=files.files, bundle=raw["bundle"],
-                   manifest_sha256=raw["manifest_sha256"], installed_at=raw["installed_at"],
-                   bundle_created=raw.get("bundle_created", ""))
+        """Parse a record; a damaged one raises ManifestError naming the file."""
+        try:
+            raw: Any = json.loads(data)
+            files = Manifest.from_dict(
+                {"schema_version": 1, "origin": {"tool_version": "", "created": ""},
+                 "models": [raw["model"]], "files": raw["files"]}, source=source)
+            return cls(model=files.models[0], files=files.files, bundle=str(raw["bundle"]),
+                       manifest_sha256=str(raw["manifest_sha256"]),
+                       installed_at=str(raw["installed_at"]),
+                       bundle_created=str(raw.get("bundle_created", "")))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            if isinstance(exc, ManifestError):
+                raise
+            raise ManifestError(f"install record {source} is damaged ({exc!r})",
+                                hint="install the model's bundle again") from None
 
 
 class Cache:
@@ -157,7 +167,10 @@ class Cache:
             return []
         out = []
         for path in sorted(base.rglob("*.json")):
-            out.append(InstallRecord.from_json(path.read_bytes(), str(path)))
+            try:
+                out.append(InstallRecord.from_json(path.read_bytes(), str(path)))
+            except ManifestError as exc:
+                log.warning("%s", exc)
         return sorted(out, key=lambda r: r.model.id)
 
     def write_record(self, record: InstallRecord) -> None:
@@ -306,8 +319,3 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     raise OSError(err, os.strerror(err), str(b))
 
-
-def is_inside_home(home: Path, arcname: str) -> bool:
-    """Belt and braces for writers: the resolved path stays below ``home``."""
-    resolved = os.path.realpath(home / arcname)
-    return is_within(Path(resolved).as_posix(), Path(os.path.realpath(home)).as_posix())

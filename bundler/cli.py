@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -250,10 +251,7 @@ def check(models: tuple[str, ...], home: Path | None) -> int:
     """Re-hash installed MODELS (default: all) against what was installed."""
     from bundler.verify import check as do_check
 
-    try:
-        results = do_check(_resolve_home(home), models)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="MODEL") from None
+    results = do_check(_resolve_home(home), models)
     drifted = [r for r in results if r.drift]
     for r in results:
         state = f"{len(r.drift)} problem(s)" if r.drift else "ok"
@@ -267,8 +265,23 @@ def check(models: tuple[str, ...], home: Path | None) -> int:
 
 
 # -- entry point ----------------------------------------------------------------------------
+class _WarningHandler(logging.Handler):
+    """The library logs; the CLI shows its warnings as one line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{PROG}: warning: {record.getMessage()}", err=True)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("bundler")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        logger.addHandler(_WarningHandler(logging.WARNING))
+        logger.propagate = False
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; tests call this directly."""
+    _setup_logging()
     try:
         rc = cli.main(args=list(argv) if argv is not None else None, prog_name=PROG,
                       standalone_mode=False)

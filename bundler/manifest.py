@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bundler.errors import ManifestError
+from bundler.errors import ManifestError, UsageError
 from bundler.paths import ALLOWED_TOPS, is_within, symlink_escape_reason, unsafe_reason
 
 SCHEMA_VERSION = 1
@@ -51,6 +51,20 @@ def root_for(model_id: str) -> tuple[str, str]:
     if kind == KIND_COMMUNITY and rel.count("/") > 1:
         raise ValueError(f"{model_id!r} is not a model id (expected 'org/name' or 'name')")
     return kind, root
+
+
+def parse_model_ids(ids: Iterable[str]) -> list[ModelEntry]:
+    """Model ids from the command line, de-duplicated; a malformed one is a usage error."""
+    models: list[ModelEntry] = []
+    for model_id in ids:
+        try:
+            model = ModelEntry.for_id(model_id)
+        except ValueError as exc:
+            raise UsageError(str(exc),
+                             hint="use 'org/name' or 'taskflow:<task>/<model>'") from None
+        if model not in models:
+            models.append(model)
+    return models
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from bundler._io import atomic_output, atomic_write_bytes, sha256_file
 from bundler.archive import BundleWriter, Compression
 from bundler.cache import LocalFile, scan_model
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
-from bundler.manifest import PLACEHOLDER_SHA256, Manifest, ModelEntry, Origin, validate
+from bundler.manifest import (
+    PLACEHOLDER_SHA256,
+    Manifest,
+    ModelEntry,
+    Origin,
+    parse_model_ids,
+    validate,
+)
 
 
 @dataclass(frozen=True)
@@ -43,18 +50,6 @@ class PackResult:
     manifest: Manifest
     sha256: str
     size: int
-
-
-def parse_models(ids: Sequence[str]) -> list[ModelEntry]:
-    models: list[ModelEntry] = []
-    for model_id in ids:
-        try:
-            model = ModelEntry.for_id(model_id)
-        except ValueError as exc:
-            raise UsageError(str(exc), hint="use 'org/name' or 'taskflow:<task>/<model>'") from None
-        if model not in models:
-            models.append(model)
-    return models
 
 
 def _version(dist: str) -> str | None:
@@ -117,7 +112,7 @@ def pack(model_ids: Sequence[str], out: Path, *, home: Path,
     read, so the CLI can draw a bar without the library knowing about terminals.
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
-    models, files = plan(home, parse_models(model_ids))
+    models, files = plan(home, parse_model_ids(model_ids))
     return write_bundle(models, files, out, options=options, progress=progress,
                         on_start=on_start)
 

@@ -17,7 +17,7 @@ from bundler._io import sha256_file
 from bundler.archive import BundleReader, describe_member_problem
 from bundler.cache import Cache, InstallRecord
 from bundler.errors import BundleNotFoundError, IntegrityError, ModelNotFoundError
-from bundler.manifest import FileEntry, Manifest, ModelEntry
+from bundler.manifest import FileEntry, Manifest, parse_model_ids
 
 
 class Sink(Protocol):
@@ -150,11 +150,11 @@ def check(home: Path, model_ids: Sequence[str] = ()) -> list[CheckResult]:
     cache = Cache(home)
     if model_ids:
         records = []
-        for model_id in model_ids:
-            record = cache.record(ModelEntry.for_id(model_id))
+        for model in parse_model_ids(model_ids):
+            record = cache.record(model)
             if record is None:
                 raise ModelNotFoundError(
-                    f"model {model_id} was not installed by paddle-bundle in {cache.home}",
+                    f"model {model.id} was not installed by paddle-bundle in {cache.home}",
                     hint="see 'paddle-bundle list', or pass --home")
             records.append(record)
     else:

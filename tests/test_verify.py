@@ -139,3 +139,16 @@ def test_bundle_renamed_with_its_sidecar_still_verifies(bundle: Path) -> None:
     report = verify(renamed)
     assert report.ok, report.problems
     assert report.sidecar == renamed.with_name("codegen.tar.zst.sha256")
+
+
+def test_damaged_install_record_is_a_warning_not_a_crash(
+        bundle: Path, offline_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    install(bundle, home=offline_home)
+    record = offline_home / ".paddle-bundle/installed/models/Org/small.json"
+    record.write_text("{broken")
+    capsys.readouterr()
+    assert _main(["list", "--home", str(offline_home)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: install record" in err and "is damaged" in err
+    assert _main(["check", "Org/small", "--home", str(offline_home)]) == 3
+    assert "install the model's bundle again" in capsys.readouterr().err
