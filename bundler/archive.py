@@ -22,10 +22,10 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 import zstandard
 
@@ -33,6 +33,7 @@ from bundler._io import CHUNK, ProgressFn
 from bundler.errors import BundleError, IntegrityError, ManifestError
 from bundler.manifest import MANIFEST_ARCNAME, MAX_MANIFEST_BYTES, Manifest
 from bundler.paths import unsafe_reason
+from bundler.volumes import BundleFiles, ChainReader, locate
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240, as GNU tar pads
@@ -192,51 +193,29 @@ def _kind(info: tarfile.TarInfo) -> str:
     return "other"
 
 
-class _CountingReader(io.RawIOBase):
-    """Feeds the decompressor from disk, counting (and optionally hashing) the raw bytes so
-    a bundle's own sha256 comes for free while it is read."""
-
-    def __init__(self, fh: IO[bytes], progress: ProgressFn | None, digest: bool) -> None:
-        self._fh = fh
-        self._progress = progress
-        self.count = 0
-        self.digest = hashlib.sha256() if digest else None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._fh.readinto(buffer)  # type: ignore[attr-defined]
-        if n:
-            self.count += n
-            if self.digest is not None:
-                self.digest.update(memoryview(buffer)[:n])
-            if self._progress:
-                self._progress(n)
-        return n or 0
-
-
 class BundleReader:
     """Streams a bundle once, front to back: the manifest, then each member.
 
-    Nothing here is trusted: :meth:`manifest` validates, and callers check each
-    :class:`Member` against the manifest before using its bytes. Any decoding failure becomes
-    an :class:`IntegrityError` naming the bundle.
+    ``path`` is a bundle file, the base name of split volumes, or any one volume. The raw
+    bytes are checked against the ``.sha256`` sidecar as each file ends (see
+    :class:`bundler.volumes.ChainReader`). Nothing here is trusted: :meth:`manifest`
+    validates, and callers check each :class:`Member` against the manifest before using its
+    bytes. Any decoding failure becomes an :class:`IntegrityError` naming the file.
     """
 
     def __init__(self, path: Path, *, progress: ProgressFn | None = None,
-                 hash_raw: bool = False) -> None:
-        self.path = path
+                 check_sidecar: bool = True) -> None:
+        self.path = Path(path)
         self._progress = progress
-        self._hash_raw = hash_raw
-        self._fh: IO[bytes] | None = None
+        self._check_sidecar = check_sidecar
         self._tar: tarfile.TarFile | None = None
-        self._raw: _CountingReader | None = None
+        self._raw: ChainReader | None = None
+        self.files: BundleFiles | None = None
         self.manifest_bytes = b""
 
     def __enter__(self) -> BundleReader:
-        self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
-        self._raw = _CountingReader(self._fh, self._progress, self._hash_raw)
+        self.files = locate(self.path)
+        self._raw = ChainReader(self.files, self._progress, self._check_sidecar)
         stream = zstandard.ZstdDecompressor().stream_reader(
             io.BufferedReader(self._raw, CHUNK), read_size=CHUNK, read_across_frames=True)
         with self._errors():
@@ -244,25 +223,22 @@ class BundleReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        if self._raw is not None:
+            self._raw.close()
 
-    @property
-    def raw_bytes_read(self) -> int:
-        return self._raw.count if self._raw else 0
-
-    def drain_raw(self) -> str | None:
-        """Hash what the decoder left unread, then return the whole file's sha256 (``None``
-        unless opened with ``hash_raw``)."""
-        if self._raw is None or self._raw.digest is None:
-            return None
-        buffer = bytearray(CHUNK)
-        while self._raw.readinto(buffer):
-            pass
-        return self._raw.digest.hexdigest()
+    def drain(self) -> dict[str, str]:
+        """Read what the decoder left, checking every file against the sidecar; returns the
+        sha256 of each file of the bundle."""
+        assert self._raw is not None
+        return self._raw.drain()
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
-        return _mapped_errors(self.path)
+        def where() -> Path | None:
+            if self.files is None or self._raw is None or not self.files.split:
+                return None
+            return self._raw.current
+
+        return _mapped_errors(self.path, where)
 
     def manifest(self) -> Manifest:
         """Read and validate the first member, which must be ``manifest.json``."""
@@ -338,12 +314,15 @@ class BundleReader:
 
 
 @contextlib.contextmanager
-def _mapped_errors(path: Path) -> Iterator[None]:
-    """Turns the many ways a damaged stream fails into one IntegrityError naming the file."""
+def _mapped_errors(path: Path, where: Callable[[], Path | None]) -> Iterator[None]:
+    """Turns the many ways a damaged stream fails into one IntegrityError naming the file
+    (the volume being read, for split bundles)."""
     try:
         yield
     except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
-        raise IntegrityError(f"{path}: bundle is corrupt or truncated ({exc})",
+        current = where()
+        name = f"volume {current}" if current is not None and current != path else str(path)
+        raise IntegrityError(f"{name}: bundle is corrupt or truncated ({exc})",
                              hint="copy the bundle again") from None
 
 

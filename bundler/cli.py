@@ -98,37 +98,66 @@ def cli() -> None:
     """
 
 
+def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """How the bundle is written; shared by pack and fetch so neither drops one."""
+    for option in reversed([
+        click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True,
+                     help="zstd compression level."),
+        click.option("--threads", type=click.IntRange(0, 256), default=0,
+                     help="Compression threads (default: one per core)."),
+        click.option("--split-size", "split_size", metavar="SIZE", default=None,
+                     help="Write volumes OUT.000, OUT.001, ... of at most SIZE (4G, 700M, 64K)."),
+        click.option("--fat32", is_flag=True,
+                     help="Volumes of at most 4 GiB - 1 byte, the FAT32 file size limit."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _pack_options(command: tuple[str, ...], level: int, threads: int, split_size: str | None,
+                  fat32: bool, **extra: Any) -> Any:
+    from bundler.archive import Compression
+    from bundler.pack import PackOptions
+    from bundler.volumes import FAT32_MAX, parse_size
+
+    if fat32 and split_size:
+        raise click.UsageError("give --split-size or --fat32, not both")
+    split = FAT32_MAX if fat32 else parse_size(split_size) if split_size else None
+    return PackOptions(compression=Compression(level=level, threads=threads),
+                       command=command, split_size=split, **extra)
+
+
+def _packed_summary(result: Any) -> str:
+    m = result.manifest
+    where = (f"{len(result.parts)} volumes {result.parts[0].name}..{result.parts[-1].name}"
+             if len(result.parts) > 1 or result.parts[0] != result.path else str(result.path))
+    return (f"packed {len(m.models)} model(s), {len(m.files)} files, "
+            f"{_human(m.total_size)} -> {where} ({_human(result.size)}); "
+            f"sha256 in {result.sidecar.name}")
+
+
 @cli.command()
 @click.argument("models", nargs=-1, required=True)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
 @_home_option
-@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True,
-              help="zstd compression level.")
-@click.option("--threads", type=click.IntRange(0, 256), default=0,
-              help="Compression threads (default: one per core).")
+@_output_options
 @_quiet_option
 def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, threads: int,
-         quiet: bool) -> int:
+         split_size: str | None, fat32: bool, quiet: bool) -> int:
     """Pack cached MODELS into one checksummed bundle.
 
     MODEL is a community id (Salesforce/codegen-350M-mono), found in HOME/models/<id>, or a
     Taskflow folder written taskflow:<path under HOME/taskflow>.
     """
-    from bundler.archive import Compression
-    from bundler.pack import PackOptions
     from bundler.pack import pack as do_pack
 
-    options = PackOptions(compression=Compression(level=level, threads=threads),
-                          command=(PROG, "pack", *models))
+    options = _pack_options((PROG, "pack", *models), level, threads, split_size, fat32)
     with _progress("pack", quiet) as bar:
         result = do_pack(models, out, home=_resolve_home(home), options=options,
                          progress=bar.update, on_start=bar.start)
     if not quiet:
-        m = result.manifest
-        click.echo(f"packed {len(m.models)} model(s), {len(m.files)} files, "
-                   f"{_human(m.total_size)} -> {result.path} ({_human(result.size)}); "
-                   f"sha256 in {result.sidecar.name}")
+        click.echo(_packed_summary(result))
     return EXIT_OK
 
 
@@ -139,24 +168,35 @@ def _print_problems(problems: Sequence[str]) -> None:
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--quick", is_flag=True,
+              help="Only compare the file(s) with BUNDLE.sha256, at disk speed.")
 @_quiet_option
-def verify(bundle: Path, quiet: bool) -> int:
-    """Check every file of BUNDLE against its manifest (and BUNDLE.sha256 if present)."""
-    from bundler.verify import verify as do_verify
+def verify(bundle: Path, quick: bool, quiet: bool) -> int:
+    """Check every file of BUNDLE against its manifest, and BUNDLE against BUNDLE.sha256.
 
+    BUNDLE is the bundle file, or the base name or any one volume of a split bundle.
+    """
+    from bundler.verify import verify as do_verify
+    from bundler.volumes import locate
+
+    files = locate(bundle)
     with _progress("verify", quiet) as bar:
-        bar.start(bundle.stat().st_size if bundle.is_file() else 0)
-        report = do_verify(bundle, progress=bar.update)
+        bar.start(files.size)
+        report = do_verify(bundle, progress=bar.update, quick=quick)
     if not report.ok:
         _err(f"{bundle}: {len(report.problems)} problem(s) found")
         _print_problems(report.problems)
         return EXIT_INTEGRITY
     if not quiet:
-        m = report.manifest
-        assert m is not None
-        sidecar = f"; matches {report.sidecar.name}" if report.sidecar else "; no .sha256 sidecar"
-        click.echo(f"{bundle}: OK, {len(m.models)} model(s), {len(m.files)} files, "
-                   f"{_human(m.total_size)}{sidecar}")
+        sidecar = f"matches {report.sidecar.name}" if report.sidecar else "no .sha256 sidecar"
+        parts = f"{len(files.parts)} volumes, " if files.split else ""
+        if quick:
+            click.echo(f"{bundle}: OK, {parts}{sidecar} (quick: contents not decompressed)")
+        else:
+            m = report.manifest
+            assert m is not None
+            click.echo(f"{bundle}: OK, {parts}{len(m.models)} model(s), {len(m.files)} files, "
+                       f"{_human(m.total_size)}; {sidecar}")
     return EXIT_OK
 
 
@@ -262,6 +302,25 @@ def check(models: tuple[str, ...], home: Path | None) -> int:
     if not results:
         click.echo("no models installed by paddle-bundle to check")
     return EXIT_INTEGRITY if drifted else EXIT_OK
+
+
+@cli.command(context_settings={"ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+@_home_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(home: Path | None, command: tuple[str, ...]) -> int:
+    """Run COMMAND with PaddleNLP in offline mode; exit with its exit code.
+
+    Every Python that COMMAND starts loads models by name (and Taskflow) from HOME's cache,
+    with no network: PADDLE_BUNDLE_OFFLINE=1 is set for it, and PPNLP_HOME when --home is
+    given. Its Python must have paddle-bundle installed.
+
+    \b
+    paddle-bundle run --home /data/ppnlp -- python serve.py
+    """
+    from bundler._offline import run_offline
+
+    return run_offline(command, home=home)
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from bundler._io import fsync_dir
 from bundler.archive import BundleReader
 from bundler.cache import Cache, InstallRecord
 from bundler.errors import (
-    BundleNotFoundError,
     InstallConflictError,
     InsufficientSpaceError,
     IntegrityError,
@@ -30,6 +29,7 @@ from bundler.errors import (
 from bundler.manifest import KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
 from bundler.verify import stream_check
+from bundler.volumes import locate
 
 #: Kept free on the target besides the models themselves (file system slack, records).
 SPACE_MARGIN = 64 << 20
@@ -148,9 +148,7 @@ def install(bundle: Path, *, home: Path, force: bool = False,
     is installed), :class:`InsufficientSpaceError` before writing when it cannot fit.
     """
     bundle = Path(bundle)
-    if not bundle.is_file():
-        raise BundleNotFoundError(f"bundle {bundle} does not exist",
-                                  hint="check the path, or the USB stick is not mounted")
+    files = locate(bundle)  # fails early, naming a missing bundle or volume
     cache = Cache(home)
     cache.home.mkdir(parents=True, exist_ok=True)
     with cache.locked(), BundleReader(bundle, progress=progress) as reader:
@@ -166,12 +164,12 @@ def install(bundle: Path, *, home: Path, force: bool = False,
 
         def record(model: ModelEntry) -> InstallRecord:
             now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return InstallRecord(model, manifest.files_of(model), bundle.name, manifest_sha256,
+            return InstallRecord(model, manifest.files_of(model), files.base.name, manifest_sha256,
                                  now, manifest.origin.created)
 
         if to_write:
             if on_start:
-                on_start(bundle.stat().st_size)
+                on_start(files.size)
             staging = cache.new_staging()
             try:
                 sink = StagingSink(staging, tuple(m.root for m in to_write))

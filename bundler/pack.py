@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import logging
 import os
 import platform
+import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO
 
 from bundler import __version__
-from bundler._io import atomic_output, atomic_write_bytes, sha256_file
+from bundler._io import atomic_output, sha256_file
 from bundler.archive import BundleWriter, Compression
 from bundler.cache import LocalFile, scan_model
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
@@ -30,7 +33,9 @@ from bundler.manifest import (
     parse_model_ids,
     validate,
 )
+from bundler.volumes import VolumeWriter, volume_path, write_sidecar
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PackOptions:
@@ -41,14 +46,16 @@ class PackOptions:
     command: tuple[str, ...] = ()
     endpoint: str | None = None
     absent_upstream: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    split_size: int | None = None  # volumes of at most this many bytes; None: one file
 
 
 @dataclass(frozen=True)
 class PackResult:
-    path: Path
+    path: Path  # the bundle's name: the file, or the base name of its volumes
+    parts: tuple[Path, ...]  # the files written: [path], or the volumes path.000, ...
     sidecar: Path
     manifest: Manifest
-    sha256: str
+    sha256: dict[str, str]  # file name -> sha256, as in the sidecar
     size: int
 
 
@@ -144,9 +151,12 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
     if not out.parent.is_dir():
         raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
 
+    warn_if_short_of_space(out.parent, draft.total_size)
+
     hashes: dict[str, str] = {}
-    with atomic_output(out) as fh:
-        writer = BundleWriter(fh, len(draft_json), created, options.compression)  # type: ignore[arg-type]
+
+    def stream(fh: BinaryIO) -> Manifest:
+        writer = BundleWriter(fh, len(draft_json), created, options.compression)
         for f in files:
             if f.target is not None:
                 writer.add_symlink(f.arcname, f.target, f.mode)
@@ -154,7 +164,36 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
                 hashes[f.arcname] = writer.add_file(f.arcname, f.path, f.size, f.mode, progress)
         manifest = draft.with_hashes(hashes)
         writer.finish(manifest.to_json())
-    digest = sha256_file(out)
-    sidecar = out.with_name(out.name + ".sha256")
-    atomic_write_bytes(sidecar, f"{digest}  {out.name}\n".encode())
-    return PackResult(out, sidecar, manifest, digest, out.stat().st_size)
+        return manifest
+
+    if options.split_size:
+        volumes = VolumeWriter(out, options.split_size)
+        try:
+            manifest = stream(volumes)  # type: ignore[arg-type]
+            parts = volumes.commit()
+        except BaseException:
+            volumes.discard()
+            raise
+        if out.is_file():  # a single-file bundle of the same name would shadow the volumes
+            out.unlink()
+    else:
+        with atomic_output(out) as fh:
+            manifest = stream(fh)  # type: ignore[arg-type]
+        parts = [out]
+        stale = 0
+        while volume_path(out, stale).is_file():
+            volume_path(out, stale).unlink()
+            stale += 1
+    digests = [(p.name, sha256_file(p)) for p in parts]
+    sidecar = write_sidecar(out, digests)
+    return PackResult(out, tuple(parts), sidecar, manifest, dict(digests),
+                      sum(p.stat().st_size for p in parts))
+
+
+def warn_if_short_of_space(folder: Path, estimate: int) -> None:
+    """Model weights barely compress, so the input size is a fair estimate of the output."""
+    free = shutil.disk_usage(folder).free
+    if estimate > free:
+        log.warning("the bundle will likely not fit in %s: about %.1f MB to write, %.1f MB "
+                    "free; use a larger stick or --split-size across several", folder,
+                    estimate / 1e6, free / 1e6)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bundler._io import sha256_file
 from bundler.archive import BundleReader, describe_member_problem
 from bundler.cache import Cache, InstallRecord
-from bundler.errors import BundleNotFoundError, IntegrityError, ModelNotFoundError
+from bundler.errors import IntegrityError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest, parse_model_ids
+from bundler.volumes import locate, quick_verify
 
 
 class Sink(Protocol):
@@ -77,7 +77,7 @@ class VerifyReport:
     bundle: Path
     manifest: Manifest | None
     problems: tuple[str, ...]
-    sha256: str
+    sha256: dict[str, str]  # file name -> sha256, for the bundle file or each volume
     sidecar: Path | None  # the .sha256 file that was compared, if there was one
 
     @property
@@ -85,56 +85,38 @@ class VerifyReport:
         return not self.problems
 
 
-def read_sidecar(bundle: Path) -> tuple[Path, str] | None:
-    """The expected sha256 from ``BUNDLE.sha256`` (``sha256sum`` format), if present.
+def verify(bundle: Path, progress: Callable[[int], None] | None = None,
+           *, quick: bool = False) -> VerifyReport:
+    """Check every member of ``bundle`` against its manifest, and every file of it against
+    the ``.sha256`` sidecar when there is one. Collects all problems.
 
-    The line naming the bundle wins; a one-line sidecar counts whatever name it gives, so a
-    bundle renamed together with its sidecar still verifies.
+    ``quick`` compares the files with the sidecar only, at disk speed: for checking a copy
+    on the stick before walking away.
     """
-    sidecar = bundle.with_name(bundle.name + ".sha256")
-    try:
-        lines = [ln for ln in sidecar.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-    entries = [(d.strip().lower(), n.lstrip("*")) for d, _, n in
-               (ln.partition(" ") for ln in lines)]
-    for digest, name in entries:
-        if name.strip() == bundle.name:
-            return sidecar, digest
-    return sidecar, entries[0][0] if len(entries) == 1 else ""
-
-
-def verify(bundle: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Check every member of ``bundle`` against its manifest, and the whole file against its
-    sidecar when one lies beside it. Collects all problems."""
-    if not bundle.is_file():
-        raise BundleNotFoundError(f"bundle {bundle} does not exist")
+    files = locate(bundle)
+    if quick:
+        return VerifyReport(bundle, None, tuple(quick_verify(files, progress)), {},
+                            files.sidecar)
     problems: list[str] = []
     manifest: Manifest | None = None
-    digest: str | None = None
+    digests: dict[str, str] = {}
     try:
-        with BundleReader(bundle, progress=progress, hash_raw=True) as reader:
+        with BundleReader(bundle, progress=progress) as reader:
             manifest = reader.manifest()
             problems.extend(stream_check(reader, manifest, HashOnly()))
-            digest = reader.drain_raw()
+            digests = reader.drain()
     except IntegrityError as exc:
         problems.append(str(exc))
         problems.extend(exc.problems)
-    if digest is None:  # the stream broke off early: hash the file on its own
-        digest = sha256_file(bundle)
-    sidecar = read_sidecar(bundle)
-    if sidecar is not None and sidecar[1] != digest:
-        problems.append(f"{bundle.name}: sha256 {digest} differs from {sidecar[0].name}")
-    return VerifyReport(bundle, manifest, tuple(problems), digest,
-                        sidecar[0] if sidecar else None)
+    return VerifyReport(bundle, manifest, tuple(problems), digests, files.sidecar)
 
 
 def inspect(bundle: Path) -> tuple[Manifest, int]:
     """The manifest and the file size, reading only the head of the bundle."""
-    if not bundle.is_file():
-        raise BundleNotFoundError(f"bundle {bundle} does not exist")
-    with BundleReader(bundle) as reader:
-        return reader.manifest(), bundle.stat().st_size
+    with BundleReader(bundle, check_sidecar=False) as reader:
+        manifest = reader.manifest()
+        assert reader.files is not None
+        return manifest, reader.files.size
 
 
 @dataclass(frozen=True)

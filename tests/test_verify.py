@@ -15,7 +15,8 @@ def test_good_bundle_verifies_with_its_sidecar(bundle: Path) -> None:
     report = verify(bundle)
     assert report.ok and report.problems == ()
     assert report.sidecar == bundle.with_name(bundle.name + ".sha256")
-    assert report.sha256 == bundle.with_name(bundle.name + ".sha256").read_text().split()[0]
+    assert report.sha256 == {
+        bundle.name: bundle.with_name(bundle.name + ".sha256").read_text().split()[0]}
 
 
 def test_verify_cli_exit_codes(bundle: Path) -> None:
