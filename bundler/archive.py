@@ -145,6 +145,11 @@ class BundleWriter:
     def add_symlink(self, arcname: str, target: str, mode: int) -> None:
         self._write(_header(arcname, tarfile.SYMTYPE, 0, mode, self._mtime, target))
 
+    def add_hardlink(self, arcname: str, target: str, mode: int) -> None:
+        """Content already stored under ``target``: a tar hard link, so standard tar
+        extracts it too, while the bytes are stored once."""
+        self._write(_header(arcname, tarfile.LNKTYPE, 0, mode, self._mtime, target))
+
     def finish(self, manifest_json: bytes) -> None:
         if len(manifest_json) != self._manifest_len:
             raise ValueError("manifest length changed after the space for it was reserved")
@@ -333,13 +338,22 @@ def describe_member_problem(member: Member, manifest: Manifest,
     reason = unsafe_reason(name)
     if reason:
         return f"{name!r}: {reason}"
-    if member.kind in ("hardlink", "device", "fifo", "directory", "other"):
+    if member.kind in ("device", "fifo", "directory", "other"):
         return f"{name}: {member.kind} members are never installed"
     entry = manifest.file(name)
     if entry is None:
         return f"{name}: not listed in the manifest"
     if name in seen:
         return f"{name}: appears twice in the archive"
+    if entry.from_base:
+        return f"{name}: the manifest says it comes from the installed base, not the archive"
+    if member.kind == "hardlink" or entry.same_as is not None:
+        if member.kind != "hardlink" or member.target != entry.same_as:
+            return (f"{name}: hardlink members are never installed unless the manifest lists "
+                    "the same content")
+        if member.target not in seen:
+            return f"{name}: links to {member.target}, which is not earlier in the archive"
+        return None
     if entry.is_symlink != (member.kind == "symlink"):
         want = "a symlink" if entry.is_symlink else "a file"
         return f"{name}: is a {member.kind} in the archive but {want} in the manifest"

@@ -109,22 +109,30 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write volumes OUT.000, OUT.001, ... of at most SIZE (4G, 700M, 64K)."),
         click.option("--fat32", is_flag=True,
                      help="Volumes of at most 4 GiB - 1 byte, the FAT32 file size limit."),
+        click.option("--exclude-installed", "state", metavar="STATE.json", default=None,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help="Leave out files the target already has ('paddle-bundle list "
+                          "--json' from it): a delta bundle."),
+        click.option("--portable", is_flag=True,
+                     help="Refuse file names that break on FAT or Windows (default: warn)."),
     ]):
         func = option(func)
     return func
 
 
 def _pack_options(command: tuple[str, ...], level: int, threads: int, split_size: str | None,
-                  fat32: bool, **extra: Any) -> Any:
+                  fat32: bool, state: Path | None, portable: bool, **extra: Any) -> Any:
     from bundler.archive import Compression
-    from bundler.pack import PackOptions
+    from bundler.pack import PackOptions, load_installed_state
     from bundler.volumes import FAT32_MAX, parse_size
 
     if fat32 and split_size:
         raise click.UsageError("give --split-size or --fat32, not both")
     split = FAT32_MAX if fat32 else parse_size(split_size) if split_size else None
+    exclude = load_installed_state(state) if state is not None else {}
     return PackOptions(compression=Compression(level=level, threads=threads),
-                       command=command, split_size=split, **extra)
+                       command=command, split_size=split, exclude_installed=exclude,
+                       portable=portable, **extra)
 
 
 def _packed_summary(result: Any) -> str:
@@ -144,7 +152,8 @@ def _packed_summary(result: Any) -> str:
 @_output_options
 @_quiet_option
 def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, threads: int,
-         split_size: str | None, fat32: bool, quiet: bool) -> int:
+         split_size: str | None, fat32: bool, state: Path | None, portable: bool,
+         quiet: bool) -> int:
     """Pack cached MODELS into one checksummed bundle.
 
     MODEL is a community id (Salesforce/codegen-350M-mono), found in HOME/models/<id>, or a
@@ -152,7 +161,8 @@ def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, thre
     """
     from bundler.pack import pack as do_pack
 
-    options = _pack_options((PROG, "pack", *models), level, threads, split_size, fat32)
+    options = _pack_options((PROG, "pack", *models), level, threads, split_size, fat32, state,
+                            portable)
     with _progress("pack", quiet) as bar:
         result = do_pack(models, out, home=_resolve_home(home), options=options,
                          progress=bar.update, on_start=bar.start)
@@ -233,7 +243,10 @@ def inspect(bundle: Path, as_json: bool) -> int:
             if f.is_symlink:
                 click.echo(f"  {'link':>10}  {'-> ' + str(f.target):<64}  {rel}")
             else:
-                click.echo(f"  {_human(f.size):>10}  {f.sha256}  {rel}")
+                note = (f"  (same content as {f.same_as}, stored once)" if f.same_as else
+                        "  (not in the bundle: relies on the installed copy)" if f.from_base
+                        else "")
+                click.echo(f"  {_human(f.size):>10}  {f.sha256}  {rel}{note}")
     return EXIT_OK
 
 

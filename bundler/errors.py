@@ -38,7 +38,25 @@ class UsageError(BundleError, ValueError):
 
 
 class ModelNotFoundError(BundleError, FileNotFoundError):
-    """A model asked for is not in the cache (pack, check) or not installed."""
+    """A model asked for is not in the cache (pack, check), not installed, or not on the
+    server (fetch)."""
+
+
+class NetworkError(BundleError, ConnectionError):
+    """``fetch`` could not reach the model server, or a download from it broke or was refused.
+
+    Nothing is packed then: a bundle made from a partial download would carry the failure
+    across the air gap, where it can no longer be repaired.
+    """
+
+
+class DeltaBaseMissingError(BundleError, FileNotFoundError):
+    """A delta bundle relies on installed files that are missing or different here."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] | list[str] = (), *,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems: tuple[str, ...] = tuple(problems)
 
 
 class BundleNotFoundError(BundleError, FileNotFoundError):
@@ -75,3 +93,42 @@ class IntegrityError(BundleError):
 
 class ManifestError(IntegrityError, ValueError):
     """``manifest.json`` is missing, unreadable, or does not follow the schema."""
+
+
+# -- offline mode (bundler.offline) -----------------------------------------------------------
+class ModelNotInstalledError(ModelNotFoundError):
+    """Offline mode was asked for a model by name that is not in the cache.
+
+    An ``OSError`` (through :class:`ModelNotFoundError`), because that is what PaddleNLP's
+    callers and its users' code already expect from a failed ``from_pretrained``; it is raised
+    where PaddleNLP looks in its cache, before any probe, so its message reaches the user
+    instead of PaddleNLP's "Can't load the model" that suggests a network problem.
+    """
+
+    def __init__(self, model_id: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.model_id = model_id
+
+
+class MissingFromBundleError(IntegrityError):
+    """A file PaddleNLP needs is known to exist upstream but is not in the installed copy
+    (an installed file since deleted, a shard named by the checkpoint index, a built-in
+    resource).
+
+    Deliberately *not* an ``OSError``: PaddleNLP's resolver turns every ``OSError`` raised
+    while probing into a generic "Can't load the model" and some callers read ``OSError`` as
+    "optional file absent"; a missing required file must reach the user by name.
+    """
+
+
+class OfflineBlockedError(BundleError, ConnectionError):
+    """Offline mode refused a network access (a DNS lookup, a connect, a download).
+
+    A ``ConnectionError`` so that HTTP clients (urllib3, requests) report it the way they
+    report an unreachable host, without waiting for a time-out.
+    """
+
+
+class UnsupportedPaddleNLPError(BundleError, RuntimeError):
+    """Offline mode does not know this PaddleNLP version, or its download functions have
+    changed, so patching them could silently do nothing. Raised while PaddleNLP is imported."""

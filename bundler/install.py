@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler._io import fsync_dir
+from bundler._io import CHUNK, fsync_dir
 from bundler.archive import BundleReader
 from bundler.cache import Cache, InstallRecord
 from bundler.errors import (
+    DeltaBaseMissingError,
     InstallConflictError,
     InsufficientSpaceError,
     IntegrityError,
@@ -63,6 +64,20 @@ class InstallPlan:
 
 
 def make_plan(cache: Cache, manifest: Manifest) -> InstallPlan:
+    """Decide, from the manifest and what is on disk, what install will do.
+
+    A delta bundle's base files must already be installed, byte for byte; otherwise the
+    plan fails naming every missing one, before anything is written.
+    """
+    base = tuple(f for f in manifest.files if f.from_base)
+    if base:
+        missing = cache.differences(base)
+        if missing:
+            raise DeltaBaseMissingError(
+                f"this delta bundle relies on {len(missing)} installed file(s) that are not "
+                f"in {cache.home}", missing,
+                hint="install the full bundle it was made against first, or ask for a full "
+                     "bundle (pack without --exclude-installed)")
     new, unchanged, different = [], [], []
     for model in manifest.models:
         if not cache.model_path(model).exists():
@@ -83,8 +98,9 @@ class StagingSink:
     of this runs.
     """
 
-    def __init__(self, staging: Path, roots: tuple[str, ...]) -> None:
+    def __init__(self, staging: Path, home: Path, roots: tuple[str, ...]) -> None:
         self.staging = staging
+        self.home = home
         self.roots = roots
         self._symlinks: list[FileEntry] = []
         self._written: list[tuple[Path, int]] = []
@@ -92,7 +108,8 @@ class StagingSink:
     def _wanted(self, entry: FileEntry) -> bool:
         return any(is_within(entry.path, root) for root in self.roots)
 
-    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+    def _store(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+        """Hash ``chunks``, writing them to the entry's staging path when it is wanted."""
         digest = hashlib.sha256()
         if not self._wanted(entry):
             for chunk in chunks:
@@ -110,6 +127,30 @@ class StagingSink:
             os.fsync(out.fileno())
         self._written.append((dest, entry.mode))
         return digest.hexdigest()
+
+    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+        return self._store(entry, chunks)
+
+    def write_copy(self, entry: FileEntry, source: FileEntry) -> str:
+        """Content stored once in the bundle, written again at ``entry``: copied from the
+        verified staging file, or from the installed copy when its model is unchanged."""
+        if not self._wanted(entry):
+            return entry.sha256 or ""
+        origin = self.staging if self._wanted(source) else self.home
+        return self._store(entry, _read_chunks(origin / source.path))
+
+    def link_base(self, entries: tuple[FileEntry, ...]) -> None:
+        """A delta's base files: hard-linked from the installed copy (checked by the plan),
+        so the model is whole in staging before the swap and nothing is copied."""
+        for entry in entries:
+            if not self._wanted(entry):
+                continue
+            dest = self.staging / entry.path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.home / entry.path, dest)
+            except OSError:
+                self._store(entry, _read_chunks(self.home / entry.path))
 
     def write_symlink(self, entry: FileEntry) -> None:
         if self._wanted(entry):
@@ -164,7 +205,10 @@ def install(bundle: Path, *, home: Path, force: bool = False,
 
         def record(model: ModelEntry) -> InstallRecord:
             now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return InstallRecord(model, manifest.files_of(model), files.base.name, manifest_sha256,
+            # what is on disk now: plain files, whatever the bundle shared or left out
+            on_disk = tuple(replace(f, same_as=None, from_base=False)
+                            for f in manifest.files_of(model))
+            return InstallRecord(model, on_disk, files.base.name, manifest_sha256,
                                  now, manifest.origin.created)
 
         if to_write:
@@ -172,12 +216,13 @@ def install(bundle: Path, *, home: Path, force: bool = False,
                 on_start(files.size)
             staging = cache.new_staging()
             try:
-                sink = StagingSink(staging, tuple(m.root for m in to_write))
+                sink = StagingSink(staging, cache.home, tuple(m.root for m in to_write))
                 problems = stream_check(reader, manifest, sink)
                 if problems:
                     raise IntegrityError(
                         f"{bundle} failed verification; nothing was installed", problems,
                         hint="copy the bundle again and run 'paddle-bundle verify' on it")
+                sink.link_base(tuple(f for f in manifest.files if f.from_base))
                 sink.complete()
                 for model in to_write:
                     fsync_dir(staging / model.root)
@@ -186,15 +231,21 @@ def install(bundle: Path, *, home: Path, force: bool = False,
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         for model in plan.unchanged:
-            existing = cache.record(model)
-            if existing is None or existing.files != manifest.files_of(model):
-                cache.write_record(record(model))
+            existing, fresh = cache.record(model), record(model)
+            if existing is None or existing.files != fresh.files:
+                cache.write_record(fresh)
 
     outcomes = [ModelOutcome(m, cache.model_path(m),
                              REPLACED if m in plan.different else
                              NEW if m in plan.new else UNCHANGED)
                 for m in manifest.models]
     return InstallResult(bundle, manifest, tuple(outcomes))
+
+
+def _read_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
 
 
 def load_snippet(model: ModelEntry, path: Path) -> str:

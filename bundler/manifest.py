@@ -76,17 +76,31 @@ class FileEntry:
     sha256: str | None
     mode: int = 0o644
     target: str | None = None  # set for symlinks only
+    #: Same content as this earlier file of the bundle, which the archive stores only once.
+    same_as: str | None = None
+    #: Not in the archive: a delta bundle relies on the copy already installed.
+    from_base: bool = False
 
     @property
     def is_symlink(self) -> bool:
         return self.target is not None
 
+    @property
+    def in_archive(self) -> bool:
+        """Whether the archive has a member for this entry (a delta's base files do not)."""
+        return not self.from_base
+
     def to_dict(self) -> dict[str, Any]:
         if self.target is not None:
             return {"path": self.path, "type": "symlink", "target": self.target,
                     "mode": f"{self.mode:04o}"}
-        return {"path": self.path, "type": "file", "size": self.size, "sha256": self.sha256,
-                "mode": f"{self.mode:04o}"}
+        data: dict[str, Any] = {"path": self.path, "type": "file", "size": self.size,
+                                "sha256": self.sha256, "mode": f"{self.mode:04o}"}
+        if self.same_as is not None:
+            data["same_as"] = self.same_as
+        if self.from_base:
+            data["from_base"] = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -161,9 +175,10 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     def with_hashes(self, sha256_by_path: Mapping[str, str]) -> Manifest:
-        files = tuple(
-            f if f.is_symlink else replace(f, sha256=sha256_by_path[f.path]) for f in self.files
-        )
+        files = tuple(f if f.is_symlink else replace(f, sha256=sha256_by_path.get(f.path, f.sha256))
+                      for f in self.files)
+        if any(f.sha256 == PLACEHOLDER_SHA256 for f in files):
+            raise ValueError("a file's checksum is still a placeholder")
         return replace(self, files=files)
 
     # -- serialisation -------------------------------------------------------------------
@@ -311,9 +326,13 @@ def _parse_file(value: Any, where: str, problems: list[str]) -> FileEntry | None
     sha256 = _str(value, "sha256", where, problems)
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         problems.append(f"{where}.sha256 must be 64 lowercase hex digits")
+    same_as = _str(value, "same_as", where, problems, optional=True)
+    from_base = value.get("from_base", False)
+    if not isinstance(from_base, bool):
+        problems.append(f"{where}.from_base must be true or false")
     if len(problems) != ok or path is None or not isinstance(size, int):
         return None
-    return FileEntry(path, size, sha256, mode)
+    return FileEntry(path, size, sha256, mode, None, same_as, bool(from_base))
 
 
 def validate(manifest: Manifest) -> list[str]:
@@ -363,7 +382,24 @@ def validate(manifest: Manifest) -> list[str]:
             reason = symlink_escape_reason(entry.path, entry.target, owners[0])
             if reason:
                 problems.append(f"{entry.path}: {reason}")
+        if entry.same_as is not None:
+            problems.extend(_same_as_problems(entry, manifest))
+        if entry.from_base and (entry.is_symlink or entry.same_as is not None):
+            problems.append(f"{entry.path}: only a plain file can come from the base")
     return problems
+
+
+def _same_as_problems(entry: FileEntry, manifest: Manifest) -> list[str]:
+    """A shared-content entry must point back at an earlier plain file with the same bytes:
+    the archive stores that file and a tar hard link to it."""
+    source = manifest.file(entry.same_as or "")
+    if source is None or source.is_symlink or source.same_as or source.from_base:
+        return [f"{entry.path}: same_as {entry.same_as!r} is not a stored file of the bundle"]
+    if not source.path < entry.path:
+        return [f"{entry.path}: same_as {entry.same_as!r} must come earlier in the bundle"]
+    if (source.size, source.sha256) != (entry.size, entry.sha256):
+        return [f"{entry.path}: same_as {entry.same_as!r} has a different size or sha256"]
+    return []
 
 
 def _parents(path: str) -> Sequence[str]:

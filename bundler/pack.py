@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import logging
 import os
 import platform
 import shutil
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO
@@ -27,12 +28,14 @@ from bundler.cache import LocalFile, scan_model
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
 from bundler.manifest import (
     PLACEHOLDER_SHA256,
+    FileEntry,
     Manifest,
     ModelEntry,
     Origin,
     parse_model_ids,
     validate,
 )
+from bundler.paths import portability_problems
 from bundler.volumes import VolumeWriter, volume_path, write_sidecar
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ class PackOptions:
     endpoint: str | None = None
     absent_upstream: dict[str, tuple[str, ...]] = field(default_factory=dict)
     split_size: int | None = None  # volumes of at most this many bytes; None: one file
+    #: path -> (size, sha256) installed on the target: those files are left out (a delta)
+    exclude_installed: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    portable: bool = False  # refuse names that break on FAT/Windows instead of warning
 
 
 @dataclass(frozen=True)
@@ -135,33 +141,44 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
     files = sorted(files, key=lambda f: f.arcname)
     models = [ModelEntry(m.id, m.kind, m.root, tuple(sorted(
         set(m.absent_upstream) | set(options.absent_upstream.get(m.id, ()))))) for m in models]
+    check_portability([f.arcname for f in files], strict=options.portable)
     created = _created(files)
+    entries = plan_entries(files, options.exclude_installed)
     draft = Manifest(origin=origin_now(created, options), models=tuple(models),
-                     files=tuple(f.entry(None if f.target else PLACEHOLDER_SHA256)
-                                 for f in files))
+                     files=tuple(entries[f.arcname] for f in files))
     problems = validate(draft)
     if problems:
         raise BundleError(f"cannot pack: {problems[0]}")
     draft_json = draft.to_json()
+    stored = [f for f in files if _stored(entries[f.arcname])]
     if on_start:
-        on_start(draft.total_size)
+        on_start(sum(f.size for f in stored))
     out = Path(os.path.abspath(out))
     if out.is_dir():
         raise UsageError(f"{out} is a directory", hint="give the bundle's file name with -o")
     if not out.parent.is_dir():
         raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
 
-    warn_if_short_of_space(out.parent, draft.total_size)
+    warn_if_short_of_space(out.parent, sum(f.size for f in stored))
 
     hashes: dict[str, str] = {}
 
     def stream(fh: BinaryIO) -> Manifest:
         writer = BundleWriter(fh, len(draft_json), created, options.compression)
         for f in files:
+            entry = entries[f.arcname]
+            if entry.from_base:
+                continue
             if f.target is not None:
                 writer.add_symlink(f.arcname, f.target, f.mode)
+            elif entry.same_as is not None:
+                writer.add_hardlink(f.arcname, entry.same_as, f.mode)
             else:
-                hashes[f.arcname] = writer.add_file(f.arcname, f.path, f.size, f.mode, progress)
+                digest = writer.add_file(f.arcname, f.path, f.size, f.mode, progress)
+                if entry.sha256 not in (PLACEHOLDER_SHA256, digest):
+                    raise BundleError(f"{f.path} changed while it was being packed",
+                                      hint="stop whatever writes to the cache and pack again")
+                hashes[f.arcname] = digest
         manifest = draft.with_hashes(hashes)
         writer.finish(manifest.to_json())
         return manifest
@@ -188,6 +205,79 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
     sidecar = write_sidecar(out, digests)
     return PackResult(out, tuple(parts), sidecar, manifest, dict(digests),
                       sum(p.stat().st_size for p in parts))
+
+
+def _stored(entry: FileEntry) -> bool:
+    return not entry.from_base and entry.same_as is None and not entry.is_symlink
+
+
+def plan_entries(files: Sequence[LocalFile],
+                 exclude_installed: Mapping[str, tuple[int, str]]) -> dict[str, FileEntry]:
+    """Each file's manifest entry before streaming: which are left out of a delta (already
+    installed on the target, same bytes) and which repeat an earlier file's content.
+
+    Only files that could match (same path and size as an installed one; same size as
+    another file) are hashed ahead; everything else is hashed once, while compressed, and
+    gets a placeholder here.
+    """
+    entries: dict[str, FileEntry] = {}
+    regular = [f for f in files if f.target is None]
+    known: dict[str, str] = {}
+    for f in regular:
+        installed = exclude_installed.get(f.arcname)
+        if installed is not None and installed[0] == f.size:
+            known[f.arcname] = sha256_file(f.path)
+    by_size: dict[int, list[LocalFile]] = {}
+    for f in regular:
+        if f.size > 0:
+            by_size.setdefault(f.size, []).append(f)
+    for group in by_size.values():
+        if len(group) > 1:
+            for f in group:
+                if f.arcname not in known:
+                    known[f.arcname] = sha256_file(f.path)
+    first_with: dict[str, str] = {}
+    for f in files:
+        if f.target is not None:
+            entries[f.arcname] = f.entry(None)
+            continue
+        digest = known.get(f.arcname)
+        installed = exclude_installed.get(f.arcname)
+        if digest is not None and installed is not None and installed == (f.size, digest):
+            entries[f.arcname] = replace(f.entry(digest), from_base=True)
+        elif digest is not None and digest in first_with:
+            entries[f.arcname] = replace(f.entry(digest), same_as=first_with[digest])
+        else:
+            if digest is not None:
+                first_with[digest] = f.arcname
+            entries[f.arcname] = f.entry(digest or PLACEHOLDER_SHA256)
+    return entries
+
+
+def load_installed_state(path: Path) -> dict[str, tuple[int, str]]:
+    """``paddle-bundle list --json`` from the target machine: path -> (size, sha256)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {f["path"]: (int(f["size"]), str(f["sha256"]))
+                for model in data["models"] for f in model["files"] if f.get("type") == "file"}
+    except FileNotFoundError:
+        raise BundleError(f"state file {path} does not exist") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not the output of 'paddle-bundle list --json' ({exc!r})",
+                         hint="on the offline machine run: paddle-bundle list --json > "
+                              "state.json") from None
+
+
+def check_portability(arcnames: Sequence[str], *, strict: bool) -> None:
+    """Names that break on the other side (FAT, exFAT, Windows, case-insensitive file
+    systems) are warned about, or with ``strict`` refused."""
+    problems = portability_problems(arcnames)
+    if problems and strict:
+        raise BundleError(f"{len(problems)} file name(s) are not portable: {problems[0]}"
+                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                          hint="rename them, or pack without --portable")
+    for problem in problems:
+        log.warning("not portable: %s", problem)
 
 
 def warn_if_short_of_space(folder: Path, estimate: int) -> None:

@@ -8,6 +8,7 @@ reader both call them, so there is exactly one definition of "safe".
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 
 #: Top-level folders of a PaddleNLP home that a bundle may write into.
 ALLOWED_TOPS = ("models", "taskflow")
@@ -57,3 +58,31 @@ def symlink_escape_reason(arcname: str, target: str, root: str) -> str | None:
     if resolved == root or not is_within(resolved, root) or resolved.startswith("../"):
         return f"symlink points outside its model folder ({target!r})"
     return None
+
+
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                     *(f"LPT{i}" for i in range(1, 10))}
+_FAT_ILLEGAL = set('<>:"|?*')
+
+
+def portability_problems(arcnames: Iterable[str]) -> list[str]:
+    """Names that cannot be written, or mean something else, on FAT32/exFAT/NTFS sticks and
+    Windows or macOS machines: illegal characters, trailing dots or spaces, reserved device
+    names, and paths that differ only by case."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for name in arcnames:
+        for part in name.split("/"):
+            bad = sorted({ch for ch in part if ch in _FAT_ILLEGAL or ord(ch) < 0x20})
+            if bad:
+                problems.append(f"{name}: {''.join(bad)!r} is not allowed on FAT or Windows")
+            if part.endswith((".", " ")):
+                problems.append(f"{name}: {part!r} ends with a dot or space")
+            if part.split(".")[0].upper() in _WINDOWS_RESERVED:
+                problems.append(f"{name}: {part!r} is a reserved device name on Windows")
+        folded = name.casefold()
+        if folded in seen:
+            problems.append(f"{name}: differs from {seen[folded]} only by case")
+        else:
+            seen[folded] = name
+    return problems

@@ -27,6 +27,8 @@ class Sink(Protocol):
 
     def write_symlink(self, entry: FileEntry) -> None: ...
 
+    def write_copy(self, entry: FileEntry, source: FileEntry) -> str: ...
+
 
 class HashOnly:
     """A sink that keeps nothing: verification without writing."""
@@ -39,6 +41,9 @@ class HashOnly:
 
     def write_symlink(self, entry: FileEntry) -> None:
         return None
+
+    def write_copy(self, entry: FileEntry, source: FileEntry) -> str:
+        return source.sha256 or ""  # the source's own bytes were just checked
 
 
 def stream_check(reader: BundleReader, manifest: Manifest, sink: Sink) -> list[str]:
@@ -60,13 +65,19 @@ def stream_check(reader: BundleReader, manifest: Manifest, sink: Sink) -> list[s
             assert entry is not None
             if entry.is_symlink:
                 sink.write_symlink(entry)
+            elif entry.same_as is not None:
+                source = manifest.file(entry.same_as)
+                assert source is not None  # checked by describe_member_problem
+                if sink.write_copy(entry, source) != entry.sha256:
+                    problems.append(f"{entry.path}: copy of {source.path} differs from the "
+                                    "manifest")
             elif sink.write_file(entry, chunks) != entry.sha256:
                 problems.append(f"{entry.path}: sha256 differs from the manifest")
         reader.finish()
     except IntegrityError as exc:
         problems.append(str(exc))
         return problems
-    missing = [f.path for f in manifest.files if f.path not in seen]
+    missing = [f.path for f in manifest.files if f.in_archive and f.path not in seen]
     problems.extend(f"{path}: listed in the manifest but missing from the archive"
                     for path in missing)
     return problems
