@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -108,7 +108,7 @@ class StagingSink:
     def _wanted(self, entry: FileEntry) -> bool:
         return any(is_within(entry.path, root) for root in self.roots)
 
-    def _store(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+    def _store(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         """Hash ``chunks``, writing them to the entry's staging path when it is wanted."""
         digest = hashlib.sha256()
         if not self._wanted(entry):
@@ -123,12 +123,10 @@ class StagingSink:
             for chunk in chunks:
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         self._written.append((dest, entry.mode))
         return digest.hexdigest()
 
-    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+    def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         return self._store(entry, chunks)
 
     def write_copy(self, entry: FileEntry, source: FileEntry) -> str:
@@ -157,10 +155,20 @@ class StagingSink:
             self._symlinks.append(entry)
 
     def complete(self) -> None:
-        """Create the deferred symlinks and give files their modes (less the umask)."""
+        """Make every written file durable, create the deferred symlinks, and give files
+        their modes (less the umask).
+
+        The fsyncs come here, after the whole stream, rather than per file: the kernel has
+        been writing back while we decompressed, so most of the waiting is already done.
+        """
         umask = os.umask(0)
         os.umask(umask)
         for path, mode in self._written:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.chmod(path, mode & ~umask & 0o777)
         for entry in self._symlinks:
             dest = self.staging / entry.path

@@ -8,7 +8,7 @@ things.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +23,7 @@ from bundler.volumes import locate, quick_verify
 class Sink(Protocol):
     """Where verified bytes go. ``write_file`` consumes ``chunks`` and returns their sha256."""
 
-    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str: ...
+    def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str: ...
 
     def write_symlink(self, entry: FileEntry) -> None: ...
 
@@ -33,7 +33,7 @@ class Sink(Protocol):
 class HashOnly:
     """A sink that keeps nothing: verification without writing."""
 
-    def write_file(self, entry: FileEntry, chunks: Iterator[bytes]) -> str:
+    def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         digest = hashlib.sha256()
         for chunk in chunks:
             digest.update(chunk)
