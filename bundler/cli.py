@@ -13,12 +13,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bundler import __version__
 from bundler.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, EXIT_USAGE, BundleError
+
+if TYPE_CHECKING:
+    from bundler.fetch import DownloadEvent
 
 PROG = "paddle-bundle"
 
@@ -168,6 +171,71 @@ def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, thre
                          progress=bar.update, on_start=bar.start)
     if not quiet:
         click.echo(_packed_summary(result))
+    return EXIT_OK
+
+
+class _DownloadBars:
+    """One tqdm bar per file the fetch child downloads, on a terminal only."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def event(self, event: DownloadEvent) -> None:
+        if not self.enabled:
+            return
+        if event.kind == "start":
+            from tqdm import tqdm
+
+            self.close()
+            self._bar = tqdm(total=event.size, desc=event.name.rsplit("/", 1)[-1], unit="B",
+                             unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
+        elif event.kind == "bytes" and self._bar is not None:
+            self._bar.update(event.amount)
+        elif event.kind == "done":
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
+@_home_option
+@click.option("--task", default=None, metavar="TASK",
+              help="Load through Taskflow(TASK, model=MODEL) instead of from_pretrained.")
+@_output_options
+@_quiet_option
+def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | None, level: int,
+          threads: int, split_size: str | None, fat32: bool, state: Path | None,
+          portable: bool, quiet: bool) -> int:
+    """Download MODELS with PaddleNLP into HOME, then pack exactly the files it used.
+
+    PaddleNLP's own loaders resolve each MODEL by name (config, tokenizer, weights,
+    generation config; with --task, Taskflow(TASK, model=MODEL)) from $PPNLP_ENDPOINT into
+    the normal cache. The bundle holds the cache files they used and records which optional
+    files the server does not have. Needs paddlenlp; weights are never loaded into memory.
+    """
+    from bundler.fetch import fetch as do_fetch
+
+    command = (PROG, "fetch", *models, *(("--task", task) if task else ()))
+    options = _pack_options(command, level, threads, split_size, fat32, state, portable)
+    downloads = _DownloadBars(quiet)
+    try:
+        with _progress("pack", quiet) as bar:
+            result = do_fetch(models, out, home=_resolve_home(home), task=task,
+                              options=options, progress=bar.update, on_start=bar.start,
+                              on_download=downloads.event)
+    finally:
+        downloads.close()
+    if not quiet:
+        click.echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
+                   f"downloaded, {len(result.cached)} already cached); "
+                   f"{_packed_summary(result.pack)}")
     return EXIT_OK
 
 
