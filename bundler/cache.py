@@ -319,3 +319,25 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     raise OSError(err, os.strerror(err), str(b))
 
+
+_MODEL_MARKERS = ("config.json", "model_config.json", "tokenizer_config.json")
+
+
+def installed_models(home: Path) -> dict[str, Path]:
+    """Model id -> folder, for every community model in ``home``: those paddle-bundle
+    installed (its records) and those PaddleNLP cached itself (a folder under ``models/``
+    holding a config or tokenizer config), as ``org/name`` or plain ``name``."""
+    cache = Cache(home)
+    found = {r.model.id: cache.model_path(r.model) for r in cache.records()
+             if r.model.kind == "community"}
+    models = cache.home / "models"
+    if models.is_dir():
+        for first in sorted(p for p in models.iterdir() if p.is_dir()):
+            if any((first / m).is_file() for m in _MODEL_MARKERS):
+                found.setdefault(first.name, first)
+                continue
+            for second in sorted(p for p in first.iterdir() if p.is_dir()):
+                if any((second / m).is_file() for m in _MODEL_MARKERS):
+                    found.setdefault(f"{first.name}/{second.name}", second)
+    return found
+

@@ -404,6 +404,60 @@ def run(home: Path | None, command: tuple[str, ...]) -> int:
     return run_offline(command, home=home)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Home whose paths are written (default: $PPNLP_HOME, else ~/.paddlenlp). "
+                   "Models are looked up there, or in this machine's home if it does not "
+                   "exist here (rewriting on the online side for the offline machine).")
+@click.option("--diff", "mode", flag_value="diff", default=True,
+              help="Print a unified diff (the default); write nothing.")
+@click.option("--in-place", "mode", flag_value="in-place",
+              help="Rewrite the files, atomically each; modules calling Taskflow get "
+                   "'import bundler.offline'.")
+@click.option("--check", "mode", flag_value="check",
+              help="Exit 1 when anything would change (for CI); write nothing.")
+def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str) -> int:
+    """Rewrite installed model ids in from_pretrained(...) calls to full paths.
+
+    PATH is a .py file, a notebook (.ipynb) or a folder of them. Comments and formatting are
+    kept; computed ids and Taskflow calls (which cannot take a path) are reported.
+    """
+    from bundler.cache import default_home, installed_models
+    from bundler.rewrite import apply, plan_rewrites, unified_diff
+
+    target = home if home is not None else default_home()
+    lookup = target if target.is_dir() else default_home()
+    found = installed_models(lookup)
+    base = Path(os.path.abspath(os.path.expanduser(target))) / "models"
+    installed = {model_id: str(base / model_id) for model_id in found}
+    plans = plan_rewrites(paths, installed, add_offline_import=(mode == "in-place"))
+    changed = [p for p in plans if p.changed]
+    parse_errors = 0
+    for plan in plans:
+        for finding in plan.result.findings:
+            parse_errors += finding.kind == "parse-error"
+            level = "warning" if finding.kind == "parse-error" else "note"
+            click.echo(f"{finding.location}: {level} [{finding.kind}]: {finding.message}",
+                       err=True)
+        if not plan.changed:
+            continue
+        if mode == "diff":
+            click.echo(unified_diff(plan), nl=False)
+        elif mode == "in-place":
+            apply(plan)
+    verb = {"diff": "would change", "check": "would change", "in-place": "changed"}[mode]
+    ids = sum(len(p.result.changes) for p in changed)
+    click.echo(f"{len(changed)} of {len(plans)} file(s) {verb} ({ids} model id(s) -> full "
+               f"paths under {target}); {len(found)} installed model(s) known"
+               + (f"; {parse_errors} file(s) skipped: parse errors" if parse_errors else ""),
+               err=True)
+    if parse_errors or (mode == "check" and changed):
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 # -- entry point ----------------------------------------------------------------------------
 class _WarningHandler(logging.Handler):
     """The library logs; the CLI shows its warnings as one line each on stderr."""

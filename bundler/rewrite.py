@@ -51,6 +51,8 @@ from libcst.metadata import (
     ScopeProvider,
 )
 
+from bundler.errors import BundleError
+
 __all__ = [
     "OFFLINE_IMPORT_LINE",
     "Change",
@@ -173,7 +175,7 @@ class FileRewrite:
 _ItemT = TypeVar("_ItemT", Change, Finding)
 
 
-class FileChangedError(RuntimeError):
+class FileChangedError(BundleError, RuntimeError):
     """The file on disk no longer matches what was planned; refusing to overwrite it."""
 
 

@@ -23,12 +23,9 @@ CODEGEN = "Salesforce/codegen-350M-mono"
 ERNIE = "paddle-bundle-test/tiny-ernie-sharded"
 
 
-def _python(code: str, env: dict[str, str], offline: bool) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", code]
-    if offline:
-        cmd = ["unshare", "-n", "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **env}, timeout=600)
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **env}, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +38,7 @@ def online_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"t.build_codegen(Path({str(home)!r}) / 'models' / {CODEGEN!r})\n"
         f"t.build_ernie_sharded(Path({str(home)!r}) / 'models' / {ERNIE!r})\n"
     )
-    proc = _python(code, {"PPNLP_HOME": str(home)}, offline=False)
+    proc = _python(code, {"PPNLP_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return home
 
@@ -72,22 +69,31 @@ def test_real_models_round_trip_with_no_network(online_home: Path, tmp_path: Pat
     ernie_dir = offline_home / "models" / ERNIE
     assert f"installed at {codegen_dir}" in install.stdout
 
-    code = (
-        "import json, os, paddle\n"
+    # the user's script loads by name; rewrite turns the names into the installed folders,
+    # after which it runs with no network and no offline mode at all
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import json\n"
         "from paddlenlp.transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer\n"
-        "cg, er = os.environ['CG'], os.environ['ER']\n"
-        "tok = AutoTokenizer.from_pretrained(cg)\n"
-        "lm = AutoModelForCausalLM.from_pretrained(cg); lm.eval()\n"
+        f"CODEGEN = {CODEGEN!r}  # our code model\n"
+        "tok = AutoTokenizer.from_pretrained(CODEGEN)\n"
+        "lm = AutoModelForCausalLM.from_pretrained(CODEGEN); lm.eval()\n"
         "ids = tok('def f():', return_tensors='pd')\n"
         "out, _ = lm.generate(**ids, max_new_tokens=5, decode_strategy='greedy_search')\n"
-        "etok = AutoTokenizer.from_pretrained(er)\n"
-        "em = AutoModel.from_pretrained(er); em.eval()\n"
+        f"etok = AutoTokenizer.from_pretrained({ERNIE!r})\n"
+        f"em = AutoModel.from_pretrained(pretrained_model_name_or_path={ERNIE!r}); em.eval()\n"
         "enc = etok('hello world', return_tensors='pd')\n"
         "seq, pooled = em(**enc)\n"
-        "print(json.dumps({'generated': out.shape[-1], 'hidden': seq.shape[-1]}))\n"
-    )
-    run = _python(code, {"PPNLP_HOME": str(offline_home), "CG": str(codegen_dir),
-                         "ER": str(ernie_dir)}, offline=True)
+        "print(json.dumps({'generated': out.shape[-1], 'hidden': seq.shape[-1]}))\n")
+    rewrite = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(app), "--home",
+                              str(offline_home), "--in-place"], capture_output=True, text=True)
+    assert rewrite.returncode == 0, rewrite.stderr
+    assert f"CODEGEN = '{codegen_dir}'  # our code model" in app.read_text()
+    assert f"pretrained_model_name_or_path='{ernie_dir}'" in app.read_text()
+    env = {k: v for k, v in os.environ.items() if k != "PADDLE_BUNDLE_OFFLINE"}
+    run = subprocess.run(["unshare", "-n", "--", sys.executable, str(app)], capture_output=True,
+                         text=True, cwd=tmp_path, env={**env, "PPNLP_HOME": str(offline_home)},
+                         timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result == {"generated": 5, "hidden": 32}
