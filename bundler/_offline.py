@@ -1,0 +1,755 @@
+"""The machinery of offline mode; :mod:`bundler.offline` switches it on when imported.
+
+Why it exists: on an air-gapped machine PaddleNLP's ``from_pretrained("org/name")`` and
+``Taskflow(...)`` reach for the network even when every file is in the cache. PaddleNLP asks
+its server (``HEAD``) about every optional file that is not cached (``added_tokens.json``,
+``chat_template.json``...), and a failed request becomes "Can't load the model". Taskflow also
+sends a usage ping. With no route out that fails; with a DNS server that never answers it
+hangs for tens of seconds first.
+
+What it patches, and why there: every name-based load in PaddleNLP 3.0.0b4 and 2.8.x goes
+through ``paddlenlp.utils.download.resolve_file_path``, which looks up its helpers in its own
+module globals at call time. Replacing those helpers once, in that one module, covers every
+caller (Auto classes, concrete classes, configs, generation configs, tokenizers, sharded
+checkpoints, Taskflow's model-based tasks) without touching the ~15 modules that import
+``resolve_file_path`` by value (see tools/FINDINGS-internals.md §5):
+
+* ``paddlenlp.utils.download.bos_aistudio_hf_try_to_load_from_cache`` (the cache lookup):
+  unchanged for cached files; for a model with no folder in the cache it raises
+  :class:`ModelNotInstalledError`;
+* ``paddlenlp.utils.download.bos_aistudio_hf_file_exist`` (the HEAD probe): answered from the
+  install record and the model folder, never from the server;
+* ``paddlenlp.utils.download.bos_download``: cache only (built-in models' URL resources);
+* ``paddlenlp.utils.download.{aistudio_hub,hf_hub}_download``: refuse (unreachable once the
+  probe says absent; insurance);
+* ``paddlenlp.utils.downloader._download``: refuse with a clear error (Taskflow's static files,
+  legacy URL downloads);
+* ``DOWNLOAD_CHECK = True`` in ``paddlenlp.utils.downloader`` and ``paddlenlp.taskflow.utils``:
+  the usage ping counts as already sent.
+
+The rules for a file that is not in the cache (documented in docs/offline.md):
+
+1. the model has no folder ``<home>/models/<id>`` -> :class:`ModelNotInstalledError`, naming the
+   id and how to bring it;
+2. the file is known to exist upstream (listed in the model's install record, named by a
+   checkpoint index in the folder, or a built-in model's resource URL) ->
+   :class:`MissingFromBundleError` naming the file;
+3. anything else (recorded as absent upstream, or simply not known) -> absent, exactly what
+   PaddleNLP concludes online from a 404: the optional file is skipped.
+
+Importing PaddleNLP takes seconds, so nothing here imports it: a ``sys.meta_path`` finder
+patches each of the three modules right after it has executed, and modules already imported
+are patched at once. Before patching, the PaddleNLP version and the shape of every patched
+function are checked; an unknown version is refused loudly (:class:`UnsupportedPaddleNLPError`)
+rather than patched blindly, unless ``PADDLE_BUNDLE_OFFLINE_ANY_VERSION=1`` says to try.
+
+Paths nobody patched (ModelScope, Paddle's own downloader, user code) are covered by an audit
+hook that refuses every non-loopback DNS lookup and connect before it happens, so nothing can
+hang on DNS (``PADDLE_BUNDLE_OFFLINE_GUARD=0`` leaves sockets alone).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bundler.errors import (
+    BundleError,
+    MissingFromBundleError,
+    ModelNotInstalledError,
+    OfflineBlockedError,
+    UnsupportedPaddleNLPError,
+    UsageError,
+)
+
+# Importing this module must cost a few milliseconds (it runs at interpreter start under
+# PADDLE_BUNDLE_OFFLINE=1), so everything not needed at import is imported where it is used:
+# logging, pathlib, subprocess and typing alone would take longer than all of this.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from importlib.machinery import ModuleSpec
+    from pathlib import Path
+    from types import ModuleType
+    from typing import Any
+
+    from bundler.cache import InstallRecord
+
+
+def _log(level: str, message: str, *args: object) -> None:
+    import logging
+
+    getattr(logging.getLogger("bundler.offline"), level)(message, *args)
+
+
+#: Set to 1 (true, yes, on) in the environment to switch offline mode on at interpreter start.
+ENV_OFFLINE = "PADDLE_BUNDLE_OFFLINE"
+#: Set to 1 to patch a PaddleNLP version offline mode has not been checked against.
+ENV_ANY_VERSION = "PADDLE_BUNDLE_OFFLINE_ANY_VERSION"
+#: Set to 0 to leave sockets alone (the PaddleNLP patches still apply).
+ENV_GUARD = "PADDLE_BUNDLE_OFFLINE_GUARD"
+#: The start-up hook the package installs into site-packages (see setup.py).
+PTH_NAME = "paddle_bundle_offline.pth"
+
+#: PaddleNLP versions whose download code offline mode has been checked against.
+SUPPORTED_PADDLENLP = ("3.0.0b4", "2.8.x")
+
+_FALSE = ("", "0", "false", "no", "off")
+
+MOD_DOWNLOAD = "paddlenlp.utils.download"
+MOD_DOWNLOADER = "paddlenlp.utils.downloader"
+MOD_TASKFLOW_UTILS = "paddlenlp.taskflow.utils"
+_MARK = "_paddle_bundle_offline"
+
+
+def env_flag(name: str, default: str = "") -> bool:
+    """True unless the variable is unset or one of ``0 false no off`` (any case)."""
+    return os.environ.get(name, default).strip().lower() not in _FALSE
+
+
+# -- which PaddleNLP ------------------------------------------------------------------------
+def is_supported_version(version: str) -> bool:
+    """``3.0.0b4`` and every ``2.8.x`` release, with or without PaddleNLP's ``.post`` suffix.
+
+    Parsed by hand: this module must import in a few milliseconds, and ``re`` is not
+    always loaded at interpreter start.
+    """
+    core = version.strip().split("+", 1)[0].split(".post", 1)[0]
+    if core == "3.0.0b4":
+        return True
+    parts = core.split(".")
+    return len(parts) == 3 and parts[:2] == ["2", "8"] and parts[2].isdigit()
+
+
+_VERSIONS_ACCEPTED: set[str] = set()
+
+
+def check_version(version: str) -> None:
+    """Refuse a PaddleNLP version offline mode does not know (see :data:`SUPPORTED_PADDLENLP`).
+
+    Silently patching functions that may have moved would look like offline mode working
+    while PaddleNLP still reaches for the network, so the default is to fail at import.
+    """
+    if version in _VERSIONS_ACCEPTED or is_supported_version(version):
+        return
+    if env_flag(ENV_ANY_VERSION):
+        import warnings
+
+        warnings.warn(f"paddle-bundle offline mode has not been checked against paddlenlp "
+                      f"{version} (checked: {', '.join(SUPPORTED_PADDLENLP)}); patching it "
+                      f"anyway because {ENV_ANY_VERSION} is set", RuntimeWarning, stacklevel=2)
+        _VERSIONS_ACCEPTED.add(version)
+        return
+    raise UnsupportedPaddleNLPError(
+        f"paddle-bundle offline mode does not know paddlenlp {version} "
+        f"(it supports {' and '.join(SUPPORTED_PADDLENLP)})",
+        hint=f"install paddlenlp==3.0.0b4, or set {ENV_ANY_VERSION}=1 to try anyway "
+             f"(its download functions are still checked), or unset {ENV_OFFLINE}")
+
+
+def _paddlenlp_version() -> str:
+    """The version of the PaddleNLP being imported: its ``__version__`` (set before it
+    imports anything), else its distribution metadata."""
+    pkg = sys.modules.get("paddlenlp")
+    version = getattr(pkg, "__version__", None)
+    if isinstance(version, str):
+        return version
+    from importlib import metadata
+
+    try:
+        return metadata.version("paddlenlp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _params(func: Any) -> tuple[str, ...]:
+    """Names of a function's parameters, positional first, without importing inspect."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return ()
+    count = code.co_argcount + code.co_kwonlyargcount
+    names: tuple[str, ...] = code.co_varnames[:count]
+    return names
+
+
+#: The helpers ``resolve_file_path`` calls, with the parameters it passes them. The cache
+#: lookup is called positionally, so its order must match exactly.
+_EXPECTED_DOWNLOAD: dict[str, tuple[str, ...]] = {
+    "bos_aistudio_hf_try_to_load_from_cache": (
+        "repo_id", "filename", "cache_dir", "subfolder", "revision", "repo_type", "from_bos",
+        "from_aistudio", "from_hf_hub"),
+    "bos_aistudio_hf_file_exist": (
+        "repo_id", "filename", "subfolder", "repo_type", "revision", "token", "endpoint",
+        "from_bos", "from_aistudio", "from_hf_hub"),
+}
+
+
+def _refuse_shape(module: str, what: str) -> UnsupportedPaddleNLPError:
+    return UnsupportedPaddleNLPError(
+        f"paddle-bundle offline mode cannot patch {module} of paddlenlp "
+        f"{_paddlenlp_version()}: {what}",
+        hint=f"use paddlenlp 3.0.0b4 (or 2.8.x), or unset {ENV_OFFLINE}")
+
+
+def check_download_module(mod: ModuleType) -> None:
+    """The functions of ``paddlenlp.utils.download`` are where and what offline mode expects,
+    and ``resolve_file_path`` really calls them through its module globals."""
+    resolve = getattr(mod, "resolve_file_path", None)
+    names = getattr(getattr(resolve, "__code__", None), "co_names", ())
+    for helper in ("bos_aistudio_hf_try_to_load_from_cache", "bos_aistudio_hf_file_exist",
+                   "bos_download"):
+        if helper not in names:
+            raise _refuse_shape(MOD_DOWNLOAD, f"resolve_file_path no longer calls {helper}")
+    for name, expected in _EXPECTED_DOWNLOAD.items():
+        got = _params(getattr(mod, name, None))
+        if got != expected:
+            raise _refuse_shape(MOD_DOWNLOAD, f"{name}{got or ' is missing'} is not {name}"
+                                              f"({', '.join(expected)})")
+    got = _params(getattr(mod, "bos_download", None))
+    for needed in ("repo_id", "filename", "subfolder", "cache_dir", "url"):
+        if needed not in got:
+            raise _refuse_shape(MOD_DOWNLOAD, f"bos_download has no parameter {needed!r}")
+    for name in ("aistudio_hub_download", "hf_hub_download", "LocalEntryNotFoundError"):
+        if not hasattr(mod, name):
+            raise _refuse_shape(MOD_DOWNLOAD, f"{name} is missing")
+
+
+def check_downloader_module(mod: ModuleType) -> None:
+    got = _params(getattr(mod, "_download", None))
+    if got[:3] != ("url", "path", "md5sum"):
+        raise _refuse_shape(MOD_DOWNLOADER, f"_download{got or ' is missing'} is not "
+                                            "_download(url, path, md5sum)")
+    if not hasattr(mod, "DOWNLOAD_CHECK"):
+        raise _refuse_shape(MOD_DOWNLOADER, "DOWNLOAD_CHECK (the usage-ping flag) is missing")
+
+
+def check_taskflow_utils_module(mod: ModuleType) -> None:
+    if not hasattr(mod, "DOWNLOAD_CHECK") or not hasattr(mod, "download_check"):
+        raise _refuse_shape(MOD_TASKFLOW_UTILS,
+                            "DOWNLOAD_CHECK/download_check (the usage ping) are missing")
+
+
+# -- the rules -------------------------------------------------------------------------------
+_WEIGHT_SUFFIXES = (".safetensors", ".pdparams", ".bin", ".pdiparams", ".pdmodel")
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _fetch_hint(model_id: str, *, force: bool = False) -> str:
+    install = "paddle-bundle install --force BUNDLE" if force else "paddle-bundle install BUNDLE"
+    return (f"on a machine with internet run 'paddle-bundle fetch {model_id}', carry the "
+            f"bundle over, and run '{install}' here")
+
+
+class OfflineResolver:
+    """Decides, for one PaddleNLP home, what an uncached file means (the three rules above).
+
+    ``model_home`` is read at every call because PaddleNLP fixes ``MODEL_HOME`` only when it
+    is imported; install records live in the home above it (``<home>/.paddle-bundle``).
+    """
+
+    def __init__(self, model_home: Callable[[], str]) -> None:
+        self.model_home = model_home
+        # No lock: two threads racing here at worst read the same small record twice.
+        self._records: dict[tuple[str, str], InstallRecord | None] = {}
+
+    # -- facts ---------------------------------------------------------------------------
+    def record(self, model_id: str) -> InstallRecord | None:
+        """The install record of ``model_id`` in this home, read once per process."""
+        from pathlib import Path
+
+        home = str(Path(self.model_home()).parent)
+        key = (home, model_id)
+        if key not in self._records:
+            self._records[key] = _read_record(Path(home), model_id)
+        return self._records[key]
+
+    def model_folder(self, model_id: str, cache_dir: Any = None) -> Path:
+        from pathlib import Path
+
+        return Path(str(cache_dir) if cache_dir else self.model_home()) / model_id
+
+    # -- rule 1 --------------------------------------------------------------------------
+    def require_installed(self, model_id: str, cache_dir: Any = None) -> None:
+        """Raise unless ``<cache>/<model_id>`` is a folder: the model is not installed."""
+        if _is_url(model_id):
+            raise OfflineBlockedError(
+                f"offline mode cannot download {model_id}",
+                hint="download the file on a machine with internet and pass its local path")
+        folder = self.model_folder(model_id, cache_dir)
+        if folder.is_dir():
+            return
+        if os.path.isabs(model_id) or model_id.startswith((".", "~")):
+            raise ModelNotInstalledError(
+                model_id, f"{model_id!r} is not a folder, and offline mode loads models only "
+                          "from folders and from the cache", hint="check the path")
+        raise ModelNotInstalledError(
+            model_id, f"model {model_id!r} is not installed: {folder} does not exist "
+                      "(paddle-bundle offline mode)", hint=_fetch_hint(model_id))
+
+    # -- rules 2 and 3 -------------------------------------------------------------------
+    def absent(self, model_id: str, filename: str, subfolder: str | None) -> bool:
+        """What the HEAD probe would have answered for an uncached file: ``False``
+        (absent) unless the file is known to exist upstream, which raises instead."""
+        rel = f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+        folder = self.model_folder(model_id)
+        record = self.record(model_id)
+        if record is not None:
+            wanted = f"{record.model.root}/{rel}"
+            if any(f.path == wanted for f in record.files):
+                raise MissingFromBundleError(
+                    f"{rel} of model {model_id} was installed but is missing from {folder}",
+                    hint=f"run 'paddle-bundle check {model_id}', then install its bundle "
+                         f"({record.bundle}) again with --force")
+        if filename.endswith(_WEIGHT_SUFFIXES):
+            index = _index_naming(folder / subfolder if subfolder else folder, filename)
+            if index is not None:
+                raise MissingFromBundleError(
+                    f"{rel} of model {model_id} is missing from the bundle: {index} names "
+                    f"it but it is not in {folder}",
+                    hint=_fetch_hint(model_id, force=True))
+        if record is not None and rel in record.model.absent_upstream:
+            _log("debug", "offline: %s/%s recorded as absent upstream", model_id, rel)
+        else:
+            _log("debug", "offline: %s/%s not in the cache; treated as absent", model_id, rel)
+        return False
+
+    def missing_resource(self, model_id: str, filename: str, url: str | None,
+                         cache_dir: Any) -> MissingFromBundleError:
+        """A built-in model's resource (a URL in PaddleNLP's registry) is not cached."""
+        folder = self.model_folder(model_id, cache_dir)
+        source = f" (from {url})" if url else ""
+        return MissingFromBundleError(
+            f"{filename} of model {model_id} is not in {folder}{source}",
+            hint=_fetch_hint(model_id, force=True))
+
+    def legacy_download(self, url: str, path: str, md5sum: str | None) -> BundleError:
+        """The error for a download through ``paddlenlp.utils.downloader`` (Taskflow's
+        static files, datasets): name the file, the Taskflow folder if it is one, and why."""
+        from pathlib import Path
+
+        name = url.rsplit("/", 1)[-1]
+        target = Path(path) / name
+        taskflow = Path(self.model_home()).parent / "taskflow"
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(taskflow)).as_posix()
+        except ValueError:
+            rel = ""
+        if not rel or rel == ".":
+            return OfflineBlockedError(
+                f"offline mode cannot download {url} into {path}",
+                hint=f"download it on a machine with internet and copy it to {target}")
+        model_id = f"taskflow:{rel}"
+        bring = (f"run the task once on a machine with internet, 'paddle-bundle pack "
+                 f"{model_id} -o BUNDLE' there, and 'paddle-bundle install BUNDLE' here")
+        if not Path(path).is_dir():
+            return ModelNotInstalledError(
+                model_id, f"Taskflow model {model_id} is not installed: {path} does not exist "
+                          "(paddle-bundle offline mode)", hint=bring)
+        if target.exists():
+            return MissingFromBundleError(
+                f"{target} of {model_id} differs from what paddlenlp {_paddlenlp_version()} "
+                f"expects (md5 {md5sum})",
+                hint=f"pack it on a machine with the same paddlenlp version: {bring}")
+        return MissingFromBundleError(f"{name} of {model_id} is missing from {path}",
+                                      hint=bring)
+
+
+def _read_record(home: Path, model_id: str) -> InstallRecord | None:
+    from bundler.cache import Cache
+    from bundler.manifest import ModelEntry
+
+    try:
+        model = ModelEntry.for_id(model_id)
+    except ValueError:
+        return None
+    try:
+        return Cache(home).record(model)
+    except (OSError, ValueError) as exc:  # a damaged record must not break loading
+        _log("warning", "offline: ignoring the unreadable install record of %s: %s",
+             model_id, exc)
+        return None
+
+
+def _index_naming(folder: Path, filename: str) -> str | None:
+    """Name of a checkpoint index (``*.index.json``) in ``folder`` that lists ``filename``."""
+    import json
+
+    try:
+        indexes = sorted(folder.glob("*.index.json"))
+    except OSError:
+        return None
+    for index in indexes:
+        try:
+            data = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if isinstance(weight_map, dict) and filename in weight_map.values():
+            return index.name
+    return None
+
+
+# -- the patches -----------------------------------------------------------------------------
+def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
+    """Make ``resolve_file_path`` (in ``mod``) resolve from the cache only."""
+    check_download_module(mod)
+    original_try = mod.bos_aistudio_hf_try_to_load_from_cache
+    if getattr(original_try, _MARK, False):
+        return
+    local_entry_not_found: type[Exception] = mod.LocalEntryNotFoundError
+
+    def bos_aistudio_hf_try_to_load_from_cache(
+        repo_id: str, filename: str, cache_dir: Any = None, subfolder: str | None = None,
+        revision: str | None = None, repo_type: str | None = None, from_bos: bool = True,
+        from_aistudio: bool = False, from_hf_hub: bool = False,
+    ) -> Any:
+        # Called before PaddleNLP's try/except, so a not-installed error reaches the caller
+        # intact; an uncached file of an installed model falls through to the probe.
+        found = original_try(repo_id, filename, cache_dir, subfolder, revision, repo_type,
+                             from_bos, from_aistudio, from_hf_hub)
+        if found is None and not (from_aistudio or from_hf_hub):
+            resolver.require_installed(repo_id, cache_dir)
+        return found
+
+    def bos_aistudio_hf_file_exist(
+        repo_id: str, filename: str, *, subfolder: str | None = None,
+        repo_type: str | None = None, revision: str | None = None, token: Any = None,
+        endpoint: str | None = None, from_bos: bool = True, from_aistudio: bool = False,
+        from_hf_hub: bool = False,
+    ) -> bool:
+        if from_aistudio or from_hf_hub:
+            return False  # those hubs' caches are theirs; uncached is absent
+        return resolver.absent(repo_id, filename, subfolder)
+
+    def bos_download(
+        repo_id: str | None = None, filename: str | None = None, subfolder: str | None = None,
+        repo_type: str | None = None, revision: str | None = None,
+        library_name: str | None = None, library_version: str | None = None,
+        cache_dir: Any = None, local_dir: Any = None, local_dir_use_symlinks: Any = "auto",
+        user_agent: Any = None, force_download: bool = False, proxies: Any = None,
+        etag_timeout: float = 10, resume_download: bool = False, token: Any = None,
+        local_files_only: bool = False, endpoint: str | None = None, url: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        # PaddleNLP's path arithmetic (utils/download/bos_download.py), minus the network,
+        # the lock files and the mkdirs, so a read-only cache works too.
+        if url is not None:
+            if repo_id is None:
+                repo_id = _repo_from_url(url)
+            if filename is None:
+                filename = url.rsplit("/", 1)[-1]
+            subfolder = None
+        if repo_id is None or filename is None:
+            raise local_entry_not_found(f"offline: cannot place {url or filename} in the cache")
+        rel = f"{subfolder}/{filename}" if subfolder else filename
+        path = os.path.join(str(cache_dir or resolver.model_home()), repo_id, rel)
+        if os.path.exists(path):
+            return path
+        raise resolver.missing_resource(repo_id, rel, url, cache_dir)
+
+    def refuse_hub_download(*args: Any, **kwargs: Any) -> str:
+        # PaddleNLP reports this as "Cannot find the requested files in the cached path
+        # and outgoing traffic has been disabled", which is the truth.
+        raise local_entry_not_found("paddle-bundle offline mode: not in the cache")
+
+    for func in (bos_aistudio_hf_try_to_load_from_cache, bos_aistudio_hf_file_exist,
+                 bos_download, refuse_hub_download):
+        setattr(func, _MARK, True)
+    vars(mod).update({
+        "bos_aistudio_hf_try_to_load_from_cache": bos_aistudio_hf_try_to_load_from_cache,
+        "bos_aistudio_hf_file_exist": bos_aistudio_hf_file_exist,
+        "bos_download": bos_download,
+        "aistudio_hub_download": refuse_hub_download,
+        "hf_hub_download": refuse_hub_download,
+    })
+    _log("debug", "offline: patched %s", mod.__name__)
+
+
+def _repo_from_url(url: str) -> str | None:
+    """The model name in a BOS URL, as PaddleNLP's own ``bos_download`` derives it."""
+    bmod = sys.modules.get(f"{MOD_DOWNLOAD}.bos_download")
+    for endpoint in (getattr(bmod, "ENDPOINT", None), getattr(bmod, "ENDPOINT_v2", None)):
+        if isinstance(endpoint, str) and url.startswith(endpoint):
+            return "/".join(url[len(endpoint) + 1:].split("/")[:-1]) or None
+    return None
+
+
+def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
+    """Refuse legacy URL downloads with a clear error; mark the usage ping as sent."""
+    check_downloader_module(mod)
+    vars(mod)["DOWNLOAD_CHECK"] = True
+    if getattr(mod._download, _MARK, False):
+        return
+
+    def _download(url: str, path: str, md5sum: str | None = None) -> str:
+        raise resolver.legacy_download(url, path, md5sum)
+
+    setattr(_download, _MARK, True)
+    vars(mod)["_download"] = _download
+    _log("debug", "offline: patched %s", mod.__name__)
+
+
+def patch_taskflow_utils(mod: ModuleType, resolver: OfflineResolver) -> None:
+    """Taskflow's usage ping (a request to paddlepaddle.org.cn per process) counts as sent."""
+    check_taskflow_utils_module(mod)
+    vars(mod)["DOWNLOAD_CHECK"] = True
+    _log("debug", "offline: patched %s", mod.__name__)
+
+
+_PATCHES: dict[str, Callable[[ModuleType, OfflineResolver], None]] = {
+    MOD_DOWNLOAD: patch_download,
+    MOD_DOWNLOADER: patch_downloader,
+    MOD_TASKFLOW_UTILS: patch_taskflow_utils,
+}
+
+
+def _paddlenlp_model_home() -> str:
+    env = sys.modules.get("paddlenlp.utils.env")
+    home = getattr(env, "MODEL_HOME", None)
+    if isinstance(home, str):
+        return home
+    from bundler.cache import default_home
+
+    return str(default_home() / "models")
+
+
+_RESOLVER = OfflineResolver(_paddlenlp_model_home)
+
+
+def patch_module(name: str, module: ModuleType,
+                 resolver: OfflineResolver | None = None, version: str | None = None) -> None:
+    """Check the PaddleNLP version, then apply the patch for ``name`` to ``module``."""
+    check_version(version if version is not None else _paddlenlp_version())
+    _PATCHES[name](module, resolver or _RESOLVER)
+
+
+# -- patching on import ----------------------------------------------------------------------
+class _PatchingLoader:
+    """Runs the real loader, then the patch; everything else goes to the real loader."""
+
+    def __init__(self, loader: Any, name: str) -> None:
+        self._loader = loader
+        self._name = name
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        patch_module(self._name, module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class PatchOnImport:
+    """A ``sys.meta_path`` finder that wraps the loaders of the modules offline mode patches.
+
+    It finds nothing itself: it asks the finders after it, so PaddleNLP is imported from
+    wherever it would have been, and only its three modules get the patching loader.
+    """
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname not in _PATCHES:
+            return None
+        for finder in sys.meta_path:
+            if isinstance(finder, PatchOnImport):
+                continue
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                continue
+            spec: ModuleSpec | None = find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            raise _refuse_shape(fullname, f"its loader {spec.loader!r} cannot be wrapped")
+        spec.loader = _PatchingLoader(spec.loader, fullname)  # type: ignore[assignment]
+        return spec
+
+    def invalidate_caches(self) -> None:
+        """Nothing cached here; present because importlib calls it on every finder."""
+
+
+# -- the socket guard ------------------------------------------------------------------------
+_NET_EVENTS = frozenset({
+    "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+    "socket.getnameinfo", "socket.connect", "socket.sendto", "socket.sendmsg",
+})
+_BLOCKED: list[tuple[str, str]] = []
+_BLOCKED_KEEP = 100
+
+
+def is_local_host(host: object) -> bool:
+    """Loopback, ``localhost`` or the unspecified address: traffic that stays on this machine."""
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not isinstance(host, str):
+        return False
+    name = host.strip().rstrip(".").lower()
+    if name in ("", "localhost") or name.endswith(".localhost"):
+        return True
+    name = name.split("%", 1)[0].strip("[]")
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
+
+
+def _remote_target(event: str, args: tuple[Any, ...]) -> str | None:
+    """The non-local host an audited socket event is about, or ``None``."""
+    if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+        address = args[1] if len(args) > 1 else None
+        if not isinstance(address, tuple) or not address:
+            return None  # AF_UNIX paths, sendmsg without an address
+        host = address[0]
+        if not isinstance(host, (str, bytes)):
+            return None  # AF_NETLINK and friends
+    elif event == "socket.getnameinfo":
+        sockaddr = args[0] if args else None
+        host = sockaddr[0] if isinstance(sockaddr, tuple) and sockaddr else None
+    else:
+        host = args[0] if args else None
+    if is_local_host(host):
+        return None
+    return host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event not in _NET_EVENTS:
+        return
+    target = _remote_target(event, args)
+    if target is None:
+        return
+    if len(_BLOCKED) < _BLOCKED_KEEP:
+        _BLOCKED.append((event, target))
+    raise OfflineBlockedError(
+        f"paddle-bundle offline mode blocked network access to {target!r} ({event})",
+        hint=f"set {ENV_GUARD}=0 to allow sockets while PaddleNLP stays offline")
+
+
+def blocked_attempts() -> tuple[tuple[str, str], ...]:
+    """Network accesses the guard refused in this process: ``(audit event, host)``."""
+    return tuple(_BLOCKED)
+
+
+# -- switching it on -------------------------------------------------------------------------
+_ACTIVE = False
+_GUARDED = False
+
+
+def activate() -> None:
+    """Switch offline mode on for this process: idempotent, and cheap (no PaddleNLP import).
+
+    PaddleNLP modules already imported are patched now (and an unknown version refused
+    now); the others are patched as they are imported.
+    """
+    global _ACTIVE, _GUARDED
+    if _ACTIVE:
+        return
+    _ACTIVE = True
+    if env_flag(ENV_GUARD, "1"):
+        sys.addaudithook(_audit)
+        _GUARDED = True
+    if not any(isinstance(f, PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, PatchOnImport())
+    for name in _PATCHES:
+        module = sys.modules.get(name)
+        if module is not None:
+            patch_module(name, module)
+
+
+def is_active() -> bool:
+    return _ACTIVE
+
+
+def is_guarded() -> bool:
+    """True when the socket guard is on (it cannot be removed once added)."""
+    return _GUARDED
+
+
+# -- paddle-bundle run -----------------------------------------------------------------------
+def run_environment(home: Path | None = None,
+                    base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a command that should run in offline mode: ``base`` (default:
+    this process's) plus ``PADDLE_BUNDLE_OFFLINE=1`` and, with ``home``, ``PPNLP_HOME``.
+
+    When paddle-bundle runs from a virtual environment, that environment's ``bin`` goes first
+    on ``PATH``, as its ``activate`` script would do: ``run -- python x.py`` must start the
+    Python that has the start-up hook, not whichever ``python`` comes first, on which the
+    variable would silently do nothing.
+    """
+    env = dict(os.environ if base is None else base)
+    env[ENV_OFFLINE] = "1"
+    if home is not None:
+        env["PPNLP_HOME"] = os.path.abspath(os.path.expanduser(home))
+    if sys.prefix != sys.base_prefix:
+        bin_dir = os.path.dirname(sys.executable)
+        path = env.get("PATH", "")
+        if path.split(os.pathsep)[0] != bin_dir:
+            env["PATH"] = f"{bin_dir}{os.pathsep}{path}" if path else bin_dir
+    return env
+
+
+def hook_path() -> Path | None:
+    """Where this interpreter's start-up hook (:data:`PTH_NAME`) is installed, if anywhere."""
+    import site
+    from pathlib import Path
+
+    dirs = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    for folder in dirs:
+        candidate = Path(folder) / PTH_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def run_offline(command: Sequence[str], home: Path | None = None) -> int:
+    """Run ``command`` with offline mode switched on in every Python it starts; its exit
+    code (128 + N when killed by signal N, as shells report it).
+
+    The switch is the environment variable, picked up by the start-up hook that the package
+    installs, so the command's Python must have paddle-bundle installed too.
+    """
+    import subprocess
+    from pathlib import Path
+
+    if not command:
+        raise UsageError("no command given", hint="paddle-bundle run -- python script.py")
+    if home is not None and not Path(home).expanduser().is_dir():
+        raise UsageError(f"--home {home} is not a directory",
+                         hint="give the home the models were installed into")
+    if hook_path() is None:
+        raise BundleError(
+            f"the offline start-up hook {PTH_NAME} is not installed beside this Python's "
+            f"packages ({sys.prefix})",
+            hint="reinstall paddle-bundle with pip (pip install paddle-bundle, or make setup)")
+    try:
+        proc = subprocess.Popen(list(command), env=run_environment(home))
+    except FileNotFoundError:
+        raise BundleError(f"command not found: {command[0]}",
+                          hint="check its spelling, or give its full path") from None
+    except PermissionError:
+        raise BundleError(f"cannot run {command[0]}: permission denied",
+                          hint="make it executable, or run it through its interpreter") from None
+    while True:
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            continue  # the command got the same Ctrl-C; its exit decides ours
+        return 128 - code if code < 0 else code
