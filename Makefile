@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test test-fast demo bench lint clean
+.PHONY: setup test test-fast demo bench bench-core bench-fetch bench-offline lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[paddle,test]'
 	touch $(STAMP)
@@ -23,8 +23,20 @@ test-fast: setup
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
-bench: setup
+# Every benchmark, each against a baseline measured in the same run (docs/performance.md).
+bench: bench-core bench-fetch bench-offline
+
+# pack/install against tar | zstd + sha256sum; split volumes against one file; peak RSS.
+bench-core: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench.py
+
+# fetch of a model with >= 1 GB of weights through a local mirror: peak RSS (docs/fetch.md).
+bench-fetch: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_fetch.py
+
+# Offline mode: import cost of bundler.offline, by-name load offline vs online (docs/offline.md).
+bench-offline: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_offline.py
 
 lint: setup
 	$(BIN)/ruff check bundler tests tools bench
