@@ -238,7 +238,9 @@ def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
 
 # -- the child ---------------------------------------------------------------------------
 def _child_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    """The loaders' environment: this home, and never offline mode (an exported
+    ``PADDLE_BUNDLE_OFFLINE=1`` would forbid the very downloads fetch is asked for)."""
+    env = {k: v for k, v in os.environ.items() if k != "PADDLE_BUNDLE_OFFLINE"}
     env["PPNLP_HOME"] = str(home)
     src = str(Path(__file__).resolve().parent.parent)  # bundler importable even uninstalled
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)

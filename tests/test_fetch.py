@@ -449,3 +449,12 @@ def test_fetched_bundle_installs_and_runs_with_no_network(fetched: tuple[Path, P
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["generated"] > 0 and result["shape"][-1] == 32
+
+
+def test_child_never_runs_in_offline_mode(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    from bundler.fetch import _child_env
+
+    monkeypatch.setenv("PADDLE_BUNDLE_OFFLINE", "1")
+    env = _child_env(tmp_path)
+    assert "PADDLE_BUNDLE_OFFLINE" not in env and env["PPNLP_HOME"] == str(tmp_path)
