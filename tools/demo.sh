@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# The air-gap round trip on a tiny but real PaddleNLP CodeGen model, end to end.
+# The whole air-gap story on a tiny but real PaddleNLP CodeGen model, end to end:
+# a local stand-in for PaddleNLP's download server -> fetch -> the stick -> install with no
+# network -> load by full path, and by name (offline mode, Taskflow included).
 # Run through `make demo`, which sets up .venv first and puts it on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=demo-work
+WORK="$PWD/demo-work"
 rm -rf "$WORK"
 mkdir -p "$WORK/stick"
-ONLINE="$PWD/$WORK/online-home"
-OFFLINE="$PWD/$WORK/offline-home"
+ONLINE="$WORK/online-home"
+OFFLINE="$WORK/offline-home"
 MODEL=Salesforce/codegen-350M-mono
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+quiet_paddle() { grep -v -i -E 'warn|^\s*$|ccache|distutils|\[ *(INFO|ERROR|DEBUG)' || true; }
 
-# No network on the offline side: a fresh network namespace has none at all.
+# No network on the offline side: a fresh network namespace has no interface at all.
 if unshare -n true 2>/dev/null; then
     OFFLINE_RUN=(unshare -n --)
     offline_note="inside 'unshare -n' (no network interface at all)"
@@ -20,12 +23,16 @@ else
     offline_note="WITHOUT network isolation (unshare -n is not permitted here)"
 fi
 
-say "online machine: PaddleNLP fills its cache (a tiny real CodeGen stands in for $MODEL)"
-PPNLP_HOME="$ONLINE" python tools/tiny_models.py codegen "$ONLINE/models/$MODEL" >/dev/null
-ls -l "$ONLINE/models/$MODEL"
+say "a stand-in for PaddleNLP's model server on 127.0.0.1, serving a tiny real $MODEL"
+PPNLP_HOME="$WORK/build-home" python tools/tiny_models.py mirror-tree "$WORK/mirror" >/dev/null
+python tools/mirror.py start "$WORK/mirror" --state "$WORK/mirror.json" > "$WORK/mirror.env"
+trap 'python tools/mirror.py stop --state "$WORK/mirror.json" >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+source "$WORK/mirror.env"
+echo "PPNLP_ENDPOINT=$PPNLP_ENDPOINT"
 
-say "online machine: pack it into one checksummed bundle"
-paddle-bundle pack "$MODEL" -o "$WORK/stick/bundle.tar.zst" --home "$ONLINE"
+say "online machine: PaddleNLP's own loaders download the model, the bundle holds what they used"
+paddle-bundle fetch "$MODEL" -o "$WORK/stick/bundle.tar.zst" --home "$ONLINE"
 cat "$WORK/stick/bundle.tar.zst.sha256"
 
 say "the stick: check the copy with nothing but coreutils, then with paddle-bundle"
@@ -39,7 +46,7 @@ paddle-bundle list --home "$OFFLINE"
 paddle-bundle check --home "$OFFLINE"
 
 say "offline machine: load by full path and generate, $offline_note"
-"${OFFLINE_RUN[@]}" env PPNLP_HOME="$OFFLINE" MODEL_DIR="$OFFLINE/models/$MODEL" python - <<'PY' 2>&1 | grep -v -i warn
+"${OFFLINE_RUN[@]}" env PPNLP_HOME="$OFFLINE" MODEL_DIR="$OFFLINE/models/$MODEL" python - <<'PY' 2>&1 | quiet_paddle
 import os
 from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
 path = os.environ["MODEL_DIR"]
@@ -48,7 +55,20 @@ model = AutoModelForCausalLM.from_pretrained(path)
 model.eval()
 inputs = tokenizer("def hello():", return_tensors="pd")
 ids, _ = model.generate(**inputs, max_new_tokens=8, decode_strategy="greedy_search")
-print("generated token ids:", ids.numpy().tolist()[0])
-print("as text:", repr(tokenizer.decode(ids.numpy().tolist()[0])))
+print("by full path, generated token ids:", ids.numpy().tolist()[0])
 PY
-say "done: the model went from the online cache to the offline cache and ran there"
+
+say "offline machine: unchanged code that loads by NAME, with offline mode, $offline_note"
+cat > "$WORK/app.py" <<'PY'
+from paddlenlp import Taskflow
+from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
+name = "Salesforce/codegen-350M-mono"
+tokenizer = AutoTokenizer.from_pretrained(name)
+model = AutoModelForCausalLM.from_pretrained(name)
+print("by name: loaded", type(model).__name__)
+codegen = Taskflow("code_generation", model=name, max_length=8)
+print("Taskflow code_generation:", codegen(["def hello():"]))
+PY
+"${OFFLINE_RUN[@]}" paddle-bundle run --home "$OFFLINE" -- python "$WORK/app.py" 2>&1 | quiet_paddle
+
+say "done: fetched online, carried on the stick, installed and run with no network"
