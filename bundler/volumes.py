@@ -14,12 +14,12 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler._io import CHUNK, fsync_dir
+from bundler._io import CHUNK, atomic_write_bytes, fsync_dir, sha256_file
 from bundler.errors import BundleNotFoundError, IntegrityError, UsageError
 
 FAT32_MAX = 4 * 1024**3 - 1
@@ -305,24 +305,12 @@ def quick_verify(files: BundleFiles, progress: Callable[[int], None] | None = No
             else:
                 problems.append(f"{part}: not listed in {files.sidecar}")
                 continue
-        digest = hashlib.sha256()
-        with open(part, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-                if progress:
-                    progress(len(chunk))
-        if digest.hexdigest() != want:
+        if sha256_file(part, progress) != want:
             problems.append(f"{part}: sha256 differs from {files.sidecar.name}")
     return problems
 
 
 def write_sidecar(base: Path, digests: Sequence[tuple[str, str]]) -> Path:
-    from bundler._io import atomic_write_bytes
-
     path = sidecar_path(base)
     atomic_write_bytes(path, "".join(f"{d}  {n}\n" for n, d in digests).encode())
     return path
-
-
-def iter_parts(files: BundleFiles) -> Iterator[Path]:
-    yield from files.parts
