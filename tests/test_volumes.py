@@ -217,3 +217,30 @@ def test_integrity_error_is_raised_for_garbage_volume(split: Path, tmp_path: Pat
     victim.write_bytes(os.urandom(victim.stat().st_size))
     with pytest.raises(IntegrityError, match="b.tar.zst.00"):
         install(split, home=tmp_path / "h")
+
+
+def _can_mount_read_only(path: Path) -> bool:
+    probe = subprocess.run(
+        ["unshare", "-m", "--", "sh", "-c",
+         f"mount --bind {path} {path} && mount -o remount,ro,bind {path}"],
+        capture_output=True)
+    return probe.returncode == 0
+
+
+def test_install_from_a_read_only_mount(split: Path, tmp_path: Path, home: Path) -> None:
+    """A real read-only file system (a bind mount remounted ro in a private mount
+    namespace): even root cannot write next to the bundle there."""
+    import sys
+
+    stick = split.parent
+    if not _can_mount_read_only(stick):
+        pytest.skip("mount namespaces are not permitted here, so no read-only mount")
+    off = tmp_path / "off"
+    script = (f"mount --bind {stick} {stick} && mount -o remount,ro,bind {stick} && "
+              f"! touch {stick}/probe 2>/dev/null && "
+              f"{sys.executable} -m bundler verify {split} && "
+              f"{sys.executable} -m bundler install {split}.003 --home {off} -q")
+    proc = subprocess.run(["unshare", "-m", "--", "sh", "-c", script], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert tree(off / "models") == tree(home / "models")
