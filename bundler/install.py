@@ -257,8 +257,9 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
 
 
 def load_snippet(model: ModelEntry, path: Path) -> str:
-    """Two lines of Python that load the installed model by its full path, which works
-    offline with PaddleNLP as it is (loading by name probes the server first)."""
+    """Two lines of Python that load the installed model by its full path: that works
+    offline with PaddleNLP as it is, no offline mode needed (loading by name probes the
+    server first unless offline mode is on)."""
     literal = json.dumps(str(path))  # a JSON string is a valid Python literal
     if model.kind == KIND_TASKFLOW:
         task = model.root.split("/")[1]
