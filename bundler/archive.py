@@ -39,6 +39,11 @@ from bundler.volumes import BundleFiles, ChainReader, locate
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240, as GNU tar pads
+#: What may follow the end-of-archive block: tar pads to its 10 KiB record.
+MAX_TAIL = 64 * 1024
+#: pax and GNU long-name headers of one member, all together (pack writes a few hundred
+#: bytes: a long path).
+MAX_EXTENDED_HEADER = 1 << 20
 _SKIPPABLE_MAGIC = 0x184D2A50
 _SKIPPABLE_HEADER = 8
 
@@ -265,8 +270,13 @@ class _Prefetcher(io.RawIOBase):
         return take
 
     def close(self) -> None:
+        """Stop the thread and wait for it, so nothing reads the source after this."""
         self._stop.set()
         self._free.put(bytearray(0))  # wake the thread if it waits for a buffer
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._full.get(timeout=0.05)  # unblock a put (the queue is unbounded anyway)
+            self._thread.join(timeout=0.05)
         super().close()
 
 
@@ -283,6 +293,10 @@ class _TarReader:
         self._stream = stream
         self._pending = 0  # bytes of the current member (and its padding) not yet read
         self._buffer = bytearray(CHUNK)
+        self.consumed = 0
+        #: Once the manifest is known: the most tar bytes a bundle with it can hold. A
+        #: hostile member declaring terabytes of zeros is stopped here, not decompressed.
+        self.budget: int | None = None
 
     def _read_into(self, view: memoryview) -> int:
         got = 0
@@ -291,6 +305,9 @@ class _TarReader:
             if not n:
                 break
             got += n
+        self.consumed += got
+        if self.budget is not None and self.consumed > self.budget:
+            raise tarfile.HeaderError("the archive holds more data than its manifest lists")
         return got
 
     def _read_exact(self, n: int) -> bytes:
@@ -313,6 +330,7 @@ class _TarReader:
         self._pending = 0
         pax: dict[str, str] = {}
         long_name = long_link = None
+        extended = 0
         while True:
             block = self._read_exact(BLOCK)
             if block == b"\0" * BLOCK:
@@ -320,11 +338,13 @@ class _TarReader:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
             if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
                              tarfile.GNUTYPE_LONGLINK):
-                if info.size > MAX_MANIFEST_BYTES:
-                    raise tarfile.HeaderError(f"extended header of {info.size} bytes")
+                extended += info.size
+                if info.size < 0 or extended > MAX_EXTENDED_HEADER:
+                    raise tarfile.HeaderError(f"extended headers of {extended} bytes")
                 data = self._read_exact(info.size + _pad(info.size))[:info.size]
                 if info.type == tarfile.XHDTYPE:
-                    pax.update(_parse_pax(data))
+                    pax.update((k, v) for k, v in _parse_pax(data).items()
+                               if k in ("path", "linkpath", "size"))
                 elif info.type == tarfile.GNUTYPE_LONGNAME:
                     long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
                 elif info.type == tarfile.GNUTYPE_LONGLINK:
@@ -458,7 +478,11 @@ class BundleReader:
                                     "too large to be a manifest")
             data = b"".join(bytes(chunk) for chunk in self._tar.data(info.size))
         self.manifest_bytes = data
-        return Manifest.from_json(data, source=f"{self.path}: {MANIFEST_ARCNAME}")
+        manifest = Manifest.from_json(data, source=f"{self.path}: {MANIFEST_ARCNAME}")
+        self._tar.budget = self._tar.consumed + sum(
+            4 * BLOCK + f.size + _pad(f.size) for f in manifest.files if f.in_archive
+        ) + MAX_TAIL
+        return manifest
 
     def members(self) -> Iterator[tuple[Member, Iterator[memoryview]]]:
         """Each member after the manifest, with a lazy iterator over its bytes.
@@ -493,7 +517,9 @@ class BundleReader:
             for chunk in self._tar.rest():
                 rest_len += len(chunk)
                 only_zeros = only_zeros and not bytes(chunk).strip(b"\0")
-        if rest_len < BLOCK or not only_zeros:
+                if rest_len > MAX_TAIL:
+                    break
+        if rest_len < BLOCK or rest_len > MAX_TAIL or not only_zeros:
             raise IntegrityError(f"{self.path}: bundle is truncated or has damaged tar headers",
                                  hint="copy the bundle again")
 

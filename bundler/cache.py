@@ -278,7 +278,10 @@ class Cache:
             return
         if _exchange(staged, target):
             fsync_dir(target.parent)
-            shutil.rmtree(staged)  # now holds the old model
+            if staged.is_symlink():  # the old "model" was a link to a folder elsewhere
+                staged.unlink()
+            else:
+                shutil.rmtree(staged)  # now holds the old model
             return
         aside = self.state / "trash" / uuid.uuid4().hex
         aside.mkdir(parents=True)

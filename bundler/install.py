@@ -20,12 +20,13 @@ from pathlib import Path
 
 from bundler._io import CHUNK, fsync_dir
 from bundler.archive import BundleReader
-from bundler.cache import Cache, InstallRecord
+from bundler.cache import Cache, InstallRecord, installed_models
 from bundler.errors import (
     DeltaBaseMissingError,
     InstallConflictError,
     InsufficientSpaceError,
     IntegrityError,
+    ManifestError,
 )
 from bundler.manifest import KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
@@ -78,6 +79,11 @@ def make_plan(cache: Cache, manifest: Manifest) -> InstallPlan:
                 f"in {cache.home}", missing,
                 hint="install the full bundle it was made against first, or ask for a full "
                      "bundle (pack without --exclude-installed)")
+    nested = _nested_in_installed(cache, manifest)
+    if nested:
+        raise InstallConflictError(
+            "refusing to put one model inside another: " + "; ".join(nested),
+            hint="these ids cannot live side by side in one home; install into another --home")
     new, unchanged, different = [], [], []
     for model in manifest.models:
         if not cache.model_path(model).exists():
@@ -87,6 +93,22 @@ def make_plan(cache: Cache, manifest: Manifest) -> InstallPlan:
         else:
             unchanged.append(model)
     return InstallPlan(manifest, tuple(new), tuple(unchanged), tuple(different))
+
+
+def _nested_in_installed(cache: Cache, manifest: Manifest) -> list[str]:
+    """Models of the bundle whose folder would contain, or sit inside, the folder of a model
+    already installed (``Salesforce`` against ``Salesforce/codegen``). Replacing either would
+    destroy the other, so this is refused even with ``--force``."""
+    installed = {f"models/{model_id}" for model_id in installed_models(cache.home)}
+    for record in cache.records():
+        installed.add(record.model.root)
+    clashes = []
+    for model in manifest.models:
+        for other in sorted(installed):
+            if other != model.root and (is_within(other, model.root)
+                                        or is_within(model.root, other)):
+                clashes.append(f"{model.id} ({model.root}) and the installed {other}")
+    return clashes
 
 
 class StagingSink:
@@ -239,7 +261,11 @@ def install(bundle: Path, *, home: Path, force: bool = False,
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         for model in plan.unchanged:
-            existing, fresh = cache.record(model), record(model)
+            fresh = record(model)
+            try:
+                existing = cache.record(model)
+            except ManifestError:  # damaged: the files are right, so write it anew
+                existing = None
             if existing is None or existing.files != fresh.files:
                 cache.write_record(fresh)
 
@@ -256,6 +282,18 @@ def _read_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def _read_small(folder: Path, name: str, limit: int = 1 << 20) -> bytes:
+    """A small file of an installed model, only if it really lies inside the model folder
+    and is a regular file: never follow a link out, never read a device or a huge file."""
+    path = Path(os.path.realpath(folder / name))
+    if not is_within(path.as_posix(), Path(os.path.realpath(folder)).as_posix()):
+        raise OSError(f"{name} leads outside {folder}")
+    with open(path, "rb") as fh:
+        if not os.path.isfile(path) or os.fstat(fh.fileno()).st_size > limit:
+            raise OSError(f"{name} is not a small regular file")
+        return fh.read(limit)
+
+
 def load_snippet(model: ModelEntry, path: Path) -> str:
     """Two lines of Python that load the installed model by its full path: that works
     offline with PaddleNLP as it is, no offline mode needed (loading by name probes the
@@ -267,7 +305,7 @@ def load_snippet(model: ModelEntry, path: Path) -> str:
                 f"    task = Taskflow({task!r}, task_path={literal})")
     cls = "AutoModel"
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(_read_small(path, "config.json"))
         arch = config.get("architectures") if isinstance(config, dict) else None
         if isinstance(arch, list) and arch and isinstance(arch[0], str) and arch[0].isidentifier():
             cls = arch[0]

@@ -15,12 +15,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bundler.errors import ManifestError, UsageError
-from bundler.paths import ALLOWED_TOPS, is_within, symlink_escape_reason, unsafe_reason
+from bundler.paths import (
+    ALLOWED_TOPS,
+    is_within,
+    resolve_within,
+    symlink_escape_reason,
+    unsafe_reason,
+)
 
 SCHEMA_VERSION = 1
 MANIFEST_ARCNAME = "manifest.json"
-#: A manifest larger than this is refused before parsing (about a million files).
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+#: A manifest larger than this is refused before parsing (about 60,000 files; a
+#: model has tens).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 KIND_COMMUNITY = "community"
 KIND_TASKFLOW = "taskflow"
@@ -197,7 +204,7 @@ class Manifest:
     def from_json(cls, data: bytes, *, source: str = MANIFEST_ARCNAME) -> Manifest:
         try:
             raw = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ManifestError(f"{source} is not valid JSON: {exc}",
                                 hint="the bundle is damaged; copy it again") from None
         return cls.from_dict(raw, source=source)
@@ -241,6 +248,8 @@ def _parse_list(value: Any, name: str, parse: Any, problems: list[str]) -> list[
         return None
     out = []
     for i, item in enumerate(value):
+        if len(problems) >= MAX_PROBLEMS:
+            return None
         parsed = parse(item, f"{name}[{i}]", problems)
         if parsed is not None:
             out.append(parsed)
@@ -335,58 +344,102 @@ def _parse_file(value: Any, where: str, problems: list[str]) -> FileEntry | None
     return FileEntry(path, size, sha256, mode, None, same_as, bool(from_base))
 
 
+#: Stop collecting after this many problems: a hostile manifest can have millions.
+MAX_PROBLEMS = 50
+
+
 def validate(manifest: Manifest) -> list[str]:
-    """Every reason ``manifest`` could not be installed safely; empty when it can.
+    """Every reason ``manifest`` could not be installed safely; empty when it can (at most
+    :data:`MAX_PROBLEMS`, then a count).
 
     Checks what the per-field parsing cannot: model roots that match their ids and do not
-    nest, file paths that are safe and belong to exactly one model, no duplicates, no file
-    below a symlink or below another file, symlinks that stay in their model folder.
+    nest, every model with at least one file, file paths that are safe and belong to exactly
+    one model, no duplicates, no file below a symlink or below another file, symlinks that
+    stay in their model folder when followed as the kernel would, through each other.
+    Linear in the number of files and models.
     """
-    problems: list[str] = []
-    roots: list[str] = []
+    problems = _Problems()
+    roots: set[str] = set()
     for model in manifest.models:
         try:
             kind, root = root_for(model.id)
         except ValueError as exc:
-            problems.append(str(exc))
+            problems.add(str(exc))
             continue
         if (kind, root) != (model.kind, model.root):
-            problems.append(f"model {model.id!r} must have kind {kind!r} and root {root!r}")
+            problems.add(f"model {model.id!r} must have kind {kind!r} and root {root!r}")
         if root.split("/", 1)[0] not in ALLOWED_TOPS:
-            problems.append(f"model root {root!r} is outside {ALLOWED_TOPS}")
-        for other in roots:
-            if is_within(root, other) or is_within(other, root):
-                problems.append(f"model folders {other!r} and {root!r} overlap")
-        roots.append(root)
+            problems.add(f"model root {root!r} is outside {ALLOWED_TOPS}")
+        if root in roots:
+            problems.add(f"model folder {root!r} is listed twice")
+        roots.add(root)
+    for root in sorted(roots):
+        clash = next((p for p in _parents(root) if p in roots), None)
+        if clash:
+            problems.add(f"model folders {clash!r} and {root!r} overlap")
     seen: set[str] = set()
-    symlinks = {f.path for f in manifest.files if f.is_symlink}
+    links = {f.path: f.target for f in manifest.files if f.target is not None}
     paths = {f.path for f in manifest.files}
+    owned: set[str] = set()
     for entry in manifest.files:
+        if problems.full:
+            break
         reason = unsafe_reason(entry.path)
         if reason:
-            problems.append(f"{entry.path!r}: {reason}")
+            problems.add(f"{entry.path!r}: {reason}")
             continue
         if entry.path in seen:
-            problems.append(f"{entry.path}: listed twice")
+            problems.add(f"{entry.path}: listed twice")
         seen.add(entry.path)
-        owners = [r for r in roots if is_within(entry.path, r) and entry.path != r]
-        if not owners:
-            problems.append(f"{entry.path}: not inside any model folder of the bundle")
-            continue
         parents = _parents(entry.path)
+        owner = next((p for p in parents if p in roots), None)
+        if owner is None:
+            problems.add(f"{entry.path}: not inside any model folder of the bundle")
+            continue
+        owned.add(owner)
         clash = next((p for p in parents if p in paths), None)
         if clash:
-            kind = "symlink" if clash in symlinks else "file"
-            problems.append(f"{entry.path}: lies below the {kind} {clash}")
+            kind = "symlink" if clash in links else "file"
+            problems.add(f"{entry.path}: lies below the {kind} {clash}")
         if entry.target is not None:
-            reason = symlink_escape_reason(entry.path, entry.target, owners[0])
+            reason = symlink_escape_reason(entry.path, entry.target, owner)
+            if reason is None and resolve_within(entry.path, owner, links) is None:
+                reason = f"symlink leads outside its model folder through other links " \
+                         f"({entry.target!r})"
             if reason:
-                problems.append(f"{entry.path}: {reason}")
+                problems.add(f"{entry.path}: {reason}")
         if entry.same_as is not None:
-            problems.extend(_same_as_problems(entry, manifest))
+            for problem in _same_as_problems(entry, manifest):
+                problems.add(problem)
         if entry.from_base and (entry.is_symlink or entry.same_as is not None):
-            problems.append(f"{entry.path}: only a plain file can come from the base")
-    return problems
+            problems.add(f"{entry.path}: only a plain file can come from the base")
+    for model in manifest.models:
+        if model.root in roots and model.root not in owned and not problems.full:
+            problems.add(f"model {model.id}: has no files")
+    return problems.done()
+
+
+class _Problems:
+    """A capped list of problems, so a hostile manifest cannot make a million of them."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.dropped = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= MAX_PROBLEMS
+
+    def add(self, problem: str) -> None:
+        if self.full:
+            self.dropped += 1
+        else:
+            self.items.append(problem)
+
+    def done(self) -> list[str]:
+        if self.full:
+            return [*self.items, "... stopped counting: the manifest has more problems"]
+        return self.items
 
 
 def _same_as_problems(entry: FileEntry, manifest: Manifest) -> list[str]:

@@ -39,6 +39,8 @@ from bundler.paths import portability_problems
 from bundler.volumes import VolumeWriter, volume_path, write_sidecar
 
 log = logging.getLogger(__name__)
+#: 9999-12-31T23:59:59Z: dates past it cannot be written in the manifest.
+LAST_DATE = 253402300799
 
 @dataclass(frozen=True)
 class PackOptions:
@@ -80,8 +82,8 @@ def _created(files: Sequence[LocalFile]) -> int:
     """
     env = os.environ.get("SOURCE_DATE_EPOCH")
     if env and env.isdigit():
-        return int(env)
-    return max((int(f.path.lstat().st_mtime) for f in files), default=0)
+        return min(int(env), LAST_DATE)
+    return min(max((int(f.path.lstat().st_mtime) for f in files), default=0), LAST_DATE)
 
 
 def origin_now(created: int, options: PackOptions) -> Origin:

@@ -8,7 +8,7 @@ reader both call them, so there is exactly one definition of "safe".
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 #: Top-level folders of a PaddleNLP home that a bundle may write into.
 ALLOWED_TOPS = ("models", "taskflow")
@@ -25,6 +25,8 @@ def unsafe_reason(arcname: str) -> str | None:
         return "empty path"
     if "\x00" in arcname or any(ord(ch) < 0x20 for ch in arcname):
         return "control character in path"
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in arcname):
+        return "path is not valid UTF-8"
     if arcname.startswith("/"):
         return "absolute path"
     if "\\" in arcname:
@@ -58,6 +60,56 @@ def symlink_escape_reason(arcname: str, target: str, root: str) -> str | None:
     if resolved == root or not is_within(resolved, root) or resolved.startswith("../"):
         return f"symlink points outside its model folder ({target!r})"
     return None
+
+
+#: Symlinks followed while resolving one path, as the kernel's limit (ELOOP).
+MAX_LINK_HOPS = 40
+
+
+def resolve_within(arcname: str, root: str, links: Mapping[str, str]) -> str | None:
+    """Where ``arcname`` leads once every symlink in ``links`` (arcname -> target) on the way
+    is followed the way the kernel does, component by component; ``None`` when it leaves
+    ``root`` at any step, or loops.
+
+    A lexical ``normpath`` is not enough: for ``l -> ../../d0`` the text ``l/..`` collapses
+    to the link's own folder, but the kernel follows ``l`` first and ``..`` then climbs from
+    where it points.
+    """
+    hops = 0
+    depth = root.count("/") + 1
+
+    def walk(parts: list[str], rest: list[str]) -> list[str] | None:
+        nonlocal hops
+        for comp in rest:
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if len(parts) <= depth:
+                    return None
+                parts.pop()
+                continue
+            parts.append(comp)
+            current = "/".join(parts)
+            target = links.get(current)
+            if target is not None:
+                hops += 1
+                if hops > MAX_LINK_HOPS or target.startswith("/"):
+                    return None
+                parts.pop()
+                followed = walk(parts, target.split("/"))
+                if followed is None:
+                    return None
+                parts = followed
+        return parts
+
+    start = root.split("/")
+    if not is_within(arcname, root):
+        return None
+    resolved = walk(start, arcname.split("/")[depth:])
+    if resolved is None:
+        return None
+    path = "/".join(resolved)
+    return path if is_within(path, root) and path != root else None
 
 
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),

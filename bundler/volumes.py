@@ -61,7 +61,8 @@ class VolumeWriter(io.RawIOBase):
         self.size = size
         self._pos = 0
         self._end = 0
-        self._parts: list[tuple[int, str]] = []  # (fd, temp path)
+        self._temps: list[str] = []  # temporary path of each volume so far
+        self._open: dict[int, int] = {}  # volume index -> fd; a few at a time, not all
 
     def writable(self) -> bool:
         return True
@@ -77,12 +78,23 @@ class VolumeWriter(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def _part(self, index: int) -> int:
-        while len(self._parts) <= index:
-            name = volume_path(self.out, len(self._parts)).name
-            fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{name}.", suffix=".part")
-            self._parts.append((fd, tmp))
-        return self._parts[index][0]
+    def _fd(self, index: int) -> int:
+        """The volume's file, opened on demand; only the one being written stays open (a
+        thousand volumes must not need a thousand descriptors)."""
+        fd = self._open.get(index)
+        if fd is not None:
+            return fd
+        for other in list(self._open):
+            os.close(self._open.pop(other))
+        while len(self._temps) <= index:
+            name = volume_path(self.out, len(self._temps)).name
+            new_fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{name}.",
+                                           suffix=".part")
+            os.close(new_fd)
+            self._temps.append(tmp)
+        fd = os.open(self._temps[index], os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        self._open[index] = fd
+        return fd
 
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(data).cast("B")
@@ -90,23 +102,32 @@ class VolumeWriter(io.RawIOBase):
         while written < len(view):
             index, offset = divmod(self._pos, self.size)
             take = min(len(view) - written, self.size - offset)
-            os.pwrite(self._part(index), view[written:written + take], offset)
+            os.pwrite(self._fd(index), view[written:written + take], offset)
             written += take
             self._pos += take
         self._end = max(self._end, self._pos)
         return written
 
+    def _close_all(self) -> None:
+        for index in list(self._open):
+            with contextlib.suppress(OSError):
+                os.close(self._open.pop(index))
+
     def commit(self) -> list[Path]:
         """fsync and rename every volume into place; returns their paths in order."""
+        self._close_all()
         paths = []
-        for index, (fd, tmp) in enumerate(self._parts):
-            os.fsync(fd)
-            os.close(fd)
+        for index, tmp in enumerate(self._temps):
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.chmod(tmp, 0o644 & ~_umask())
             path = volume_path(self.out, index)
             os.replace(tmp, path)
             paths.append(path)
-        self._parts = []
+        self._temps = []
         stale = len(paths)
         while volume_path(self.out, stale).exists():
             volume_path(self.out, stale).unlink()
@@ -115,12 +136,11 @@ class VolumeWriter(io.RawIOBase):
         return paths
 
     def discard(self) -> None:
-        for fd, tmp in self._parts:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._close_all()
+        for tmp in self._temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        self._parts = []
+        self._temps = []
 
 
 def _umask() -> int:
@@ -168,6 +188,9 @@ def locate(path: Path) -> BundleFiles:
     """
     path = Path(path)
     match = _VOLUME.match(path.name)
+    if match and not volume_path(path.with_name(match.group("base")), 0).is_file() \
+            and path.is_file():
+        match = None  # a one-file bundle whose name ends in digits, like rel.20240101
     base = path.with_name(match.group("base")) if match else path
     if not match and base.is_file():
         sidecar, expected = _read_sidecar(base)
@@ -176,10 +199,11 @@ def locate(path: Path) -> BundleFiles:
             expected = {base.name: next(iter(expected.values()))}
         return BundleFiles(base, (base,), expected, sidecar, split=False)
     sidecar, expected = _read_sidecar(base)
-    listed = sorted(n for n in expected if _VOLUME.match(n)
-                    and _VOLUME.match(n).group("base") == base.name)  # type: ignore[union-attr]
-    on_disk = sorted(p.name for p in base.parent.glob(f"{glob_escape(base.name)}.[0-9][0-9][0-9]*")
-                     if _VOLUME.match(p.name))
+    listed = sorted((n for n in expected if _volume_of(n, base.name) is not None),
+                    key=lambda n: _volume_of(n, base.name) or 0)
+    on_disk = sorted((p.name for p in base.parent.glob(f"{glob_escape(base.name)}.[0-9]*")
+                      if _volume_of(p.name, base.name) is not None),
+                     key=lambda n: _volume_of(n, base.name) or 0)
     if not listed and not on_disk:
         raise BundleNotFoundError(f"bundle {path} does not exist",
                                   hint="check the path, or the USB stick is not mounted")
@@ -208,6 +232,14 @@ def locate(path: Path) -> BundleFiles:
         raise IntegrityError(f"volume {parts[-1]} has the wrong size ({sizes[-1]} bytes)",
                              hint="copy that volume again")
     return BundleFiles(base, parts, expected, sidecar, split=True)
+
+
+def _volume_of(name: str, base: str) -> int | None:
+    """The index of volume ``name`` of bundle ``base``, or ``None``."""
+    match = _VOLUME.match(name)
+    if match is None or match.group("base") != base:
+        return None
+    return int(match.group("index"))
 
 
 def glob_escape(name: str) -> str:
@@ -243,28 +275,34 @@ class ChainReader(io.RawIOBase):
 
     def _next(self) -> bool:
         if self._fh is not None:
-            self._fh.close()
-            name = self.current.name
-            digest = self._digest.hexdigest()
-            self.digests[name] = digest
-            want = self.files.expected.get(name)
-            if self._check and self.files.sidecar is not None and want is None:
-                raise IntegrityError(f"{self.current} is not listed in {self.files.sidecar}",
-                                     hint="copy the .sha256 file that belongs to this bundle")
-            if self._check and want is not None and want != digest:
-                what = "volume" if self.files.split else "bundle"
-                raise IntegrityError(
-                    f"{what} {self.current}: sha256 differs from "
-                    f"{self.files.sidecar.name if self.files.sidecar else 'the sidecar'}"
-                    + (" (swapped, duplicated or damaged)" if self.files.split else ""),
-                    hint="copy it again")
-            self._fh = None
+            fh, self._fh = self._fh, None  # closed and forgotten before anything can raise
+            fh.close()
+            problem = self._check_part(self.current, self._digest.hexdigest())
+            if problem is not None:
+                self._index = len(self.files.parts)  # nothing more is read after a bad part
+                raise problem
         self._index += 1
         if self._index >= len(self.files.parts):
             return False
         self._fh = open(self.files.parts[self._index], "rb")  # noqa: SIM115
         self._digest = hashlib.sha256()
         return True
+
+    def _check_part(self, part: Path, digest: str) -> IntegrityError | None:
+        self.digests[part.name] = digest
+        if not self._check or self.files.sidecar is None:
+            return None
+        want = self.files.expected.get(part.name)
+        if want is None:
+            return IntegrityError(f"{part} is not listed in {self.files.sidecar}",
+                                  hint="copy the .sha256 file that belongs to this bundle")
+        if want != digest:
+            what = "volume" if self.files.split else "bundle"
+            return IntegrityError(
+                f"{what} {part}: sha256 differs from {self.files.sidecar.name}"
+                + (" (swapped, duplicated or damaged)" if self.files.split else ""),
+                hint="copy it again")
+        return None
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while self._fh is not None:
