@@ -178,6 +178,42 @@ class Cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, record.to_json())
 
+    def _pending_path(self, model: ModelEntry) -> Path:
+        return self.state / "pending" / f"{model.root}.json"
+
+    def swap_in_recorded(self, staged: Path, record: InstallRecord) -> None:
+        """Swap a model in and replace its record, as one step as far as a crash can tell.
+
+        The new record is written to ``pending/`` first; after the swap it is renamed over
+        the old one. Killed in between, :meth:`_recover` finds the pending record and keeps
+        it if the folder on disk is the new model, drops it if it is still the old one.
+        """
+        pending = self._pending_path(record.model)
+        pending.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(pending, record.to_json())
+        self.swap_in(staged, record.model)
+        final = self._record_path(record.model)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(pending, final)
+        fsync_dir(final.parent)
+
+    def _recover_records(self) -> None:
+        base = self.state / "pending"
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*.json")):
+            try:
+                record = InstallRecord.from_json(path.read_bytes(), str(path))
+            except (OSError, ManifestError):
+                path.unlink(missing_ok=True)
+                continue
+            if not self.differences(record.files, quick=True):
+                final = self._record_path(record.model)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, final)
+            else:
+                path.unlink()
+
     # -- comparing what is installed ------------------------------------------------
     def differences(self, files: tuple[FileEntry, ...], *, quick: bool = False) -> list[str]:
         """How the files on disk differ from ``files``: each changed or missing file. Empty
@@ -243,9 +279,7 @@ class Cache:
         moved aside to trash goes back if its replacement never arrived."""
         shutil.rmtree(self.state / "staging", ignore_errors=True)
         trash = self.state / "trash"
-        if not trash.is_dir():
-            return
-        for entry in sorted(trash.iterdir()):
+        for entry in sorted(trash.iterdir()) if trash.is_dir() else ():
             journal = entry / "root"
             try:
                 root = journal.read_text().strip()
@@ -256,6 +290,7 @@ class Cache:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(old, target)
             shutil.rmtree(entry, ignore_errors=True)
+        self._recover_records()
 
     def new_staging(self) -> Path:
         path = self.state / "staging" / uuid.uuid4().hex

@@ -255,9 +255,9 @@ def install(bundle: Path, *, home: Path, force: bool = False,
                 sink.link_base(tuple(f for f in manifest.files if f.from_base))
                 sink.complete()
                 for model in to_write:
-                    fsync_dir(staging / model.root)
-                    cache.swap_in(staging / model.root, model)
-                    cache.write_record(record(model))
+                    for folder, _, _ in os.walk(staging / model.root):
+                        fsync_dir(Path(folder))  # new entries durable before the rename
+                    cache.swap_in_recorded(staging / model.root, record(model))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         for model in plan.unchanged:

@@ -195,3 +195,50 @@ def test_huge_source_date_epoch_is_clamped(tmp_path: Path,
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "999999999999")
     result = pack(["Org/m"], tmp_path / "b.tar.zst", home=home, options=PackOptions())
     assert result.manifest.origin.created == "9999-12-31T23:59:59Z"
+
+
+def test_killed_between_swap_and_record_is_reconciled(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new model is in place but its record is still the old one (killed in between):
+    the next run promotes the pending record, so check does not report false drift."""
+    import bundler.cache as cache_mod
+
+    online, off = tmp_path / "on", tmp_path / "off"
+    make_model(online, "Org/m", {"config.json": "{}", "w.bin": b"v1" * 1000})
+    v1, v2 = tmp_path / "v1.tar.zst", tmp_path / "v2.tar.zst"
+    pack(["Org/m"], v1, home=online)
+    install(v1, home=off)
+    (online / "models/Org/m/w.bin").write_bytes(b"v2" * 1000)
+    pack(["Org/m"], v2, home=online)
+    real_replace = os.replace
+
+    def killed(src: object, dst: object) -> None:
+        if str(dst).endswith("installed/models/Org/m.json") and "pending" in str(src):
+            raise KeyboardInterrupt  # as if killed right after the swap
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        install(v2, home=off, force=True)
+    monkeypatch.setattr(cache_mod.os, "replace", real_replace)
+    assert (off / "models/Org/m/w.bin").read_bytes() == b"v2" * 1000
+    assert install(v2, home=off).outcomes[0].status == "unchanged"  # recovery ran first
+    assert _main(["check", "--home", str(off)]) == 0
+    assert not list((off / ".paddle-bundle/pending").rglob("*.json"))
+
+
+def test_pending_record_for_a_swap_that_never_happened_is_dropped(tmp_path: Path) -> None:
+    online, off = tmp_path / "on", tmp_path / "off"
+    make_model(online, "Org/m", {"config.json": "{}", "w.bin": b"v1" * 1000})
+    v1 = tmp_path / "v1.tar.zst"
+    pack(["Org/m"], v1, home=online)
+    install(v1, home=off)
+    record = off / ".paddle-bundle/installed/models/Org/m.json"
+    pending = off / ".paddle-bundle/pending/models/Org/m.json"
+    pending.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(record.read_text())
+    data["files"][-1]["size"] = 5  # describes a model that is not on disk
+    pending.write_text(json.dumps(data))
+    install(v1, home=off)
+    assert not pending.exists()
+    assert _main(["check", "--home", str(off)]) == 0
