@@ -96,8 +96,11 @@ def cli() -> None:
     """Carry PaddleNLP models across an air gap.
 
     \b
-    Online:   paddle-bundle pack Salesforce/codegen-350M-mono -o bundle.tar.zst
+    Online:   paddle-bundle fetch Salesforce/codegen-350M-mono -o bundle.tar.zst
     Offline:  paddle-bundle verify bundle.tar.zst && paddle-bundle install bundle.tar.zst
+              paddle-bundle run -- python app.py   (load by name, no network)
+
+    Exit codes: 0 ok, 1 error, 2 usage, 3 integrity failure.
     """
 
 
