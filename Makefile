@@ -4,7 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test test-fast demo bench bench-core bench-fetch bench-offline lint clean
+# A second environment with paddlenlp 2.8.1 (and this package, no extras): offline mode claims
+# 2.8.x, and tests/test_offline_compat.py proves it there (docs/offline.md, Versions).
+COMPAT_VENV := .venv-pnlp28
+COMPAT_BIN := $(COMPAT_VENV)/bin
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
+COMPAT_PINS := paddlepaddle==3.3.1 paddlenlp==2.8.1 'huggingface_hub<0.26' 'aistudio-sdk<0.3' \
+	'datasets<3' 'pyarrow<17' 'numpy<2'
+
+.PHONY: setup setup-compat test test-compat test-fast demo bench bench-core bench-fetch \
+	bench-offline lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,12 +22,25 @@ $(STAMP): pyproject.toml setup.py
 
 setup: $(STAMP)
 
+# One resolve for the pins and the package, so pip cannot swap a pinned version for another.
+$(COMPAT_STAMP): pyproject.toml setup.py Makefile
+	test -x $(COMPAT_BIN)/python || $(PY) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install --quiet --disable-pip-version-check $(COMPAT_PINS) -e .
+	touch $(COMPAT_STAMP)
+
+setup-compat: $(COMPAT_STAMP)
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not compat"
 
 # Everything but the tests that import Paddle (seconds instead of minutes).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not paddle"
+	$(BIN)/python -m pytest -m "not paddle and not compat"
+
+# Offline mode on paddlenlp 2.8.1: pytest runs in .venv and drives .venv-pnlp28's Python.
+# PADDLE_BUNDLE_COMPAT_REQUIRED=1: a missing environment or unshare fails instead of skipping.
+test-compat: setup setup-compat
+	PADDLE_BUNDLE_COMPAT_REQUIRED=1 $(BIN)/python -m pytest -m compat tests/test_offline_compat.py
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
@@ -43,4 +65,4 @@ lint: setup
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) demo-work bench-work .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_VENV) demo-work bench-work .pytest_cache .mypy_cache .ruff_cache
