@@ -134,3 +134,26 @@ def have_unshare() -> bool:
     if shutil.which("unshare") is None:
         return False
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+#: Prepended to scripts run under unshare -n: an audit hook that records every DNS lookup and
+#: connect attempt (they must stay empty), a RESULT dict to print, and ``failure(call)``.
+#: Indented by four spaces, as the scripts are dedented before running.
+AUDIT_RECORDER = """
+    import json, sys, time
+    NET = []
+    def _record(event, args):
+        if event in ("socket.getaddrinfo", "socket.connect", "socket.gethostbyname",
+                     "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto",
+                     "socket.sendmsg"):
+            NET.append([event, repr(args)[:200]])
+    sys.addaudithook(_record)
+    RESULT = {}
+    def failure(call):
+        t = time.perf_counter()
+        try:
+            call()
+        except Exception as exc:
+            return [type(exc).__name__, str(exc), time.perf_counter() - t]
+        return None
+"""

@@ -37,7 +37,7 @@ from bundler.errors import (
     OfflineBlockedError,
     UnsupportedPaddleNLPError,
 )
-from tests.conftest import ROOT, have_unshare
+from tests.conftest import AUDIT_RECORDER, ROOT, have_unshare
 
 CODEGEN = "Salesforce/codegen-350M-mono"
 ERNIE = "paddle-bundle-test/tiny-ernie-sharded"
@@ -506,27 +506,12 @@ def test_the_start_up_hook_is_installed() -> None:
 
 
 # -- the real PaddleNLP, by name, with no network ------------------------------------------------
-RECORDER = """
-    import json, sys, time
-    NET = []
-    def _record(event, args):
-        if event in ("socket.getaddrinfo", "socket.connect", "socket.gethostbyname",
-                     "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto"):
-            NET.append([event, repr(args)[:200]])
-    sys.addaudithook(_record)
-    RESULT = {}
+RECORDER = AUDIT_RECORDER + """
     def report():
         offline = sys.modules.get("bundler.offline")
         RESULT["net"] = NET
         RESULT["blocked"] = [list(b) for b in offline.blocked_attempts()] if offline else None
         print("RESULT " + json.dumps(RESULT))
-    def failure(call):
-        t = time.perf_counter()
-        try:
-            call()
-        except Exception as exc:
-            return [type(exc).__name__, str(exc), time.perf_counter() - t]
-        return None
 """
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from bundler import _offline
-from tests.conftest import ROOT, have_unshare
+from tests.conftest import AUDIT_RECORDER, ROOT, have_unshare
 
 COMPAT_VENV = ROOT / ".venv-pnlp28"
 COMPAT_PYTHON = COMPAT_VENV / "bin" / "python"
@@ -101,23 +101,7 @@ BUILD = f"""
 
 # The audit hook records every lookup and connect that reaches it; offline mode's own guard,
 # installed earlier by the start-up hook, records what it refused before ours could see it.
-OFFLINE = f"""
-    import json, sys, time
-    NET = []
-    def _record(event, args):
-        if event in ("socket.getaddrinfo", "socket.connect", "socket.gethostbyname",
-                     "socket.gethostbyaddr", "socket.getnameinfo", "socket.sendto",
-                     "socket.sendmsg"):
-            NET.append([event, repr(args)[:200]])
-    sys.addaudithook(_record)
-    RESULT = {{}}
-    def failure(call):
-        t = time.perf_counter()
-        try:
-            call()
-        except Exception as exc:
-            return [type(exc).__name__, str(exc), time.perf_counter() - t]
-        return None
+OFFLINE = AUDIT_RECORDER + f"""
 
     RESULT["switched_on_by_env"] = "bundler.offline" in sys.modules  # we imported nothing
     import os
