@@ -157,3 +157,12 @@ AUDIT_RECORDER = """
             return [type(exc).__name__, str(exc), time.perf_counter() - t]
         return None
 """
+
+
+def script_result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The ``RESULT {json}`` line a script printed (after AUDIT_RECORDER), once it exited 0."""
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
+    return result

@@ -38,6 +38,7 @@ from bundler.errors import (
     UnsupportedPaddleNLPError,
 )
 from tests.conftest import AUDIT_RECORDER, ROOT, have_unshare
+from tests.conftest import script_result as _result
 
 CODEGEN = "Salesforce/codegen-350M-mono"
 ERNIE = "paddle-bundle-test/tiny-ernie-sharded"
@@ -513,14 +514,6 @@ RECORDER = AUDIT_RECORDER + """
         RESULT["blocked"] = [list(b) for b in offline.blocked_attempts()] if offline else None
         print("RESULT " + json.dumps(RESULT))
 """
-
-
-def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
-    return result
 
 
 def _assert_no_network(result: dict[str, Any]) -> None:

@@ -22,7 +22,6 @@ into a failure so that CI cannot pass without running them.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ import pytest
 
 from bundler import _offline
 from tests.conftest import AUDIT_RECORDER, ROOT, have_unshare
+from tests.conftest import script_result as _result
 
 COMPAT_VENV = ROOT / ".venv-pnlp28"
 COMPAT_PYTHON = COMPAT_VENV / "bin" / "python"
@@ -77,14 +77,6 @@ def _run_compat(script: Path, env: dict[str, str], *, unshare: bool = False,
         cmd = ["unshare", "-n", "--", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent,
                           timeout=timeout, env=env)
-
-
-def _result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
-    return result
 
 
 BUILD = f"""
