@@ -17,13 +17,19 @@ CHUNK = 1 << 20
 ProgressFn = Callable[[int], None]
 
 
-def sha256_file(path: Path, progress: ProgressFn | None = None) -> str:
-    digest = hashlib.sha256()
+def read_chunks(path: Path) -> Iterator[bytes]:
+    """A file's bytes in :data:`CHUNK` pieces."""
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            if progress:
-                progress(len(chunk))
+            yield chunk
+
+
+def sha256_file(path: Path, progress: ProgressFn | None = None) -> str:
+    digest = hashlib.sha256()
+    for chunk in read_chunks(path):
+        digest.update(chunk)
+        if progress:
+            progress(len(chunk))
     return digest.hexdigest()
 
 

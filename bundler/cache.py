@@ -52,6 +52,11 @@ class LocalFile:
     mode: int
     target: str | None = None
 
+    @classmethod
+    def regular(cls, arcname: str, path: Path, st: os.stat_result) -> LocalFile:
+        """A regular file, its mode normalised (the packing user's umask is not content)."""
+        return cls(arcname, path, st.st_size, _normal_mode(st.st_mode))
+
     def entry(self, sha256: str | None = None) -> FileEntry:
         return FileEntry(self.arcname, self.size, sha256, self.mode, self.target)
 
@@ -83,7 +88,7 @@ def scan_model(home: Path, model: ModelEntry) -> list[LocalFile]:
                                       hint="replace the link with the file it points to")
                 found.append(LocalFile(arcname, path, 0, 0o777, target))
             elif stat.S_ISREG(st.st_mode):
-                found.append(LocalFile(arcname, path, st.st_size, _normal_mode(st.st_mode)))
+                found.append(LocalFile.regular(arcname, path, st))
             else:
                 raise BundleError(f"cannot pack {path}: not a regular file or symlink",
                                   hint="remove it from the model folder")

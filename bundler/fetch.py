@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bundler.cache import LocalFile, _normal_mode
+from bundler.cache import LocalFile
 from bundler.errors import BundleError, ModelNotFoundError, NetworkError, UsageError
 from bundler.manifest import KIND_COMMUNITY, TASKFLOW_PREFIX, ModelEntry, parse_model_ids
 from bundler.pack import PackOptions, PackResult, write_bundle
@@ -198,7 +198,7 @@ def _local_file(home: Path, root: str, path: str) -> LocalFile:
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
         raise BundleError(f"cannot bundle {where}: not a regular file",
                           hint="replace it with the file it stands for and run fetch again")
-    return LocalFile(arcname, where, st.st_size, _normal_mode(st.st_mode))
+    return LocalFile.regular(arcname, where, st)
 
 
 def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],

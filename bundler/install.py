@@ -14,11 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler._io import CHUNK, fsync_dir
+from bundler._io import fsync_dir, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import Cache, InstallRecord, installed_models
 from bundler.errors import (
@@ -157,7 +157,7 @@ class StagingSink:
         if not self._wanted(entry):
             return entry.sha256 or ""
         origin = self.staging if self._wanted(source) else self.home
-        return self._store(entry, _read_chunks(origin / source.path))
+        return self._store(entry, read_chunks(origin / source.path))
 
     def link_base(self, entries: tuple[FileEntry, ...]) -> None:
         """A delta's base files: hard-linked from the installed copy (checked by the plan),
@@ -170,7 +170,7 @@ class StagingSink:
             try:
                 os.link(self.home / entry.path, dest)
             except OSError:
-                self._store(entry, _read_chunks(self.home / entry.path))
+                self._store(entry, read_chunks(self.home / entry.path))
 
     def write_symlink(self, entry: FileEntry) -> None:
         if self._wanted(entry):
@@ -274,12 +274,6 @@ def install(bundle: Path, *, home: Path, force: bool = False,
                              NEW if m in plan.new else UNCHANGED)
                 for m in manifest.models]
     return InstallResult(bundle, manifest, tuple(outcomes))
-
-
-def _read_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            yield chunk
 
 
 def _read_small(folder: Path, name: str, limit: int = 1 << 20) -> bytes:
