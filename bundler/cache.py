@@ -215,6 +215,21 @@ def hub_local_files(folder: Path, model: ModelEntry, paths: Iterable[Path]) -> l
     return list(found.values())
 
 
+def hub_snapshot(folder: Path, kind: str) -> Path | None:
+    """The snapshot folder a hub client loads by default: the revision ``refs/main``
+    (huggingface_hub) or ``refs/master`` (AI Studio) names, else the only one there is."""
+    branch = "main" if kind == KIND_HF else "master"
+    try:
+        revision = (folder / "refs" / branch).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        revision = ""
+    snapshots = folder / "snapshots"
+    if revision and "/" not in revision and (snapshots / revision).is_dir():
+        return snapshots / revision
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
 def hub_capture(paths: Iterable[str | os.PathLike[str]], *,
                 env: Mapping[str, str] | None = None) -> dict[ModelEntry, list[LocalFile]]:
     """For the capture recorder: the absolute paths huggingface_hub or PaddleNLP's AI Studio
@@ -230,12 +245,12 @@ def hub_capture(paths: Iterable[str | os.PathLike[str]], *,
     wanted: dict[ModelEntry, tuple[Path, set[Path], set[str]]] = {}
     for raw in paths:
         path = Path(os.path.abspath(raw))
-        for kind, cache in caches.items():
-            if is_within(path.as_posix(), cache.as_posix()) and path != cache:
-                break
-        else:
+        kind = next((k for k, c in caches.items()
+                     if is_within(path.as_posix(), c.as_posix()) and path != c), None)
+        if kind is None:
             raise ValueError(f"{path} is in neither hub cache ({caches[KIND_HF]}, "
                              f"{caches[KIND_AISTUDIO]})")
+        cache = caches[kind]
         parts = path.relative_to(cache).parts
         if len(parts) < 3 or parts[1] not in ("snapshots", "blobs"):
             raise ValueError(f"{path} is not a snapshot file or blob of a hub cache folder")
@@ -478,7 +493,7 @@ class Cache:
                     os.rename(old, target)
                 shutil.rmtree(entry, ignore_errors=True)
             if area != self.state:
-                _remove_empty(area, stop=area.parent.parent)
+                _remove_empty(area / "trash", stop=area.parent.parent)
         self._recover_records()
 
     def new_staging(self, root: str = "models") -> Path:
@@ -522,6 +537,9 @@ class Cache:
         os.rename(staged, target)
         fsync_dir(target.parent)
         shutil.rmtree(aside)
+        area = self.work_area(model.root)
+        if area != self.state:
+            _remove_empty(area / "trash", stop=area.parent.parent)
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:
@@ -529,6 +547,8 @@ def _remove_empty(folder: Path, stop: Path) -> None:
     while folder != stop and is_within(folder.as_posix(), stop.as_posix()):
         try:
             folder.rmdir()
+        except FileNotFoundError:
+            pass
         except OSError:
             return
         folder = folder.parent

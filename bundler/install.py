@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bundler._io import fsync_dir, read_chunks
 from bundler.archive import BundleReader
-from bundler.cache import Cache, InstallRecord, installed_models
+from bundler.cache import Cache, InstallRecord, hub_snapshot, installed_models
 from bundler.errors import (
     DeltaBaseMissingError,
     InstallConflictError,
@@ -28,7 +28,7 @@ from bundler.errors import (
     IntegrityError,
     ManifestError,
 )
-from bundler.manifest import KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
+from bundler.manifest import HUB_KINDS, KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
 from bundler.verify import stream_check
 from bundler.volumes import locate
@@ -308,6 +308,8 @@ def load_snippet(model: ModelEntry, path: Path) -> str:
     """Two lines of Python that load the installed model by its full path: that works
     offline with PaddleNLP as it is, no offline mode needed (loading by name probes the
     server first unless offline mode is on)."""
+    if model.kind in HUB_KINDS:
+        path = hub_snapshot(path, model.kind) or path
     literal = json.dumps(str(path))  # a JSON string is a valid Python literal
     if model.kind == KIND_TASKFLOW:
         task = model.root.split("/")[1]
