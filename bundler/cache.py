@@ -588,6 +588,26 @@ def _exchange(a: Path, b: Path) -> bool:
 _MODEL_MARKERS = ("config.json", "model_config.json", "tokenizer_config.json")
 
 
+def installed_hub_models(home: Path) -> dict[str, Path]:
+    """``hf:org/name`` / ``aistudio:org/name`` -> the snapshot folder a load by name reads,
+    for every hub model in this machine's hub caches (installed there by paddle-bundle, or
+    cached by the hub clients themselves). ``home`` only matters through nothing but the
+    environment today; it is taken for symmetry with :func:`installed_models`."""
+    cache = Cache(home)
+    found: dict[str, Path] = {}
+    for kind in HUB_KINDS:
+        base = cache.tops[kind]
+        for folder in sorted(base.glob("models--*")) if base.is_dir() else ():
+            try:
+                ref = hub_ref(kind, folder.name)
+            except ValueError:
+                continue
+            snapshot = hub_snapshot(folder, kind)
+            if snapshot is not None:
+                found[ref] = snapshot
+    return found
+
+
 def installed_models(home: Path) -> dict[str, Path]:
     """Model id -> folder, for every community model in ``home``: those paddle-bundle
     installed (its records) and those PaddleNLP cached itself (a folder under ``models/``

@@ -351,6 +351,32 @@ def test_hub_capture_maps_returned_paths_to_refs_and_files(
         hub_capture(["/etc/passwd"])
 
 
+# -- rewrite ----------------------------------------------------------------------------------
+def test_rewrite_points_hub_loads_at_the_installed_snapshot(
+        tmp_path: Path, caches: Callable[[str], dict[str, Path]]) -> None:
+    from bundler.rewrite import rewrite_source
+
+    source = ('a = AutoModel.from_pretrained("Org/m", from_hf_hub=True)\n'
+              'b = AutoModel.from_pretrained("Org/m", from_aistudio=True)\n'
+              'c = AutoModel.from_pretrained("Org/m")\n')
+    got = rewrite_source(source, {"hf:Org/m": "/h", "Org/m": "/c"}).new_source
+    assert got == ('a = AutoModel.from_pretrained("/h", from_hf_hub=True)\n'
+                   'b = AutoModel.from_pretrained("Org/m", from_aistudio=True)\n'
+                   'c = AutoModel.from_pretrained("/c")\n')
+
+    where = caches("c")
+    make_hub_model(where["hf"], "Org/m", FILES)
+    script = tmp_path / "app.py"
+    script.write_text(source)
+    home = where["home"]
+    home.mkdir(parents=True)
+    assert _main(["rewrite", "--in-place", str(script), "--home", str(home)]) == 0
+    snapshot = where["hf"] / "models--Org--m" / "snapshots" / REV
+    assert script.read_text().splitlines()[0] == \
+        f'a = AutoModel.from_pretrained("{snapshot}", from_hf_hub=True)'
+    assert script.read_text().splitlines()[1:] == source.splitlines()[1:]
+
+
 # -- offline resolution without Paddle ------------------------------------------------------
 def test_offline_resolver_hub_rules(tmp_path: Path, caches: Callable[[str], dict[str, Path]],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -400,6 +426,14 @@ ONLINE = AUDIT_RECORDER + """
 """
 
 OFFLINE = ONLINE + """
+    # what 'paddle-bundle rewrite' turns the hub load into: the installed snapshot folder
+    snapshot = os.environ["HF_SNAPSHOT"]
+    lm = AutoModelForCausalLM.from_pretrained(snapshot, from_hf_hub=True)
+    tok = AutoTokenizer.from_pretrained(snapshot, from_hf_hub=True)
+    lm.eval()
+    ids, _ = lm.generate(input_ids=tok("def add(a, b):", return_tensors="pd")["input_ids"],
+                         max_new_tokens=4, decode_strategy="greedy_search")
+    RESULT["hf_by_path"] = ids[0].numpy().tolist()
     RESULT["missing_hf"] = failure(
         lambda: AutoModel.from_pretrained("nobody/none", from_hf_hub=True))
     RESULT["missing_aistudio"] = failure(
@@ -455,12 +489,14 @@ def test_hub_models_round_trip_and_load_by_name_offline(
            if not key.startswith(("HF_", "AISTUDIO_", "PPNLP_"))}
     env.update({"PADDLE_BUNDLE_OFFLINE": "1", "PPNLP_HOME": str(offline["home"]),
                 "HF_HOME": str(offline["hf"].parent),
-                "AISTUDIO_HUB_CACHE": str(offline["aistudio"])})
+                "AISTUDIO_HUB_CACHE": str(offline["aistudio"]),
+                "HF_SNAPSHOT": str(cache.hub_snapshot(offline["hf"] / ("models--" + HF_ID.replace(
+                    "/", "--")), "hf"))})
     proc = subprocess.run(["unshare", "-n", sys.executable, "-c", _script(OFFLINE)], env=env,
                           capture_output=True, text=True, cwd=tmp_path)
     got = script_result(proc)
     assert got["net"] == []
-    assert got["hf"] == want["hf"]
+    assert got["hf"] == want["hf"] == got["hf_by_path"]
     assert got["aistudio"] == want["aistudio"]
     assert got["hub_offline"] == ["1", "1"]
     for kind in ("hf", "aistudio"):
