@@ -207,13 +207,29 @@ class StagingSink:
 
 
 def check_space(cache: Cache, manifest: Manifest, models: tuple[ModelEntry, ...]) -> None:
-    need = sum(f.size for m in models for f in manifest.files_of(m))
-    free = shutil.disk_usage(cache.home).free
-    if need + SPACE_MARGIN > free:
-        raise InsufficientSpaceError(
-            f"not enough space in {cache.home}: the bundle needs {need / 1e6:.1f} MB, "
-            f"{free / 1e6:.1f} MB are free",
-            hint="free some space or install with --home on a larger disk")
+    """Each file system must hold what goes to it: hub caches may be on other disks than
+    the home."""
+    need: dict[int, tuple[Path, int]] = {}
+    for model in models:
+        where = _existing(cache.model_path(model))
+        device = os.stat(where).st_dev
+        shown, size = need.get(device, (where, 0))
+        need[device] = (shown, size + sum(f.size for f in manifest.files_of(model)))
+    for where, size in need.values():
+        free = shutil.disk_usage(where).free
+        if size + SPACE_MARGIN > free:
+            raise InsufficientSpaceError(
+                f"not enough space in {where}: the bundle needs {size / 1e6:.1f} MB there, "
+                f"{free / 1e6:.1f} MB are free",
+                hint="free some space, or install with --home (HF_HOME, AISTUDIO_HUB_CACHE "
+                     "for hub models) on a larger disk")
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where it will be created."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def install(bundle: Path, *, home: Path, force: bool = False,

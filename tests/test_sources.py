@@ -305,6 +305,40 @@ def test_hub_cache_on_another_file_system_is_staged_there(
         shutil.rmtree(hub_home, ignore_errors=True)
 
 
+def test_space_is_checked_on_the_hub_caches_file_system(
+        tmp_path: Path, caches: Callable[[str], dict[str, Path]],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hub cache may be on another disk than the home: a full one is refused before
+    anything is written, naming it (the home's free space says nothing about it)."""
+    online = caches("online")
+    make_hub_model(online["hf"], "Org/m", FILES)
+    out = tmp_path / "b.tar.zst"
+    assert _main(["pack", "hf:Org/m", "-o", str(out), "--home", str(online["home"]),
+                  "-q"]) == 0
+    target = caches("target")
+    real_stat, real_usage = os.stat, __import__("shutil").disk_usage
+    hub_parent = target["hf"].parent.parent  # the folder that exists before install
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        st = real_stat(path, *args, **kwargs)
+        if Path(path) == hub_parent:  # pretend the hub cache's disk is another device
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:]))
+        return st
+
+    def usage(path: Any) -> Any:
+        got = real_usage(path)
+        return got._replace(free=1000) if Path(path) == hub_parent else got
+
+    import bundler.install
+
+    monkeypatch.setattr(bundler.install.os, "stat", stat)
+    monkeypatch.setattr(bundler.install.shutil, "disk_usage", usage)
+    assert _main(["install", str(out), "--home", str(target["home"])]) == 1
+    err = capsys.readouterr().err
+    assert f"not enough space in {hub_parent}" in err
+    assert not target["hf"].exists()
+
+
 def test_interrupted_hub_install_is_recovered_on_the_next_run(
         tmp_path: Path, caches: Callable[[str], dict[str, Path]]) -> None:
     """A kill between moving the old hub model aside and moving the new one in: the next
@@ -402,6 +436,18 @@ def test_offline_resolver_hub_rules(tmp_path: Path, caches: Callable[[str], dict
     resolver.require_installed("Org/m")
     with pytest.raises(ModelNotInstalledError):
         resolver.require_installed("Org/nothing")
+
+
+def test_offline_mode_switches_imported_hub_clients_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imported before offline mode (``import bundler.offline`` after huggingface_hub): the
+    module constants are switched too, not only the environment read at their import."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for key in _offline.HUB_OFFLINE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    _offline.set_hub_offline()
+    assert constants.HF_HUB_OFFLINE is True
+    assert {k: os.environ.get(k) for k in _offline.HUB_OFFLINE_ENV} == _offline.HUB_OFFLINE_ENV
 
 
 # -- end to end through the stand-ins, with real tiny models --------------------------------
