@@ -194,8 +194,12 @@ def hub_local_files(folder: Path, model: ModelEntry, paths: Iterable[Path]) -> l
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(path)
-            reason = symlink_escape_reason(arcname, target, model.root)
             blob = Path(os.path.normpath(path.parent / target))
+            if os.path.isabs(target) and blob.parent == blobs:
+                # older huggingface_hub wrote absolute links; the bundle carries the relative
+                # link newer ones write, which survives the move to another machine
+                target = os.path.relpath(blob, path.parent)
+            reason = symlink_escape_reason(arcname, target, model.root)
             if reason is None and (blob.parent != blobs or not rel.startswith("snapshots/")):
                 reason = f"symlink {target!r} does not lead to a file in blobs/"
             if reason is None and not blob.is_file():

@@ -204,6 +204,29 @@ def test_pack_takes_snapshots_referenced_blobs_refs_and_markers(
     assert manifest.models[0].kind == "hf"
 
 
+def test_absolute_snapshot_links_are_packed_relative_and_escaping_ones_refused(
+        tmp_path: Path, caches: Callable[[str], dict[str, Path]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    where = caches("online")
+    folder = make_hub_model(where["hf"], "Org/m", FILES)
+    snap = folder / "snapshots" / REV / "config.json"
+    blob_path = folder / "blobs" / sha(FILES["config.json"])
+    snap.unlink()
+    snap.symlink_to(blob_path)  # absolute, as huggingface_hub < 0.13 wrote them
+    out = tmp_path / "b.tar.zst"
+    assert _main(["pack", "hf:Org/m", "-o", str(out), "--home", str(where["home"]), "-q"]) == 0
+    manifest = __import__("bundler.verify", fromlist=["inspect"]).inspect(out)[0]
+    entry = manifest.file(f"hf/models--Org--m/snapshots/{REV}/config.json")
+    assert entry is not None and entry.target == f"../../blobs/{sha(FILES['config.json'])}"
+
+    outside = tmp_path / "secret"
+    outside.write_text("not a blob")
+    snap.unlink()
+    snap.symlink_to(outside)
+    assert _main(["pack", "hf:Org/m", "-o", str(out), "--home", str(where["home"])]) == 1
+    assert f"cannot pack {snap}" in capsys.readouterr().err
+
+
 def test_round_trip_writes_the_hub_layout_into_the_target_caches(
         tmp_path: Path, caches: Callable[[str], dict[str, Path]],
         capsys: pytest.CaptureFixture[str]) -> None:
