@@ -305,8 +305,8 @@ class OfflineResolver:
             return
         ref = f"{kind}:{repo_id}"
         raise ModelNotInstalledError(
-            ref, f"model {ref!r} is not installed: {folder} does not exist (paddle-bundle "
-                 f"offline mode; {_HUB_CACHE_VARS[kind]})",
+            ref, f"model {ref!r} is not installed: {folder}/snapshots does not exist "
+                 f"(paddle-bundle offline mode; {_HUB_CACHE_VARS[kind]})",
             hint=f"on a machine with internet load it once ({_HUB_FLAG_NAMES[kind]}=True) and "
                  f"run 'paddle-bundle pack {ref} -o BUNDLE', carry the bundle over, and run "
                  "'paddle-bundle install BUNDLE' here with the same cache variables")
