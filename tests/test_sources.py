@@ -434,6 +434,48 @@ def test_rewrite_points_hub_loads_at_the_installed_snapshot(
     assert script.read_text().splitlines()[1:] == source.splitlines()[1:]
 
 
+def test_stand_in_serves_huggingface_hub_and_capture_maps_what_it_returned(
+        tmp_path: Path, caches: Callable[[str], dict[str, Path]]) -> None:
+    """huggingface_hub itself (no Paddle) against tools/hubs.py: downloads land in the cache
+    layout, a missing file or repo is 'does not exist', and hub_capture turns the paths it
+    returned into the bundle's files."""
+    from tools import hubs
+
+    model = tmp_path / "m"
+    model.mkdir()
+    for rel, content in FILES.items():
+        (model / rel).parent.mkdir(parents=True, exist_ok=True)
+        (model / rel).write_bytes(content)
+    hubs.place(tmp_path / "served", "hf", "Org/m", model)
+    where = caches("online")
+    script = textwrap.dedent("""
+        import json, huggingface_hub as h
+        names = ("config.json", "sub/tokenizer_config.json")
+        paths = [h.hf_hub_download("Org/m", f) for f in names]
+        print(json.dumps({"paths": paths, "missing": h.file_exists("Org/m", "nope.json"),
+                          "repo": h.file_exists("Org/none", "config.json"),
+                          "here": h.file_exists("Org/m", "vocab.txt")}))
+    """)
+    with hubs.start(tmp_path / "served") as hub:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env={**os.environ, **hub.env()})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (got["missing"], got["repo"], got["here"]) == (False, False, True)
+    captured = hub_capture(got["paths"])
+    [(entry, files)] = captured.items()
+    assert entry.id == "hf:Org/m"
+    commit = (where["hf"] / "models--Org--m" / "refs" / "main").read_text()
+    root = "hf/models--Org--m"
+    assert sorted(f.arcname for f in files) == sorted([
+        f"{root}/snapshots/{commit}/config.json",
+        f"{root}/snapshots/{commit}/sub/tokenizer_config.json",
+        f"{root}/blobs/{sha(FILES['config.json'])}",
+        f"{root}/blobs/{sha(FILES['sub/tokenizer_config.json'])}", f"{root}/refs/main"])
+    out = tmp_path / "b.tar.zst"
+    assert _main(["pack", "hf:Org/m", "-o", str(out), "--home", str(where["home"]), "-q"]) == 0
+
+
 # -- offline resolution without Paddle ------------------------------------------------------
 def test_offline_resolver_hub_rules(tmp_path: Path, caches: Callable[[str], dict[str, Path]],
                                     monkeypatch: pytest.MonkeyPatch) -> None:
