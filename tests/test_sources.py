@@ -270,6 +270,23 @@ def test_round_trip_writes_the_hub_layout_into_the_target_caches(
     assert f"blobs/{sha(FILES['vocab.txt'])}: changed" in capsys.readouterr().err
 
 
+def test_check_names_the_cache_variables_when_a_hub_folder_is_not_found(
+        tmp_path: Path, caches: Callable[[str], dict[str, Path]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    online = caches("online")
+    make_hub_model(online["hf"], "Org/m", FILES)
+    out = tmp_path / "b.tar.zst"
+    assert _main(["pack", "hf:Org/m", "-o", str(out), "--home", str(online["home"]),
+                  "-q"]) == 0
+    offline = caches("offline")
+    assert _main(["install", str(out), "--home", str(offline["home"]), "-q"]) == 0
+    caches("elsewhere")  # check run with another HF_HOME than install
+    capsys.readouterr()
+    assert _main(["check", "--home", str(offline["home"])]) == 3
+    err = capsys.readouterr().err
+    assert "hf:Org/m: 1 problem(s)" in err and "is HF_HUB_CACHE / HF_HOME set as it was" in err
+
+
 def _other_device(path: Path) -> Path | None:
     shm = Path("/dev/shm")
     if shm.is_dir() and os.access(shm, os.W_OK) and \
