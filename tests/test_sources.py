@@ -526,7 +526,8 @@ def test_offline_mode_switches_imported_hub_clients_off(monkeypatch: pytest.Monk
     constants = pytest.importorskip("huggingface_hub.constants")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     for key in _offline.HUB_OFFLINE_ENV:
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "0")  # recorded, so the teardown restores "unset" if it was
+        monkeypatch.delenv(key)
     _offline.set_hub_offline()
     assert constants.HF_HUB_OFFLINE is True
     assert {k: os.environ.get(k) for k in _offline.HUB_OFFLINE_ENV} == _offline.HUB_OFFLINE_ENV
@@ -597,7 +598,8 @@ def test_hub_models_round_trip_and_load_by_name_offline(
         env = {**os.environ, **hub.env(), "PPNLP_HOME": str(online["home"]),
                # community look-ups PaddleNLP makes on the side answer 404, as BOS does
                "PPNLP_ENDPOINT": hub.base_url + "/bos"}
-        env.pop("PADDLE_BUNDLE_OFFLINE", None)
+        for key in ("PADDLE_BUNDLE_OFFLINE", *_offline.HUB_OFFLINE_ENV):
+            env.pop(key, None)  # the online side
         script = _script(ONLINE + '\n    print("RESULT " + json.dumps(RESULT))\n')
         proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                               text=True, cwd=tmp_path)
