@@ -365,7 +365,8 @@ def list_(home: Path | None, as_json: bool) -> int:
         click.echo(f"no models installed by paddle-bundle in {cache.home}")
         return EXIT_OK
     for r in records:
-        click.echo(f"{r.model.id:<40} {_human(r.size):>10}  from {r.bundle} "
+        click.echo(f"{r.model.id:<40} {'[' + r.model.kind + ']':<11} {_human(r.size):>10}  "
+                   f"from {r.bundle} "
                    f"({r.installed_at})  {cache.model_path(r.model)}")
     return EXIT_OK
 

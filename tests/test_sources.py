@@ -256,6 +256,9 @@ def test_round_trip_writes_the_hub_layout_into_the_target_caches(
         assert (offline["home"] / ".paddle-bundle" / "installed" / kind
                 / "models--Org--m.json").is_file()
     capsys.readouterr()
+    assert _main(["list", "--home", str(offline["home"])]) == 0
+    shown = capsys.readouterr().out
+    assert "hf:Org/m" in shown and "[hf]" in shown and "[aistudio]" in shown
     assert _main(["list", "--json", "--home", str(offline["home"])]) == 0
     listed = {m["id"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert listed["hf:Org/m"]["kind"] == "hf"
