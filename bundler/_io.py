@@ -9,7 +9,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -123,9 +123,9 @@ def lock_part(fd: int) -> bool:
     return True
 
 
-def abandoned(path: Path) -> bool:
-    """True when ``path`` is a regular file of ours (same owner) that no live process holds
-    locked: a temporary file left by a killed run. False when in doubt."""
+def abandoned(path: Path, owners: Container[int]) -> bool:
+    """True when ``path`` is a regular file owned by one of ``owners`` that no live process
+    holds locked: a temporary file left by a killed run. False when in doubt."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
                      | getattr(os, "O_CLOEXEC", 0))
@@ -133,7 +133,7 @@ def abandoned(path: Path) -> bool:
         return False
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in owners:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

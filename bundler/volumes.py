@@ -571,6 +571,14 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
     return OutputPlan(out, frozenset(replaceable))
 
 
+def _owned_regular(path: Path, owners: Container[int]) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid in owners
+
+
 def _is_regular(path: Path) -> bool:
     try:
         return stat.S_ISREG(path.lstat().st_mode)
@@ -601,17 +609,19 @@ def remove_abandoned_parts(out: Path) -> list[tuple[Path, int]]:
     """Remove the temporary files a killed pack to ``out`` left behind; returns what was
     removed, with sizes.
 
-    Only files named as pack names them for exactly this output, owned by this user, and
-    held by no live process (see ``_io.abandoned``) are touched; if any of them is still
-    being written, another pack to the same name is running and nothing is removed.
+    Only regular files named as pack names them for exactly this output, owned by this user
+    (or by the folder's owner: on a FAT stick every file has the mount's owner), and held by
+    no live process (see ``_io.abandoned``) are touched; if any of them is still being
+    written, another pack to the same name is running and nothing is removed.
     """
     pattern = _part_pattern(out.name)
     try:
+        owners = {os.geteuid(), out.parent.stat().st_uid}
         names = sorted(n for n in os.listdir(out.parent) if pattern.fullmatch(n))
     except OSError:
         return []
-    paths = [out.parent / n for n in names]
-    if not all(abandoned(p) for p in paths):
+    paths = [out.parent / n for n in names if _owned_regular(out.parent / n, owners)]
+    if not all(abandoned(p, owners) for p in paths):
         log.warning("another pack to %s seems to be running: its temporary files are left "
                     "alone", out)
         return []
