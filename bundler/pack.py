@@ -307,9 +307,10 @@ def load_installed_state(path: Path) -> dict[str, tuple[int, str]]:
                          hint=hint)
     try:
         raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise UsageError(f"{path} is not the output of 'paddle-bundle list --json' (not JSON: "
-                         f"{type(exc).__name__})", hint=hint) from None
+                         f"{why})", hint=hint) from None
     problems: list[str] = []
     state = _parse_state(raw, problems)
     if problems:

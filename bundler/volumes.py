@@ -543,9 +543,8 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
     if _existing(sidecar, "the sidecar of " + out.name) is not None:
         _, expected, problem = _read_sidecar(out)
         if problem is not None:
-            raise UsageError(f"{sidecar} exists and is not the sidecar of a bundle ({problem}): "
-                             "refusing to overwrite it",
-                             hint="move it away, or choose another -o")
+            raise UsageError(f"{problem}: refusing to overwrite it with the sidecar of "
+                             f"{out.name}", hint="move it away, or choose another -o")
         listed = set(expected)
     replaceable = {sidecar.name}
 
