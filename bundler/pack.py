@@ -26,7 +26,7 @@ from typing import BinaryIO
 from bundler import __version__
 from bundler._io import atomic_output, open_regular, sha256_file
 from bundler.archive import BundleWriter, Compression, looks_like_bundle
-from bundler.cache import LocalFile, scan_model
+from bundler.cache import LocalFile, path_of, scan_model, top_dirs
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
 from bundler.manifest import (
     MAX_PROBLEMS,
@@ -38,7 +38,7 @@ from bundler.manifest import (
     parse_model_ids,
     validate,
 )
-from bundler.paths import ALLOWED_TOPS, portability_problems, unsafe_reason
+from bundler.paths import portability_problems, unsafe_reason
 from bundler.volumes import (
     OutputPlan,
     VolumeWriter,
@@ -143,17 +143,24 @@ def pack(model_ids: Sequence[str], out: Path, *, home: Path,
                         on_start=on_start)
 
 
+_TOP_NAMES = {"models": "the PaddleNLP home's models/ folder",
+              "taskflow": "the PaddleNLP home's taskflow/ folder",
+              "hf": "the Hugging Face hub cache", "aistudio": "the AI Studio hub cache"}
+
+
 def check_output(out: Path, *, home: Path, models: Sequence[ModelEntry],
                  split: bool) -> OutputPlan:
     """Refuse an ``out`` whose writing could destroy anything: inside the home's model
-    folders or a model being packed, or over a file that is not an earlier bundle of that
-    name (see :func:`bundler.volumes.plan_output`). Nothing is written here."""
+    folders, the hub caches or a model being packed, or over a file that is not an earlier
+    bundle of that name (see :func:`bundler.volumes.plan_output`). Nothing is written here."""
     out = Path(os.path.abspath(out))
     if out.is_dir() and not out.is_symlink():
         raise UsageError(f"{out} is a directory", hint="give the bundle's file name with -o")
-    protected = [(home / m.root, f"the folder of model {m.id}, which is being packed")
-                 for m in models]
-    protected += [(home / top, f"the PaddleNLP home's {top}/ folder") for top in ALLOWED_TOPS]
+    tops = top_dirs(home)
+    protected = [(path_of(home, m.root, tops), f"the folder of model {m.id}, which is being "
+                  "packed") for m in models]
+    protected += [(folder, _TOP_NAMES.get(top, f"the cache folder of {top}/"))
+                  for top, folder in tops.items()]
     return plan_output(out, split=split, protected=protected, is_bundle=looks_like_bundle)
 
 

@@ -70,6 +70,18 @@ def test_output_inside_the_model_folders_is_refused(online_home: Path, target: s
     assert tree(online_home) == before  # the weights are still the weights, nothing added
 
 
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "AISTUDIO_HUB_CACHE"])
+def test_output_inside_a_hub_cache_is_refused(online_home: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              variable: str) -> None:
+    cache = tmp_path / "hub-cache"
+    (cache / "models--org--m").mkdir(parents=True)
+    monkeypatch.setenv(variable, str(cache))
+    rc, _, err = pack(online_home, cache / "models--org--m/b.tar.zst")
+    assert rc == 2 and "hub cache: refusing to write a bundle there" in err, err
+    assert not list(cache.rglob("b.tar.zst*"))
+
+
 def test_output_reached_through_a_symlinked_folder_is_refused(online_home: Path,
                                                               tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(online_home / "models/Org/small")
