@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler._io import fsync_dir, read_chunks
+from bundler._io import display_name, fsync_dir, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import Cache, InstallRecord, hub_snapshot, installed_models
 from bundler.errors import (
@@ -261,8 +261,8 @@ def install(bundle: Path, *, home: Path, force: bool = False,
             # what is on disk now: plain files, whatever the bundle shared or left out
             on_disk = tuple(replace(f, same_as=None, from_base=False)
                             for f in manifest.files_of(model))
-            return InstallRecord(model, on_disk, files.base.name, manifest_sha256,
-                                 now, manifest.origin.created)
+            return InstallRecord(model, on_disk, display_name(files.base.name),
+                                 manifest_sha256, now, manifest.origin.created)
 
         if to_write:
             if on_start:
