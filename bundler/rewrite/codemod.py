@@ -215,20 +215,20 @@ class _Collector(cst.CSTVisitor):
 
     def __init__(
         self,
-        module: cst.Module,
+        wrapper: MetadataWrapper,
         installed: Mapping[str, str],
-        positions: Mapping[cst.CSTNode, CodeRange],
-        scopes: Mapping[cst.CSTNode, Scope | None],
-        constants: Mapping[str, _Constant],
+        candidates: Mapping[str, _Constant],
         filename: str,
         cell: int | None,
     ) -> None:
         super().__init__()
-        self.module = module
+        self.wrapper = wrapper
+        self.module = wrapper.module
         self.installed = installed
-        self.positions = positions
-        self.scopes = scopes
-        self.constants = constants
+        self.positions: Mapping[cst.CSTNode, CodeRange] = wrapper.resolve(PositionProvider)
+        self.candidates = candidates
+        self._scopes: Mapping[cst.CSTNode, Scope | None] | None = None
+        self.constants: dict[str, _Constant] = {}  # the candidates scope analysis confirmed
         self.filename = filename
         self.cell = cell
         self.out = _Analysis()
@@ -297,10 +297,25 @@ class _Collector(cst.CSTVisitor):
             "use a literal id or a module-level constant, or point it at the installed folder",
         )
 
+    def _scopes_of(self) -> Mapping[cst.CSTNode, Scope | None]:
+        """Scope analysis, run the first time a call's id is a candidate constant's name.
+
+        It is the most expensive step of the pass (more than parsing), and most modules
+        that call from_pretrained never pass it a module constant, so it runs on demand.
+        """
+        if self._scopes is None:
+            self._scopes = self.wrapper.resolve(ScopeProvider)
+            global_scope = self._scopes.get(self.module)
+            if isinstance(global_scope, GlobalScope):
+                self.constants = _confirm_constants(self.candidates, global_scope)
+        return self._scopes
+
     def _resolve_constant(self, name: cst.Name) -> _Constant | None:
         """The module constant ``name`` refers to here, honouring shadowing by locals."""
+        if name.value not in self.candidates:
+            return None
+        scope = self._scopes_of().get(name)
         constant = self.constants.get(name.value)
-        scope = self.scopes.get(name)
         if constant is None or constant.assignment is None or scope is None:
             return None
         referents = {r for access in scope.accesses[name] for r in access.referents}
@@ -381,12 +396,10 @@ class _Replacer(cst.CSTTransformer):
         return cst.SimpleString(literal, lpar=updated_node.lpar, rpar=updated_node.rpar)
 
 
-def _module_constants(module: cst.Module, global_scope: GlobalScope | None) -> dict[str, _Constant]:
-    """Module-level names assigned exactly once, to a string literal.
+def _constant_candidates(module: cst.Module) -> dict[str, _Constant]:
+    """Module-level names with exactly one top-level assignment, to a string literal.
 
-    "Exactly once" is checked against every binding in the global scope (``for`` targets,
-    imports, ``global`` statements in functions, ...), so a name that is ever rebound is
-    not treated as a constant.
+    Only candidates: :func:`_confirm_constants` decides, with scope analysis.
     """
     found: dict[str, list[_Constant]] = {}
     for stmt in module.body:
@@ -406,17 +419,27 @@ def _module_constants(module: cst.Module, global_scope: GlobalScope | None) -> d
                 continue
             assert isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
             found.setdefault(target.value, []).append(_Constant(target, value, text))
+    return {name: found_[0] for name, found_ in found.items() if len(found_) == 1}
+
+
+def _confirm_constants(
+    candidates: Mapping[str, _Constant], global_scope: GlobalScope
+) -> dict[str, _Constant]:
+    """The candidates assigned exactly once in the whole module.
+
+    "Exactly once" is checked against every binding in the global scope (``for`` targets,
+    imports, ``global`` statements in functions, ...), so a name that is ever rebound is
+    not treated as a constant.
+    """
     constants: dict[str, _Constant] = {}
-    if global_scope is None:
-        return constants
-    for name, candidates in found.items():
+    for name, candidate in candidates.items():
         assignments = list(global_scope.assignments[name])
-        if len(candidates) != 1 or len(assignments) != 1:
+        if len(assignments) != 1:
             continue
         (only,) = assignments
-        if isinstance(only, Assignment) and only.node is candidates[0].target:
-            candidates[0].assignment = only
-            constants[name] = candidates[0]
+        if isinstance(only, Assignment) and only.node is candidate.target:
+            candidate.assignment = only
+            constants[name] = candidate
     return constants
 
 
@@ -582,13 +605,8 @@ def rewrite_python(
         return RewriteResult(source, (), (finding,))
 
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # parsed just now, ours
-    positions = wrapper.resolve(PositionProvider)
-    scopes = wrapper.resolve(ScopeProvider)
-    global_scope = scopes.get(wrapper.module)
-    constants = _module_constants(
-        wrapper.module, global_scope if isinstance(global_scope, GlobalScope) else None
-    )
-    collector = _Collector(wrapper.module, installed, positions, scopes, constants, filename, cell)
+    candidates = _constant_candidates(wrapper.module)
+    collector = _Collector(wrapper, installed, candidates, filename, cell)
     wrapper.module.visit(collector)
     analysis = collector.finish()
 
