@@ -565,8 +565,8 @@ def may_act(source: str) -> bool:
 
     True whenever ``ast`` cannot parse the source, so every parse error is still found and
     reported by the full pass exactly as before.  What this relies on is that libcst
-    parses whatever CPython's own parser accepts (tests/test_rewrite.py proves the
-    filtered and unfiltered results equal over generated modules and this package's own
+    parses whatever CPython's own parser accepts (tests/test_rewrite_fast.py proves the
+    filtered and unfiltered results equal over generated modules, notebooks and real
     sources; bench/bench_rewrite.py compares them over a real tree on every run).
     """
     try:
