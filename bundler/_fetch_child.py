@@ -5,10 +5,10 @@ PaddleNLP reads ``PPNLP_HOME`` and ``PPNLP_ENDPOINT`` once, at import, and becau
 Paddle allocates dies with the child. It is the only module of paddle-bundle that imports
 PaddleNLP to download.
 
-PaddleNLP's own loaders (``AutoConfig``, ``AutoTokenizer``, ``AutoModel``,
-``GenerationConfig``, or ``Taskflow``) do the resolving, so the cache ends up holding exactly
-what PaddleNLP would load, byte for byte. Wrappers installed around PaddleNLP's download
-helpers record what happened (tools/FINDINGS-internals.md section 4):
+PaddleNLP's own loaders (``AutoConfig``, ``AutoTokenizer`` slow and fast, ``AutoModel``,
+``GenerationConfig``, or ``Taskflow`` built and run once) do the resolving, so the cache
+ends up holding exactly what PaddleNLP would load, byte for byte. Wrappers installed around
+PaddleNLP's download helpers record what happened (tools/FINDINGS-internals.md section 4):
 
 * every file a loader was handed, already cached or downloaded, with its model folder;
 * every optional file the server answered 404 for ("absent upstream");
@@ -16,15 +16,17 @@ helpers record what happened (tools/FINDINGS-internals.md section 4):
   a broken ``generation_config.json`` download is caught by ``from_pretrained``). Any recorded
   failure fails the fetch, so a bundle never rests on a guess.
 
-Memory stays flat: ``from_pretrained`` is forced into ``low_cpu_mem_usage`` (the model is
-built under ``paddle.LazyGuard`` with no weight initialisation), and reading the weights
-(``load_state_dict``, ``_load_pretrained_model``) is replaced by no-ops. The weight files are
-still resolved, i.e. downloaded, by PaddleNLP's own code; they are never read.
+For plain models memory stays flat: ``from_pretrained`` is forced into ``low_cpu_mem_usage``
+(the model is built under ``paddle.LazyGuard`` with no weight initialisation), and reading the
+weights (``load_state_dict``, ``_load_pretrained_model``) is replaced by no-ops. The weight
+files are still resolved, i.e. downloaded, by PaddleNLP's own code; they are never read. A
+task is loaded for real instead: which weights it reads is only known by running it, and
+every weight file it reads must be one the bundle will hold (:class:`_WeightWatch`).
 
 Protocol: ``argv[1]`` is a JSON request ``{"models": [...], "task": str | null,
-"report": path, "events_fd": int | null}``. The child writes a JSON report to ``report``
-(see :func:`bundler.fetch.parse_report`) and exits 0 whenever it could write one, failure or
-not; progress events go to ``events_fd`` as JSON lines.
+"task_args": {...}, "report": path, "events_fd": int | null}``. The child writes a JSON
+report to ``report`` (see :func:`bundler.fetch.parse_report`) and exits 0 whenever it could
+write one, failure or not; progress events go to ``events_fd`` as JSON lines.
 """
 
 from __future__ import annotations
