@@ -376,8 +376,8 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     and ``use_fast=True``), ``AutoModel`` and ``GenerationConfig`` resolve it by name; with
     ``task`` through ``Taskflow(task, model=..., **task_args)``, constructed for real and run
     once on a short input (no model: the task's default). The manifest records, per model, the
-    optional files the
-    server answered 404 for, plus the endpoint and the PaddleNLP and Paddle versions.
+    optional files the server answered 404 for, plus the endpoint and the PaddleNLP and Paddle
+    versions.
     ``progress``/``on_start`` are as for :func:`bundler.pack.pack` (the packing part);
     ``on_download`` receives the child's download progress.
     """
