@@ -23,7 +23,11 @@ CLI::
     python tools/tiny_models.py codegen OUT_DIR
     python tools/tiny_models.py ernie-sharded OUT_DIR
     python tools/tiny_models.py mirror-tree ROOT   # both models, laid out as BOS
+    python tools/tiny_models.py families-tree ROOT [ID...]   # Llama, Qwen2, BERT, T5, m3e,
+                                                             # PP-UIE (issue 8), as BOS
     python tools/tiny_models.py check codegen|ernie ID_OR_PATH   # load + run
+    python tools/tiny_models.py check llama|qwen2|bert|t5 ID_OR_PATH
+    python tools/tiny_models.py check m3e|pp-uie MODEL_NAME   # through Taskflow
 
 Importing this module is cheap: paddle/paddlenlp are imported lazily inside the
 builders, because ``import paddlenlp`` takes seconds and reads ``PPNLP_HOME``
