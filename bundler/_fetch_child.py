@@ -455,8 +455,13 @@ class _WeightWatch:
     def problem(self, task: str, rec: Recorder) -> str | None:
         """Why the bundle would lack the weights the task loaded, or None."""
         bundled = set(rec.files)
-        for path in self.read:
-            if path not in bundled and path not in self.written:
+        packages = (getattr(sys.modules.get(name), "__file__", None)
+                    for name in ("paddle", "paddlenlp"))
+        shipped = tuple(os.path.dirname(os.path.abspath(f)) + os.sep
+                        for f in packages if isinstance(f, str))
+        for path in self.read:  # files installed with Paddle/PaddleNLP are there offline too
+            if path not in bundled and path not in self.written and \
+                    not path.startswith(shipped):
                 return (f"Taskflow({task!r}) read its weights from {path}, which fetch cannot "
                         "bundle (PaddleNLP did not download or resolve it as a model file)")
         if not any(p in bundled for p in self.read):

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,11 @@ def test_weights_the_bundle_would_lack_fail_the_fetch() -> None:
     assert _fetch_child.judge([M3E], "feature_extraction", _report(steps)) is None
 
 
-def test_weight_watch_tells_bundled_derived_and_foreign_weights_apart(tmp_path: Path) -> None:
+def test_weight_watch_tells_bundled_derived_and_foreign_weights_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = types.ModuleType("paddlenlp")
+    package.__file__ = str(tmp_path / "site" / "paddlenlp" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "paddlenlp", package)
     rec = _fetch_child.Recorder(str(tmp_path), None)
     weights = str(tmp_path / "models" / M3E / "model_state.pdparams")
     rec.use(f"models/{M3E}", weights, "downloaded")
@@ -124,6 +129,10 @@ def test_weight_watch_tells_bundled_derived_and_foreign_weights_apart(tmp_path: 
     assert "inference.pdiparams, which fetch cannot bundle" in str(watch.problem("t", rec))
     watch.written.add(watch.read[1])  # Taskflow's static export of this run: derived
     assert watch.problem("t", rec) is None
+    watch.read.append(str(tmp_path / "site" / "paddlenlp" / "data" / "x.pdparams"))
+    assert watch.problem("t", rec) is None  # installed with PaddleNLP: there offline too
+    watch.read.append(str(tmp_path / "site" / "paddlenlp-extra" / "x.pdparams"))
+    assert "paddlenlp-extra/x.pdparams" in str(watch.problem("t", rec))
 
 
 # -- with Paddle: the families through the mirror ----------------------------------------
