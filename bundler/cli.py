@@ -260,33 +260,41 @@ class _DownloadBars:
 
 
 @cli.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
 @_home_option
 @click.option("--task", default=None, metavar="TASK",
-              help="Load through Taskflow(TASK, model=MODEL) instead of from_pretrained.")
+              help="Load through Taskflow(TASK, model=MODEL), built and run once, instead of "
+                   "from_pretrained; MODEL may be left out for the task's default.")
+@click.option("--task-arg", "task_args", multiple=True, metavar="KEY=VALUE",
+              help="A Taskflow argument (repeatable); VALUE is JSON if it parses, else a "
+                   "string: --task-arg 'schema=[\"时间\"]' --task-arg precision=float32.")
 @_output_options
 @_quiet_option
-def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | None, level: int,
-          threads: int, split_size: str | None, fat32: bool, state: Path | None,
-          portable: bool, quiet: bool) -> int:
+def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | None,
+          task_args: tuple[str, ...], level: int, threads: int, split_size: str | None,
+          fat32: bool, state: Path | None, portable: bool, quiet: bool) -> int:
     """Download MODELS with PaddleNLP into HOME, then pack exactly the files it used.
 
-    PaddleNLP's own loaders resolve each MODEL by name (config, tokenizer, weights,
-    generation config; with --task, Taskflow(TASK, model=MODEL)) from $PPNLP_ENDPOINT into
-    the normal cache. The bundle holds the cache files they used and records which optional
-    files the server does not have. Needs paddlenlp; weights are never loaded into memory.
+    PaddleNLP's own loaders resolve each MODEL by name (config, slow and fast tokenizer,
+    weights, generation config; with --task, Taskflow(TASK, model=MODEL, **task args) built
+    and run once) from $PPNLP_ENDPOINT into the normal cache. The bundle holds the cache files
+    they used and records which optional files the server does not have. Needs paddlenlp;
+    without --task, weights are never loaded into memory.
     """
     from bundler.fetch import fetch as do_fetch
+    from bundler.fetch import parse_task_args
 
-    command = (PROG, "fetch", *models, *(("--task", task) if task else ()))
+    command = (PROG, "fetch", *models, *(("--task", task) if task else ()),
+               *(arg for pair in task_args for arg in ("--task-arg", pair)))
     options = _pack_options(command, level, threads, split_size, fat32, state, portable)
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:
             result = do_fetch(models, out, home=_resolve_home(home), task=task,
-                              options=options, progress=bar.update, on_start=bar.start,
+                              task_args=parse_task_args(task_args), options=options,
+                              progress=bar.update, on_start=bar.start,
                               on_download=downloads.event)
     finally:
         downloads.close()

@@ -147,6 +147,9 @@ def error_for(report: ChildReport, endpoint: str) -> BundleError:
                                  "and run fetch again; nothing was packed")
     if kind == "usage":
         return UsageError(message)
+    if kind == "weights":
+        return BundleError(message, hint="a bundle must hold the weights the task loads; "
+                                         "nothing was packed")
     if kind == "loader":
         return BundleError(f"PaddleNLP could not load the model: {message}",
                            hint="nothing was packed")
@@ -272,7 +275,8 @@ def _read_events(fd: int, on_download: Callable[[DownloadEvent], None] | None) -
 
 
 def run_child(home: Path, model_ids: Sequence[str], task: str | None,
-              on_download: Callable[[DownloadEvent], None] | None = None) -> ChildReport:
+              on_download: Callable[[DownloadEvent], None] | None = None,
+              task_args: Mapping[str, Any] | None = None) -> ChildReport:
     """Run the PaddleNLP loaders in a child process and return its report.
 
     The child's output goes to a log file (shown only through ``PADDLE_BUNDLE_DEBUG=1``): the
@@ -286,7 +290,7 @@ def run_child(home: Path, model_ids: Sequence[str], task: str | None,
         # for a local path, which would silently bypass the cache.
         (work / "cwd").mkdir()
         read_fd, write_fd = os.pipe()
-        request = {"models": list(model_ids), "task": task,
+        request = {"models": list(model_ids), "task": task, "task_args": dict(task_args or {}),
                    "report": str(work / "report.json"), "events_fd": write_fd}
         (work / "request.json").write_text(json.dumps(request), encoding="utf-8")
         log = work / "child.log"
@@ -337,22 +341,52 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 # -- the whole command ---------------------------------------------------------------------
+def parse_task_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to Taskflow keyword arguments: VALUE as JSON when it parses
+    (``schema=["时间","人物"]``, ``batch_size=2``, ``use_fast=true``), else as the string."""
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--task-arg {pair!r} is not KEY=VALUE",
+                             hint="e.g. --task-arg 'schema=[\"时间\", \"人物\"]' "
+                                  "--task-arg precision=float32")
+        if key in ("task", "model"):
+            raise UsageError(f"--task-arg {key}=... is not allowed: give "
+                             f"{'--task TASK' if key == 'task' else 'MODEL'} instead")
+        if key in args:
+            raise UsageError(f"--task-arg {key} is given twice")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
 def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None = None,
+          task_args: Mapping[str, Any] | None = None,
           options: PackOptions | None = None,
           progress: Callable[[int], None] | None = None,
           on_start: Callable[[int], None] | None = None,
           on_download: Callable[[DownloadEvent], None] | None = None) -> FetchResult:
     """Download with PaddleNLP what loading ``model_ids`` needs into ``home``, then pack it.
 
-    Without ``task`` each model is resolved the way ``AutoConfig``, ``AutoTokenizer``,
-    ``AutoModel`` and ``GenerationConfig`` resolve it by name; with ``task`` through
-    ``Taskflow(task, model=...)``. The manifest records, per model, the optional files the
-    server answered 404 for, plus the endpoint and the PaddleNLP and Paddle versions.
+    Without ``task`` each model is resolved the way ``AutoConfig``, ``AutoTokenizer`` (slow
+    and ``use_fast=True``), ``AutoModel`` and ``GenerationConfig`` resolve it by name; with
+    ``task`` through ``Taskflow(task, model=..., **task_args)``, constructed for real and run
+    once on a short input (no model: the task's default). The manifest records, per model, the
+    optional files the server answered 404 for, plus the endpoint and the PaddleNLP and Paddle
+    versions.
     ``progress``/``on_start`` are as for :func:`bundler.pack.pack` (the packing part);
     ``on_download`` receives the child's download progress.
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
-    models = parse_model_ids(model_ids)
+    if not model_ids and task is None:
+        raise UsageError("fetch needs a MODEL (or --task TASK)")
+    if task_args and task is None:
+        raise UsageError("--task-arg needs --task", hint="e.g. --task information_extraction")
+    models = parse_model_ids(model_ids) if model_ids else []
     if task is not None and any(m.kind != KIND_COMMUNITY for m in models):
         raise UsageError("with --task, MODEL is a name Taskflow knows, not 'taskflow:...'")
     if any(m.kind != KIND_COMMUNITY for m in models):
@@ -363,7 +397,7 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     check_output(out, home=home, models=models,
                  split=bool(options is not None and options.split_size))
     ids = [m.id for m in models]
-    report = run_child(home, ids, task, on_download)
+    report = run_child(home, ids, task, on_download, task_args)
     endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
     if report.error is not None:
         raise error_for(report, endpoint)

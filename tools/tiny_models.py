@@ -23,7 +23,11 @@ CLI::
     python tools/tiny_models.py codegen OUT_DIR
     python tools/tiny_models.py ernie-sharded OUT_DIR
     python tools/tiny_models.py mirror-tree ROOT   # both models, laid out as BOS
+    python tools/tiny_models.py families-tree ROOT [ID...]   # Llama, Qwen2, BERT, T5, m3e,
+                                                             # PP-UIE (issue 8), as BOS
     python tools/tiny_models.py check codegen|ernie ID_OR_PATH   # load + run
+    python tools/tiny_models.py check llama|qwen2|bert|t5 ID_OR_PATH
+    python tools/tiny_models.py check m3e|pp-uie MODEL_NAME   # through Taskflow
 
 Importing this module is cheap: paddle/paddlenlp are imported lazily inside the
 builders, because ``import paddlenlp`` takes seconds and reads ``PPNLP_HOME``
@@ -38,7 +42,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 #: Model id used for the CodeGen stand-in.  It is the id Taskflow's
@@ -332,6 +336,320 @@ def build_mirror_tree(root: Path) -> dict[str, Path]:
         return build_mirror(root, {CODEGEN_ID: codegen, ERNIE_SHARDED_ID: ernie})
 
 
+# --------------------------------------------------------------------------- #
+# More families: what `fetch ID` and `fetch --task` must carry (issue 8).
+# --------------------------------------------------------------------------- #
+
+#: A sentencepiece Llama, laid out as PaddleNLP's community Llama repos are: the slow
+#: tokenizer's ``sentencepiece.bpe.model`` *and* the fast tokenizer's ``tokenizer.model``,
+#: but no ``tokenizer.json`` (so ``use_fast=True`` builds the fast tokenizer from the
+#: sentencepiece model, which needs ``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``).
+LLAMA_SP_ID = "paddle-bundle-test/tiny-llama-sp"
+#: A Qwen2 chat model: byte-level BPE with ``tokenizer.json`` and a chat template.
+QWEN2_CHAT_ID = "paddle-bundle-test/tiny-qwen2-chat"
+#: A BERT with ``tokenizer.json`` (the fast tokenizer's own file), loaded with float16.
+BERT_ID = "paddle-bundle-test/tiny-bert"
+#: A T5 in several safetensors shards, with a sentencepiece ``spiece.model``.
+T5_SHARDED_ID = "paddle-bundle-test/tiny-t5-sharded"
+#: Taskflow("feature_extraction") only takes model names from its registry; m3e is a BERT.
+M3E_ID = "moka-ai/m3e-base"
+#: Taskflow("information_extraction") with PP-UIE: a Qwen2 causal LM with a chat template.
+PP_UIE_ID = "paddlenlp/PP-UIE-0.5B"
+
+T5_MAX_SHARD_SIZE = "160KB"
+
+#: Lines the tiny sentencepiece models are trained on: English and Chinese, so both encode
+#: to real pieces; byte fallback covers everything else.
+SP_CORPUS: tuple[str, ...] = (
+    "hello world paddle bundle the quick brown fox jumps over the lazy dog",
+    "你好世界 飞桨 中文 模型 测试 北京 上海 时间 人物 地点",
+    "translate English to German: the house is wonderful",
+    "abcdefghijklmnopqrstuvwxyz 0123456789 , . ! ?",
+)
+
+#: Qwen2's chat markup, as its tokenizer_config.json carries it (a jinja string).
+QWEN2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+QWEN2_SPECIALS = ("<|im_start|>", "<|im_end|>")
+
+#: WordPiece vocabulary of the BERT stand-ins (BERT's special tokens, then text).
+BERT_VOCAB: tuple[str, ...] = (
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    *"，。！？你好世界飞桨中文模型测试北京上海时间人物",
+    *"abcdefghijklmnopqrstuvwxyz0123456789",
+    "hello", "world", "paddle", "bundle", "##s", "##ing", "##ed",
+)
+
+
+def sentencepiece_model(*, pad_id: int, unk_id: int, bos_id: int, eos_id: int,
+                        vocab_size: int = 360) -> bytes:
+    """A real, deterministic sentencepiece BPE model (the protobuf bytes), trained on
+    :data:`SP_CORPUS` with sentencepiece's own trainer. Identity normalisation keeps it a few
+    KB (the NFKC table alone is 240 KB); byte fallback makes any text encodable."""
+    import io
+
+    import sentencepiece as spm
+
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(SP_CORPUS * 20), model_writer=out, vocab_size=vocab_size,
+        model_type="bpe", character_coverage=1.0, byte_fallback=True,
+        normalization_rule_name="identity", pad_id=pad_id, unk_id=unk_id, bos_id=bos_id,
+        eos_id=eos_id, num_threads=1, minloglevel=2)
+    return out.getvalue()
+
+
+def _save_model(model: object, out_dir: Path, **kwargs: object) -> None:
+    import paddle
+
+    model.eval()  # type: ignore[attr-defined]
+    with paddle.no_grad():
+        model.save_pretrained(str(out_dir), **kwargs)  # type: ignore[attr-defined]
+
+
+def _set_tokenizer_class(out_dir: Path, name: str, **extra: str) -> None:
+    """Edit ``tokenizer_config.json`` as the hub repos have it: a fast tokenizer's
+    ``save_pretrained`` names itself, but the repos name the slow class (so
+    ``AutoTokenizer`` without ``use_fast`` loads the slow one from the slow files)."""
+    path = Path(out_dir) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("name_or_path", "special_tokens_map_file"):  # the temp folder built in
+        config.pop(key, None)
+    config.update(tokenizer_class=name, **extra)
+    path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def build_llama_sp(out_dir: Path) -> Path:
+    """A tiny LlamaForCausalLM with a sentencepiece tokenizer (see :data:`LLAMA_SP_ID`)."""
+    import paddle
+    from paddlenlp.transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-sp-") as tmp:
+        sp_file = Path(tmp) / "sp.model"
+        sp_file.write_bytes(sentencepiece_model(pad_id=-1, unk_id=0, bos_id=1, eos_id=2))
+        tokenizer = LlamaTokenizer(vocab_file=str(sp_file))
+        tokenizer.save_pretrained(str(out_dir))  # sentencepiece.bpe.model + configs
+        # what LlamaTokenizerFast reads (and saves): the same model under its own name
+        shutil.copyfile(sp_file, out_dir / "tokenizer.model")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=0)
+    _seed_everything()
+    with paddle.utils.unique_name.guard():  # see build_codegen
+        model = LlamaForCausalLM(config)
+    _save_model(model, out_dir)
+    return out_dir
+
+
+def build_qwen2_chat(out_dir: Path) -> Path:
+    """A tiny Qwen2ForCausalLM with a byte-level BPE tokenizer, its ``tokenizer.json`` and a
+    chat template in ``tokenizer_config.json`` (as Qwen2 repos carry it)."""
+    import paddle
+    from paddlenlp.transformers import (
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen2Tokenizer,
+        Qwen2TokenizerFast,
+    )
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-bpe-") as tmp:
+        vocab_file, merges_file, _ = write_bpe_files(Path(tmp))
+        slow = Qwen2Tokenizer(vocab_file=str(vocab_file), merges_file=str(merges_file),
+                              additional_special_tokens=list(QWEN2_SPECIALS))
+        slow.save_pretrained(tmp + "/slow")
+        fast = Qwen2TokenizerFast.from_pretrained(tmp + "/slow")
+        fast.save_pretrained(str(out_dir))  # tokenizer.json, vocab.json, merges.txt
+    _set_tokenizer_class(out_dir, "Qwen2Tokenizer", chat_template=QWEN2_CHAT_TEMPLATE)
+    eot = fast.convert_tokens_to_ids(ENDOFTEXT)
+    config = Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=eot, eos_token_id=eot,
+                         pad_token_id=eot, tie_word_embeddings=True)
+    _seed_everything()
+    with paddle.utils.unique_name.guard():
+        model = Qwen2ForCausalLM(config)
+    _save_model(model, out_dir)
+    return out_dir
+
+
+def build_bert(out_dir: Path) -> Path:
+    """A tiny BertModel with WordPiece ``vocab.txt`` and the fast tokenizer's
+    ``tokenizer.json`` (the stand-in for BERT-family community models and m3e)."""
+    import paddle
+    from paddlenlp.transformers import BertConfig, BertModel, BertTokenizer
+    from paddlenlp.transformers.bert.tokenizer_fast import BertTokenizerFast
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-wordpiece-") as tmp:
+        vocab_file = Path(tmp) / "vocab.txt"
+        vocab_file.write_text("\n".join(BERT_VOCAB) + "\n", encoding="utf-8")
+        BertTokenizer(vocab_file=str(vocab_file)).save_pretrained(tmp + "/slow")
+        BertTokenizerFast.from_pretrained(tmp + "/slow").save_pretrained(str(out_dir))
+    _set_tokenizer_class(out_dir, "BertTokenizer")  # as BERT repos name it: slow by default
+    config = BertConfig(vocab_size=len(BERT_VOCAB), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=128, type_vocab_size=2, pad_token_id=0)
+    _seed_everything()
+    with paddle.utils.unique_name.guard():
+        model = BertModel(config)
+    _save_model(model, out_dir)
+    return out_dir
+
+
+def build_t5_sharded(out_dir: Path, *, max_shard_size: str = T5_MAX_SHARD_SIZE) -> Path:
+    """A tiny T5ForConditionalGeneration in several safetensors shards + ``spiece.model``."""
+    import paddle
+    from paddlenlp.transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tiny-sp-") as tmp:
+        sp_file = Path(tmp) / "spiece.model"
+        sp_file.write_bytes(sentencepiece_model(pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+        tokenizer = T5Tokenizer(sentencepiece_model_file=str(sp_file))
+        tokenizer.save_pretrained(str(out_dir))
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                      num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    _seed_everything()
+    with paddle.utils.unique_name.guard():
+        model = T5ForConditionalGeneration(config)
+    _save_model(model, out_dir, max_shard_size=max_shard_size, safe_serialization=True)
+    shards = sorted(out_dir.glob("model-*.safetensors"))
+    if not (out_dir / "model.safetensors.index.json").is_file() or len(shards) < 2:
+        found = sorted(p.name for p in out_dir.iterdir())
+        raise RuntimeError(f"expected a sharded checkpoint in {out_dir}, got {found}")
+    return out_dir
+
+
+#: The families of issue 8, by model id: builder of the folder BOS serves.
+FAMILIES: dict[str, Callable[[Path], Path]] = {
+    LLAMA_SP_ID: build_llama_sp,
+    QWEN2_CHAT_ID: build_qwen2_chat,
+    BERT_ID: build_bert,
+    T5_SHARDED_ID: build_t5_sharded,
+    M3E_ID: build_bert,
+    PP_UIE_ID: build_qwen2_chat,
+}
+
+
+def build_families_tree(root: Path, ids: Iterable[str] | None = None) -> dict[str, Path]:
+    """Build the families (all, or ``ids``) and lay them out as a BOS mirror below ``root``."""
+    wanted = list(FAMILIES) if ids is None else list(ids)
+    with tempfile.TemporaryDirectory(prefix="tiny-families-") as tmp:
+        folders = {model_id: FAMILIES[model_id](Path(tmp) / model_id.replace("/", "--"))
+                   for model_id in wanted}
+        return build_mirror(Path(root), folders)
+
+
+def run_llama_fast(ref: str, max_new_tokens: int = 4) -> dict[str, object]:
+    """``AutoTokenizer(use_fast=True)`` + generate: the load that failed offline before."""
+    import paddle
+    from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref, use_fast=True)
+    model = AutoModelForCausalLM.from_pretrained(ref)
+    model.eval()
+    encoded = tokenizer("hello world 你好", return_tensors="pd")  # with attention_mask
+    with paddle.no_grad():
+        ids, _ = model.generate(**encoded, max_new_tokens=max_new_tokens,
+                                decode_strategy="greedy_search")
+    return {"tokenizer": type(tokenizer).__name__, "ids": ids[0].numpy().tolist()}
+
+
+def run_qwen2_chat(ref: str, max_new_tokens: int = 4) -> dict[str, object]:
+    """``apply_chat_template`` + generate, as a chat application does."""
+    import paddle
+    from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref, use_fast=True)
+    model = AutoModelForCausalLM.from_pretrained(ref)
+    model.eval()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hello"}],
+                                           tokenize=False)
+    encoded = tokenizer(prompt, return_tensors="pd", add_special_tokens=False)
+    with paddle.no_grad():
+        ids, _ = model.generate(input_ids=encoded["input_ids"],
+                                attention_mask=encoded["attention_mask"],
+                                max_new_tokens=max_new_tokens, decode_strategy="greedy_search")
+    return {"tokenizer": type(tokenizer).__name__, "prompt": prompt,
+            "ids": ids[0].numpy().tolist()}
+
+
+def run_bert_fp16(ref: str) -> dict[str, object]:
+    """BERT by name in float16 (the weights as loaded), fast tokenizer, one forward pass."""
+    import paddle
+    from paddlenlp.transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref, use_fast=True)
+    model = AutoModel.from_pretrained(ref, dtype="float16")
+    model.eval()
+    dtype = str(model.embeddings.word_embeddings.weight.dtype)
+    model.to(dtype="float32")  # Paddle's CPU kernels have no float16 add
+    encoded = tokenizer("你好世界 hello paddle", return_tensors="pd")
+    with paddle.no_grad():
+        sequence_output = model(input_ids=encoded["input_ids"])[0]
+    return {"tokenizer": type(tokenizer).__name__, "dtype": dtype,
+            "shape": list(sequence_output.shape)}
+
+
+def run_t5(ref: str, max_new_tokens: int = 4) -> dict[str, object]:
+    """A sharded T5 by name: tokenizer + generate."""
+    import paddle
+    from paddlenlp.transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(ref)
+    model = T5ForConditionalGeneration.from_pretrained(ref)
+    model.eval()
+    encoded = tokenizer("translate English to German: hello world", return_tensors="pd")
+    with paddle.no_grad():
+        ids, _ = model.generate(input_ids=encoded["input_ids"], max_new_tokens=max_new_tokens,
+                                decode_strategy="greedy_search")
+    return {"tokenizer": type(tokenizer).__name__, "ids": ids[0].numpy().tolist()}
+
+
+#: Short inputs the Taskflow checks run on.
+UIE_SCHEMA = ["时间", "人物"]
+TASK_TEXT = "2024年张三在北京测试飞桨"
+
+
+def run_feature_extraction(model_id: str = M3E_ID) -> dict[str, object]:
+    from paddlenlp import Taskflow
+
+    flow = Taskflow("feature_extraction", model=model_id)
+    out = flow([TASK_TEXT])
+    return {"shape": list(out["features"].shape)}
+
+
+def run_information_extraction(model_id: str = PP_UIE_ID) -> dict[str, object]:
+    from paddlenlp import Taskflow
+
+    flow = Taskflow("information_extraction", schema=UIE_SCHEMA, model=model_id,
+                    precision="float32")
+    out = flow(TASK_TEXT)
+    return {"type": type(out).__name__, "len": len(out)}
+
+
+#: ``check`` commands for the families: kind -> loader that runs it by id or path.
+FAMILY_CHECKS: dict[str, Callable[[str], dict[str, object]]] = {
+    "llama": run_llama_fast,
+    "qwen2": run_qwen2_chat,
+    "bert": run_bert_fp16,
+    "t5": run_t5,
+    "m3e": run_feature_extraction,
+    "pp-uie": run_information_extraction,
+}
+
+
 def run_codegen(ref: str, max_new_tokens: int = 4) -> list[int]:
     """Load a CodeGen model + tokenizer by id or path and greedily generate.
 
@@ -399,14 +717,26 @@ def main(argv: list[str] | None = None) -> int:
         "mirror-tree", help="both models laid out as <root>/paddlenlp/models/community/..."
     )
     p.add_argument("root", type=Path)
+    p = sub.add_parser(
+        "families-tree", help="the issue-8 families (Llama, Qwen2, BERT, T5, m3e, PP-UIE) as BOS"
+    )
+    p.add_argument("root", type=Path)
+    p.add_argument("ids", nargs="*", help=f"only these ids (default: {', '.join(FAMILIES)})")
     p = sub.add_parser("check", help="load a model by id or path and run it; exit 1 on failure")
-    p.add_argument("kind", choices=["codegen", "ernie"])
+    p.add_argument("kind", choices=["codegen", "ernie", *FAMILY_CHECKS])
     p.add_argument("ref", help="model id (resolved via PPNLP_ENDPOINT/PPNLP_HOME) or folder path")
     args = parser.parse_args(argv)
 
     if args.cmd == "check":
+        if args.kind in FAMILY_CHECKS:
+            print(f"OK {args.kind} {args.ref}: {json.dumps(FAMILY_CHECKS[args.kind](args.ref))}")
+            return 0
         result = run_codegen(args.ref) if args.kind == "codegen" else run_ernie(args.ref)
         print(f"OK {args.kind} {args.ref}: {result}")
+        return 0
+    if args.cmd == "families-tree":
+        for model_id, path in build_families_tree(args.root, args.ids or None).items():
+            print(f"{model_id} -> {path}")
         return 0
 
     if args.cmd == "codegen":
