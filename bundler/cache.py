@@ -22,10 +22,11 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from bundler._io import atomic_write_bytes, fsync_dir, sha256_file
 from bundler.errors import BundleError, LockedError, ManifestError, ModelNotFoundError
@@ -67,6 +68,7 @@ def scan_model(home: Path, model: ModelEntry) -> list[LocalFile]:
     Symlinks are kept as links when they stay inside the folder (HF-style ``snapshots/`` to
     ``blobs/``); anything else that is not a regular file is refused, naming the path.
     """
+    Cache(home).recover()  # a model moved aside by a killed install goes back first
     folder = home / model.root
     if not folder.is_dir():
         raise ModelNotFoundError(
@@ -118,18 +120,29 @@ class InstallRecord:
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
-    def to_json(self) -> bytes:
-        data = {"model": self.model.to_dict(), "bundle": self.bundle,
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "bundle": self.bundle,
                 "manifest_sha256": self.manifest_sha256, "installed_at": self.installed_at,
                 "bundle_created": self.bundle_created,
                 "files": [f.to_dict() for f in self.files]}
-        return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode()
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes, source: str) -> InstallRecord:
         """Parse a record; a damaged one raises ManifestError naming the file."""
         try:
-            raw: Any = json.loads(data)
+            return cls.from_dict(json.loads(data), source)
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, ManifestError):
+                raise
+            raise ManifestError(f"install record {source} is damaged ({exc!r})",
+                                hint="install the model's bundle again") from None
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str) -> InstallRecord:
+        try:
             files = Manifest.from_dict(
                 {"schema_version": 1, "origin": {"tool_version": "", "created": ""},
                  "models": [raw["model"]], "files": raw["files"]}, source=source)
@@ -145,11 +158,19 @@ class InstallRecord:
 
 
 class Cache:
-    """One PaddleNLP home, seen by paddle-bundle."""
+    """One PaddleNLP home, seen by paddle-bundle.
+
+    Every way in that reads install records (:meth:`record`, :meth:`records`) first finishes
+    what a killed install left behind (:meth:`recover`), so ``list``, ``check``, ``install``,
+    ``pack`` and offline mode never see a model folder and a record that disagree. Where
+    recovery cannot run (a read-only home, or another install holding the lock right now),
+    they read the records as recovery would leave them.
+    """
 
     def __init__(self, home: Path) -> None:
         self.home = Path(os.path.abspath(os.path.expanduser(home)))
         self.state = self.home / STATE_DIRNAME
+        self._holding_lock = False
 
     # -- locations --------------------------------------------------------------------
     def model_path(self, model: ModelEntry) -> Path:
@@ -158,8 +179,17 @@ class Cache:
     def _record_path(self, model: ModelEntry) -> Path:
         return self.state / "installed" / f"{model.root}.json"
 
+    def _pending_path(self, model: ModelEntry) -> Path:
+        """One flat folder, so that it is empty again once the record is committed."""
+        return self.state / "pending" / (quote(model.root, safe="") + ".json")
+
     # -- records ----------------------------------------------------------------------
     def record(self, model: ModelEntry) -> InstallRecord | None:
+        self.recover()
+        for pending in (self._pending_path(model), self.state / "pending" / f"{model.root}.json"):
+            settled = self._read_pending(pending)
+            if settled is not None and settled[1]:
+                return settled[0]  # recovery could not run: the record it would commit
         path = self._record_path(model)
         try:
             return InstallRecord.from_json(path.read_bytes(), str(path))
@@ -167,57 +197,76 @@ class Cache:
             return None
 
     def records(self) -> list[InstallRecord]:
+        self.recover()
+        by_root: dict[str, InstallRecord] = {}
         base = self.state / "installed"
-        if not base.is_dir():
-            return []
-        out = []
-        for path in sorted(base.rglob("*.json")):
+        for path in sorted(base.rglob("*.json")) if base.is_dir() else ():
             try:
-                out.append(InstallRecord.from_json(path.read_bytes(), str(path)))
+                record = InstallRecord.from_json(path.read_bytes(), str(path))
             except ManifestError as exc:
                 log.warning("%s", exc)
-        return sorted(out, key=lambda r: r.model.id)
+                continue
+            by_root[record.model.root] = record
+        pending = self.state / "pending"
+        for path in sorted(pending.rglob("*.json")) if pending.is_dir() else ():
+            settled = self._read_pending(path)
+            if settled is not None and settled[1]:
+                by_root[settled[0].model.root] = settled[0]
+        return sorted(by_root.values(), key=lambda r: r.model.id)
 
     def write_record(self, record: InstallRecord) -> None:
         path = self._record_path(record.model)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, record.to_json())
 
-    def _pending_path(self, model: ModelEntry) -> Path:
-        return self.state / "pending" / f"{model.root}.json"
-
     def swap_in_recorded(self, staged: Path, record: InstallRecord) -> None:
         """Swap a model in and replace its record, as one step as far as a crash can tell.
 
-        The new record is written to ``pending/`` first; after the swap it is renamed over
-        the old one. Killed in between, :meth:`_recover` finds the pending record and keeps
-        it if the folder on disk is the new model, drops it if it is still the old one.
+        The new record goes to ``pending/`` first, together with the identity (device and
+        inode) of the staged folder; after the swap it is renamed over the old record.
+        Killed in between, :meth:`recover` commits it if the folder at the model's place is
+        that very folder and drops it otherwise: a test that cannot be fooled by two versions
+        whose files have the same sizes, and that costs one ``lstat``.
         """
+        st = os.lstat(staged)
+        journal = {"folder": {"dev": st.st_dev, "ino": st.st_ino}, "record": record.to_dict()}
         pending = self._pending_path(record.model)
         pending.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(pending, record.to_json())
+        atomic_write_bytes(pending, json.dumps(journal, ensure_ascii=False).encode())
+        fsync_dir(pending.parent)
         self.swap_in(staged, record.model)
-        final = self._record_path(record.model)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(pending, final)
-        fsync_dir(final.parent)
+        self._commit(record, pending)
 
-    def _recover_records(self) -> None:
-        base = self.state / "pending"
-        if not base.is_dir():
-            return
-        for path in sorted(base.rglob("*.json")):
-            try:
-                record = InstallRecord.from_json(path.read_bytes(), str(path))
-            except (OSError, ManifestError):
-                path.unlink(missing_ok=True)
-                continue
-            if not self.differences(record.files, quick=True):
-                final = self._record_path(record.model)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, final)
-            else:
-                path.unlink()
+    def _commit(self, record: InstallRecord, pending: Path) -> None:
+        """The record in place, then the journal gone: killed in between, recovery commits
+        the same record again."""
+        self.write_record(record)
+        fsync_dir(self._record_path(record.model).parent)
+        pending.unlink()
+        fsync_dir(pending.parent)
+
+    def _read_pending(self, path: Path) -> tuple[InstallRecord, bool] | None:
+        """A pending record and whether its folder is the one in place; None when there is
+        no readable pending record at ``path``."""
+        try:
+            raw: Any = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return None
+        try:
+            if isinstance(raw, dict) and "record" in raw:
+                record = InstallRecord.from_dict(raw["record"], str(path))
+                folder = raw.get("folder")
+                try:
+                    st = os.lstat(self.model_path(record.model))
+                except OSError:
+                    return record, False
+                identity = (folder or {}).get("dev"), (folder or {}).get("ino")
+                return record, (st.st_dev, st.st_ino) == identity
+            # written before journals carried the folder's identity: compare the files
+            record = InstallRecord.from_dict(raw, str(path))
+        except (ManifestError, AttributeError):
+            return None
+        return record, not self.differences(record.files, quick=True)
 
     # -- comparing what is installed ------------------------------------------------
     def differences(self, files: tuple[FileEntry, ...], *, quick: bool = False) -> list[str]:
@@ -236,6 +285,9 @@ class Cache:
             except FileNotFoundError:
                 problems.append(f"{entry.path}: missing")
                 continue
+            except NotADirectoryError:
+                problems.append(f"{entry.path}: missing (a file is in the way)")
+                continue
             if entry.is_symlink:
                 if not stat.S_ISLNK(st.st_mode) or os.readlink(path) != entry.target:
                     problems.append(f"{entry.path}: symlink changed")
@@ -253,49 +305,104 @@ class Cache:
 
     def extra_files(self, model: ModelEntry, files: tuple[FileEntry, ...]) -> list[str]:
         """Files in the model folder that ``files`` does not list (added after install)."""
-        folder = self.model_path(model)
-        if not folder.is_dir():
-            return []
-        expected = {f.path for f in files}
-        found = (p.relative_to(self.home).as_posix() for p in _walk_files(folder))
-        return sorted(a for a in found if a not in expected)
+        return self.unreplaced(model, (f.path for f in files))
 
-    # -- locking, staging, swapping ---------------------------------------------------
+    def unreplaced(self, model: ModelEntry, keep: Iterable[str]) -> list[str]:
+        """Every file, link or other non-folder entry below the model's folder (as arcnames)
+        that is not in ``keep``: what replacing the folder would delete without putting back.
+        Empty for a folder that is a symlink (replacing it removes only the link)."""
+        folder = self.model_path(model)
+        if folder.is_symlink() or not folder.is_dir():
+            return []
+        wanted = set(keep)
+        found = (p.relative_to(self.home).as_posix() for p in _walk_files(folder))
+        return sorted(a for a in found if a not in wanted)
+
+    # -- locking, recovery, staging, swapping -------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the home's install lock; the kernel drops it if we are killed."""
+        """Hold the home's install lock, after recovering; the kernel drops it if we are
+        killed."""
         import fcntl
 
         self.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                     0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise LockedError(f"another paddle-bundle install is running on {self.home}",
                                   hint="wait for it to finish, then run this again") from None
-            self._recover()
-            yield
+            self._holding_lock = True
+            try:
+                self._recover()
+                yield
+            finally:
+                self._holding_lock = False
         finally:
             os.close(fd)
 
+    def recover(self) -> None:
+        """Finish what a killed install left behind, if anything: put back a model that was
+        moved aside, settle each pending record by the folder actually in place, clear
+        staging. One ``listdir`` per state folder when there is nothing to do.
+
+        Skipped when another install holds the lock (it is mid-swap, or will recover itself)
+        and when the home cannot be written; readers then work the state out read-only.
+        """
+        if self._holding_lock or not self._leftovers():
+            return
+        try:
+            with self.locked():
+                pass
+        except LockedError:
+            log.debug("not recovering %s: an install is running", self.home)
+        except OSError as exc:
+            log.warning("could not finish an interrupted install in %s: %s", self.home, exc)
+
+    def _leftovers(self) -> bool:
+        for name in ("pending", "trash", "staging"):
+            try:
+                if os.listdir(self.state / name):
+                    return True
+            except OSError:
+                continue
+        return False
+
     def _recover(self) -> None:
-        """Clean up after an install that was killed. Staging is always disposable; a model
-        moved aside to trash goes back if its replacement never arrived."""
-        shutil.rmtree(self.state / "staging", ignore_errors=True)
+        """Put models moved aside back when their replacement never arrived, then settle
+        pending records (which compare with the folder now in place), then clear staging,
+        which is always disposable. In that order: staging may hold the folder a pending
+        record names, so it goes last."""
         trash = self.state / "trash"
         for entry in sorted(trash.iterdir()) if trash.is_dir() else ():
-            journal = entry / "root"
             try:
-                root = journal.read_text().strip()
-            except OSError:
+                root = (entry / "root").read_text().strip()
+            except (OSError, UnicodeDecodeError):
                 root = ""
-            old, target = entry / "model", self.home / root
-            if root and old.is_dir() and not target.exists():
+            old = entry / "model"
+            if not root and os.path.lexists(old):
+                log.warning("kept %s: a model moved aside whose place is unknown", old)
+                continue
+            target = self.home / root
+            if root and os.path.lexists(old) and not os.path.lexists(target):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(old, target)
+                fsync_dir(target.parent)
             shutil.rmtree(entry, ignore_errors=True)
         self._recover_records()
+        shutil.rmtree(self.state / "staging", ignore_errors=True)
+
+    def _recover_records(self) -> None:
+        base = self.state / "pending"
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*.json")):
+            settled = self._read_pending(path)
+            if settled is not None and settled[1]:
+                self._commit(settled[0], path)
+        shutil.rmtree(base, ignore_errors=True)  # dropped records, half-written temporaries
 
     def new_staging(self) -> Path:
         path = self.state / "staging" / uuid.uuid4().hex
@@ -303,29 +410,29 @@ class Cache:
         return path
 
     def swap_in(self, staged: Path, model: ModelEntry) -> None:
-        """Put the verified folder ``staged`` at the model's place, atomically.
+        """Put the verified folder ``staged`` at the model's place, atomically; afterwards
+        ``staged`` holds the old model (or nothing), for the caller's staging clean-up.
 
         A new model is one ``rename``. Replacing one uses ``renameat2(RENAME_EXCHANGE)`` where
         the kernel has it, so the path always holds a complete model; elsewhere the old folder
-        is moved aside with a journal first, and :meth:`_recover` puts it back if we die
-        between the two renames.
+        is moved aside with a journal first, and :meth:`recover` (run by the next command of
+        any kind) puts it back if we die between the two renames.
         """
         target = self.model_path(model)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists() and not target.is_symlink():
+        if not os.path.lexists(target):
             os.rename(staged, target)
             fsync_dir(target.parent)
             return
         if _exchange(staged, target):
             fsync_dir(target.parent)
-            if staged.is_symlink():  # the old "model" was a link to a folder elsewhere
-                staged.unlink()
-            else:
-                shutil.rmtree(staged)  # now holds the old model
             return
-        aside = self.state / "trash" / uuid.uuid4().hex
+        trash = self.state / "trash"
+        aside = trash / uuid.uuid4().hex
         aside.mkdir(parents=True)
         atomic_write_bytes(aside / "root", model.root.encode())
+        fsync_dir(aside)
+        fsync_dir(trash)
         os.rename(target, aside / "model")
         os.rename(staged, target)
         fsync_dir(target.parent)
