@@ -21,12 +21,12 @@ import logging
 import os
 import shutil
 import stat
+import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from bundler._io import atomic_write_bytes, fsync_dir, sha256_file
 from bundler.errors import BundleError, LockedError, ManifestError, ModelNotFoundError
@@ -179,17 +179,12 @@ class Cache:
     def _record_path(self, model: ModelEntry) -> Path:
         return self.state / "installed" / f"{model.root}.json"
 
-    def _pending_path(self, model: ModelEntry) -> Path:
-        """One flat folder, so that it is empty again once the record is committed."""
-        return self.state / "pending" / (quote(model.root, safe="") + ".json")
-
     # -- records ----------------------------------------------------------------------
     def record(self, model: ModelEntry) -> InstallRecord | None:
         self.recover()
-        for pending in (self._pending_path(model), self.state / "pending" / f"{model.root}.json"):
-            settled = self._read_pending(pending)
-            if settled is not None and settled[1]:
-                return settled[0]  # recovery could not run: the record it would commit
+        for record in self._pending_records():  # recovery could not run: what it would do
+            if record.model.root == model.root:
+                return record
         path = self._record_path(model)
         try:
             return InstallRecord.from_json(path.read_bytes(), str(path))
@@ -207,11 +202,8 @@ class Cache:
                 log.warning("%s", exc)
                 continue
             by_root[record.model.root] = record
-        pending = self.state / "pending"
-        for path in sorted(pending.rglob("*.json")) if pending.is_dir() else ():
-            settled = self._read_pending(path)
-            if settled is not None and settled[1]:
-                by_root[settled[0].model.root] = settled[0]
+        for record in self._pending_records():  # recovery could not run: what it would do
+            by_root[record.model.root] = record
         return sorted(by_root.values(), key=lambda r: r.model.id)
 
     def write_record(self, record: InstallRecord) -> None:
@@ -219,54 +211,96 @@ class Cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, record.to_json())
 
-    def swap_in_recorded(self, staged: Path, record: InstallRecord) -> None:
-        """Swap a model in and replace its record, as one step as far as a crash can tell.
+    def swap_in_recorded(self, swaps: Sequence[tuple[Path, InstallRecord]],
+                         swapped: Callable[[ModelEntry], None] = lambda model: None) -> None:
+        """Swap models in and replace their records, each swap and its record as one step
+        as far as a crash can tell; ``swapped`` hears of each model once it is in place.
 
-        The new record goes to ``pending/`` first, together with the identity (device and
-        inode) of the staged folder; after the swap it is renamed over the old record.
-        Killed in between, :meth:`recover` commits it if the folder at the model's place is
-        that very folder and drops it otherwise: a test that cannot be fooled by two versions
-        whose files have the same sizes, and that costs one ``lstat``.
+        The new records go to one journal in ``pending/`` first, each with the identity
+        (device and inode) of its staged folder; after the swaps the records are written and
+        the journal removed. Killed in between, :meth:`recover` commits each record whose
+        folder is the one now in place and drops the others: a test that two versions with
+        files of the same sizes cannot fool, at the cost of one ``lstat``. A failed swap
+        stops the loop; the records of the models already swapped are still committed.
         """
-        st = os.lstat(staged)
-        journal = {"folder": {"dev": st.st_dev, "ino": st.st_ino}, "record": record.to_dict()}
-        pending = self._pending_path(record.model)
-        pending.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(pending, json.dumps(journal, ensure_ascii=False).encode())
-        fsync_dir(pending.parent)
-        self.swap_in(staged, record.model)
-        self._commit(record, pending)
+        journal = self.state / "pending" / f"{uuid.uuid4().hex}.json"
+        entries = []
+        for staged, record in swaps:
+            st = os.lstat(staged)
+            entries.append({"folder": {"dev": st.st_dev, "ino": st.st_ino},
+                            "record": record.to_dict()})
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(journal, json.dumps({"swaps": entries}, ensure_ascii=False).encode())
+        fsync_dir(journal.parent)
+        done: list[InstallRecord] = []
+        failed = True
+        try:
+            for staged, record in swaps:
+                self.swap_in(staged, record.model, durable=False)
+                done.append(record)
+                swapped(record.model)
+            failed = False
+        finally:
+            try:
+                self._commit(done, journal)
+            except OSError as exc:
+                if not failed:
+                    raise
+                log.warning("the records of %s will be written by the next command: %s",
+                            ", ".join(r.model.id for r in done), exc)
 
-    def _commit(self, record: InstallRecord, pending: Path) -> None:
-        """The record in place, then the journal gone: killed in between, recovery commits
-        the same record again."""
-        self.write_record(record)
-        fsync_dir(self._record_path(record.model).parent)
-        pending.unlink()
-        fsync_dir(pending.parent)
+    def _commit(self, records: Sequence[InstallRecord], journal: Path) -> None:
+        """Swaps and records durable, then the journal gone: killed before that, recovery
+        commits the same records again."""
+        for record in records:
+            _replace_unsynced(self._record_path(record.model), record.to_json())
+        if not sync_file_system(self.state):
+            for record in records:
+                path = self._record_path(record.model)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                fsync_dir(path.parent)
+                fsync_dir(self.model_path(record.model).parent)
+        journal.unlink(missing_ok=True)
+        fsync_dir(journal.parent)
 
-    def _read_pending(self, path: Path) -> tuple[InstallRecord, bool] | None:
-        """A pending record and whether its folder is the one in place; None when there is
-        no readable pending record at ``path``."""
+    def _read_pending(self, path: Path) -> list[tuple[InstallRecord, bool]]:
+        """The records of a journal, each with whether its folder is the one in place."""
         try:
             raw: Any = json.loads(path.read_bytes())
         except (OSError, ValueError, RecursionError):
-            return None
+            return []
+        out = []
         try:
-            if isinstance(raw, dict) and "record" in raw:
-                record = InstallRecord.from_dict(raw["record"], str(path))
-                folder = raw.get("folder")
-                try:
-                    st = os.lstat(self.model_path(record.model))
-                except OSError:
-                    return record, False
-                identity = (folder or {}).get("dev"), (folder or {}).get("ino")
-                return record, (st.st_dev, st.st_ino) == identity
-            # written before journals carried the folder's identity: compare the files
-            record = InstallRecord.from_dict(raw, str(path))
-        except (ManifestError, AttributeError):
-            return None
-        return record, not self.differences(record.files, quick=True)
+            if isinstance(raw, dict) and isinstance(raw.get("swaps"), list):
+                for entry in raw["swaps"]:
+                    record = InstallRecord.from_dict(entry["record"], str(path))
+                    out.append((record, self._is_in_place(record.model, entry.get("folder"))))
+            else:  # written before journals carried the folder's identity: compare files
+                record = InstallRecord.from_dict(raw, str(path))
+                out.append((record, not self.differences(record.files, quick=True)))
+        except (ManifestError, AttributeError, KeyError, TypeError):
+            return []
+        return out
+
+    def _is_in_place(self, model: ModelEntry, folder: Any) -> bool:
+        try:
+            st = os.lstat(self.model_path(model))
+        except OSError:
+            return False
+        return isinstance(folder, dict) and \
+            (st.st_dev, st.st_ino) == (folder.get("dev"), folder.get("ino"))
+
+    def _pending_records(self) -> list[InstallRecord]:
+        """Records that recovery would commit (for readers when it could not run)."""
+        base = self.state / "pending"
+        found: list[InstallRecord] = []
+        for path in sorted(base.rglob("*.json")) if base.is_dir() else ():
+            found.extend(record for record, in_place in self._read_pending(path) if in_place)
+        return found
 
     # -- comparing what is installed ------------------------------------------------
     def differences(self, files: tuple[FileEntry, ...], *, quick: bool = False) -> list[str]:
@@ -399,9 +433,7 @@ class Cache:
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*.json")):
-            settled = self._read_pending(path)
-            if settled is not None and settled[1]:
-                self._commit(settled[0], path)
+            self._commit([r for r, in_place in self._read_pending(path) if in_place], path)
         shutil.rmtree(base, ignore_errors=True)  # dropped records, half-written temporaries
 
     def new_staging(self) -> Path:
@@ -409,24 +441,28 @@ class Cache:
         path.mkdir(parents=True)
         return path
 
-    def swap_in(self, staged: Path, model: ModelEntry) -> None:
+    def swap_in(self, staged: Path, model: ModelEntry, *, durable: bool = True) -> None:
         """Put the verified folder ``staged`` at the model's place, atomically; afterwards
         ``staged`` holds the old model (or nothing), for the caller's staging clean-up.
 
         A new model is one ``rename``. Replacing one uses ``renameat2(RENAME_EXCHANGE)`` where
         the kernel has it, so the path always holds a complete model; elsewhere the old folder
         is moved aside with a journal first, and :meth:`recover` (run by the next command of
-        any kind) puts it back if we die between the two renames.
+        any kind) puts it back if we die between the two renames. ``durable=False`` leaves
+        the final fsync of the new entry to the caller (one ``syncfs`` for many models).
         """
         target = self.model_path(model)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.path.lexists(target):
             os.rename(staged, target)
+        elif not _exchange(staged, target):
+            self._swap_through_trash(staged, target, model)
+        if durable:
             fsync_dir(target.parent)
-            return
-        if _exchange(staged, target):
-            fsync_dir(target.parent)
-            return
+
+    def _swap_through_trash(self, staged: Path, target: Path, model: ModelEntry) -> None:
+        """Two renames, for file systems without RENAME_EXCHANGE: the window between them is
+        covered by the journal in ``trash/`` (docs/format.md)."""
         trash = self.state / "trash"
         aside = trash / uuid.uuid4().hex
         aside.mkdir(parents=True)
@@ -435,7 +471,7 @@ class Cache:
         fsync_dir(trash)
         os.rename(target, aside / "model")
         os.rename(staged, target)
-        fsync_dir(target.parent)
+        fsync_dir(target.parent)  # the new model durable in place before the old one goes
         shutil.rmtree(aside)
 
 
@@ -449,25 +485,65 @@ _RENAME_EXCHANGE = 2
 _libc: Any = None
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically with Linux renameat2; False where that is not available."""
+def _c_library() -> Any:
+    """The C library through ctypes, or False where it cannot be loaded."""
     global _libc
     if _libc is None:
         try:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.renameat2  # noqa: B018 - raises AttributeError on old libcs
-        except (OSError, AttributeError):
+        except OSError:
             _libc = False
-    if not _libc:
+    return _libc
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux renameat2; False where that is not available."""
+    libc = _c_library()
+    if not libc or not hasattr(libc, "renameat2"):
         return False
     at_fdcwd = -100
-    rc = _libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    rc = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
     if rc == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
+
+
+def sync_file_system(path: Path) -> bool:
+    """Make every write to the file system holding ``path`` durable with one ``syncfs``
+    (Linux), instead of an fsync per file and folder: with thousands of small files the
+    fsyncs, not the bytes, are the cost. False where ``syncfs`` is not available; the caller
+    then fsyncs one by one."""
+    libc = _c_library()
+    if not libc or not hasattr(libc, "syncfs"):
+        return False
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        rc = libc.syncfs(fd)
+    finally:
+        os.close(fd)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return True
+
+
+def _replace_unsynced(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (temporary file, then rename), leaving durability to
+    a later :func:`sync_file_system`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 _MODEL_MARKERS = ("config.json", "model_config.json", "tokenizer_config.json")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bundler._io import fsync_dir, read_chunks
 from bundler.archive import BundleReader
-from bundler.cache import Cache, InstallRecord, installed_models
+from bundler.cache import Cache, InstallRecord, installed_models, sync_file_system
 from bundler.errors import (
     DeltaBaseMissingError,
     InstallConflictError,
@@ -294,26 +294,33 @@ class StagingSink:
             self._symlinks.append(entry)
 
     def complete(self) -> None:
-        """Make every written file durable, create the deferred symlinks, and give files
-        their modes (less the umask).
+        """Create the deferred symlinks, give files their modes (less the umask), and make
+        everything in staging durable.
 
-        The fsyncs come here, after the whole stream, rather than per file: the kernel has
-        been writing back while we decompressed, so most of the waiting is already done.
+        Durability comes here, after the whole stream, rather than per file: the kernel has
+        been writing back while we decompressed, so most of the waiting is already done. One
+        ``syncfs`` where Linux has it (thousands of per-file fsyncs cost more than the
+        bytes of a bundle of many small models), else an fsync per file and per folder.
         """
         umask = os.umask(0)
         os.umask(umask)
         for path, mode in self._written:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             os.chmod(path, mode & ~umask & 0o777)
         for entry in self._symlinks:
             dest = self.staging / entry.path
             dest.parent.mkdir(parents=True, exist_ok=True)
             assert entry.target is not None
             os.symlink(entry.target, dest)
+        if sync_file_system(self.staging):
+            return
+        for path, _ in self._written:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for folder, _, _ in os.walk(self.staging):
+            fsync_dir(Path(folder))
 
 
 def space_needed(manifest: Manifest, models: tuple[ModelEntry, ...], block: int) -> int:
@@ -433,9 +440,10 @@ def install(bundle: Path, *, home: Path, force: bool = False,
                 plan.refuse(cache, force)
                 _act(cache, reader, plan, force, bundle, files.base.name, manifest_sha256,
                      on_start, files.size)
+    replaced, new = {m.root for m in plan.different}, {m.root for m in plan.new}
     outcomes = [ModelOutcome(m, cache.model_path(m),
-                             REPLACED if m in plan.different else
-                             NEW if m in plan.new else UNCHANGED)
+                             REPLACED if m.root in replaced else
+                             NEW if m.root in new else UNCHANGED)
                 for m in manifest.models]
     return InstallResult(bundle, manifest, tuple(outcomes))
 
@@ -467,10 +475,8 @@ def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bun
                         f"{bundle} failed verification; nothing was installed", problems,
                         hint="copy the bundle again and run 'paddle-bundle verify' on it")
                 sink.link_base(tuple(f for f in manifest.files if f.from_base))
-                sink.complete()
+                sink.complete()  # every staged file and folder durable before the renames
                 for model in to_write:
-                    for folder, _, _ in os.walk(staging / model.root):
-                        fsync_dir(Path(folder))  # new entries durable before the rename
                     cache.model_path(model).parent.mkdir(parents=True, exist_ok=True)
                 _swap_all(cache, staging, to_write, record)
         finally:
@@ -487,13 +493,12 @@ def _swap_all(cache: Cache, staging: Path, models: tuple[ModelEntry, ...],
     done: list[ModelEntry] = []
     with _signals_held() as received:
         try:
-            for model in models:
-                cache.swap_in_recorded(staging / model.root, record(model))
-                done.append(model)
+            cache.swap_in_recorded([(staging / m.root, record(m)) for m in models],
+                                   swapped=done.append)
         except (OSError, ManifestError) as exc:
             if not done:
                 raise
-            left = [m for m in models if m not in done]
+            left = models[len(done):]  # swapped in order, stopping at the first failure
             cause = f"{exc.strerror or exc}: {exc.filename}" if isinstance(exc, OSError) \
                 and exc.filename else str(exc)
             raise PartialInstallError(
