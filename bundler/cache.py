@@ -171,6 +171,7 @@ class Cache:
         self.home = Path(os.path.abspath(os.path.expanduser(home)))
         self.state = self.home / STATE_DIRNAME
         self._holding_lock = False
+        self._hashes: dict[tuple[str, int, int, int, int, int], str] = {}
 
     # -- locations --------------------------------------------------------------------
     def model_path(self, model: ModelEntry) -> Path:
@@ -333,9 +334,19 @@ class Cache:
         if problems and quick:
             return problems
         for entry, path in to_hash:
-            if sha256_file(path) != entry.sha256:
+            if self._sha256(path) != entry.sha256:
                 problems.append(f"{entry.path}: changed (sha256 differs)")
         return problems
+
+    def _sha256(self, path: Path) -> str:
+        """A file's sha256, hashed once per Cache while the file is unchanged: install plans
+        again under the lock, and must not read a large model twice to do it."""
+        st = os.stat(path)
+        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        digest = self._hashes.get(key)
+        if digest is None:
+            digest = self._hashes[key] = sha256_file(path)
+        return digest
 
     def extra_files(self, model: ModelEntry, files: tuple[FileEntry, ...]) -> list[str]:
         """Files in the model folder that ``files`` does not list (added after install)."""
