@@ -25,13 +25,19 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bundler._io import fsync_dir, read_chunks
 from bundler.archive import BundleReader
-from bundler.cache import Cache, InstallRecord, installed_models, sync_file_system
+from bundler.cache import (
+    Cache,
+    InstallRecord,
+    hub_snapshot,
+    installed_models,
+    sync_file_system,
+)
 from bundler.errors import (
     DeltaBaseMissingError,
     InstallConflictError,
@@ -40,7 +46,7 @@ from bundler.errors import (
     ManifestError,
     PartialInstallError,
 )
-from bundler.manifest import KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
+from bundler.manifest import HUB_KINDS, KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
 from bundler.verify import stream_check
 from bundler.volumes import locate
@@ -237,15 +243,25 @@ class StagingSink:
     of this runs.
     """
 
-    def __init__(self, staging: Path, home: Path, roots: tuple[str, ...]) -> None:
+    def __init__(self, staging: Mapping[str, Path], installed: Callable[[str], Path]) -> None:
+        #: model root -> the staging folder it is written below (on its own file system)
         self.staging = staging
-        self.home = home
-        self.roots = frozenset(roots)
+        self.installed = installed  # arcname -> where it is installed now
         self._symlinks: list[FileEntry] = []
         self._written: list[tuple[Path, int]] = []
 
+    def _root(self, arcname: str) -> str | None:
+        """The model root being installed that holds ``arcname``: a look-up per parent, not
+        a scan of every root (bundles can hold thousands of models)."""
+        return next((p for p in (*_parents(arcname), arcname) if p in self.staging), None)
+
     def _wanted(self, entry: FileEntry) -> bool:
-        return entry.path in self.roots or any(p in self.roots for p in _parents(entry.path))
+        return self._root(entry.path) is not None
+
+    def staged(self, arcname: str) -> Path:
+        root = self._root(arcname)
+        assert root is not None
+        return self.staging[root] / arcname
 
     def _store(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         """Hash ``chunks``, writing them to the entry's staging path when it is wanted."""
@@ -254,7 +270,7 @@ class StagingSink:
             for chunk in chunks:
                 digest.update(chunk)
             return digest.hexdigest()
-        dest = self.staging / entry.path
+        dest = self.staged(entry.path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(dest, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -273,8 +289,8 @@ class StagingSink:
         verified staging file, or from the installed copy when its model is unchanged."""
         if not self._wanted(entry):
             return entry.sha256 or ""
-        origin = self.staging if self._wanted(source) else self.home
-        return self._store(entry, read_chunks(origin / source.path))
+        origin = self.staged if self._wanted(source) else self.installed
+        return self._store(entry, read_chunks(origin(source.path)))
 
     def link_base(self, entries: tuple[FileEntry, ...]) -> None:
         """A delta's base files: hard-linked from the installed copy (checked by the plan),
@@ -282,12 +298,12 @@ class StagingSink:
         for entry in entries:
             if not self._wanted(entry):
                 continue
-            dest = self.staging / entry.path
+            dest = self.staged(entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(self.home / entry.path, dest)
+                os.link(self.installed(entry.path), dest)
             except OSError:
-                self._store(entry, read_chunks(self.home / entry.path))
+                self._store(entry, read_chunks(self.installed(entry.path)))
 
     def write_symlink(self, entry: FileEntry) -> None:
         if self._wanted(entry):
@@ -307,11 +323,12 @@ class StagingSink:
         for path, mode in self._written:
             os.chmod(path, mode & ~umask & 0o777)
         for entry in self._symlinks:
-            dest = self.staging / entry.path
+            dest = self.staged(entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             assert entry.target is not None
             os.symlink(entry.target, dest)
-        if sync_file_system(self.staging):
+        areas = set(self.staging.values())
+        if all([sync_file_system(area) for area in areas]):
             return
         for path, _ in self._written:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -319,8 +336,9 @@ class StagingSink:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        for folder, _, _ in os.walk(self.staging):
-            fsync_dir(Path(folder))
+        for area in areas:
+            for folder, _, _ in os.walk(area):
+                fsync_dir(Path(folder))
 
 
 def space_needed(manifest: Manifest, models: tuple[ModelEntry, ...], block: int) -> int:
@@ -343,20 +361,32 @@ def space_margin(need: int) -> int:
 
 
 def check_space(cache: Cache, manifest: Manifest, models: tuple[ModelEntry, ...]) -> None:
-    if not models:
-        return
-    st = os.statvfs(cache.home)
-    need = space_needed(manifest, models, st.f_frsize or st.f_bsize)
-    margin = space_margin(need)
-    free = shutil.disk_usage(cache.home).free
-    if need + margin > free:
-        raise InsufficientSpaceError(
-            f"not enough space on {_file_system(cache.home)}: the models take "
-            f"{_size(need)} on disk, and install keeps {_size(margin)} free besides "
-            f"({SPACE_MARGIN_SHARE:.0%} of that, at least {_size(SPACE_MARGIN_FLOOR)}), so it "
-            f"needs {_size(need + margin)}; {_size(free)} are free",
-            hint=f"free {_size(need + margin - free)} there, or install with --home on a "
-                 "larger disk")
+    """Each file system must hold what goes to it (hub caches may be on other disks than
+    the home): the models' size on disk there, in its blocks, plus a margin."""
+    groups: dict[int, tuple[Path, list[ModelEntry]]] = {}
+    for model in models:
+        where = _existing(cache.model_path(model))
+        groups.setdefault(os.stat(where).st_dev, (where, []))[1].append(model)
+    for where, group in groups.values():
+        st = os.statvfs(where)
+        need = space_needed(manifest, tuple(group), st.f_frsize or st.f_bsize)
+        margin = space_margin(need)
+        free = shutil.disk_usage(where).free
+        if need + margin > free:
+            raise InsufficientSpaceError(
+                f"not enough space on {_file_system(where)}: the models take "
+                f"{_size(need)} on disk, and install keeps {_size(margin)} free besides "
+                f"({SPACE_MARGIN_SHARE:.0%} of that, at least {_size(SPACE_MARGIN_FLOOR)}), "
+                f"so it needs {_size(need + margin)}; {_size(free)} are free",
+                hint=f"free {_size(need + margin - free)} there, or install with --home "
+                     "(HF_HOME, AISTUDIO_HUB_CACHE for hub models) on a larger disk")
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where it will be created."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def _size(n: float) -> str:
@@ -386,8 +416,11 @@ def _out_of_space_explained(cache: Cache, need: int) -> Iterator[None]:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         what = "a disk quota was reached" if exc.errno == errno.EDQUOT else "it filled up"
+        where = _existing(Path(exc.filename)) if exc.filename else cache.home
+        if is_within(where.as_posix(), cache.home.as_posix()):
+            where = cache.home  # named as the user knows it
         raise InsufficientSpaceError(
-            f"{_file_system(cache.home)} ran out of space while installing ({what}: "
+            f"{_file_system(where)} ran out of space while installing ({what}: "
             f"{exc.strerror}); nothing was installed and the partial copy was removed",
             hint=f"free at least {_size(need + space_margin(need))} there (what this bundle's "
                  "models take, plus a margin) and run install again, or install with --home "
@@ -465,10 +498,17 @@ def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bun
         if on_start:
             on_start(size)
         need = space_needed(manifest, to_write, 4096)
-        staging = cache.new_staging()
+        # one staging folder per work area: each model is staged on its target's file
+        # system (hub caches may be elsewhere than the home)
+        areas: dict[Path, Path] = {}
         try:
             with _out_of_space_explained(cache, need):  # the swap writes records too
-                sink = StagingSink(staging, cache.home, tuple(m.root for m in to_write))
+                for model in to_write:
+                    area = cache.work_area(model.root)
+                    if area not in areas:
+                        areas[area] = cache.new_staging(model.root)
+                staging = {m.root: areas[cache.work_area(m.root)] for m in to_write}
+                sink = StagingSink(staging, cache.path_of)
                 problems = stream_check(reader, manifest, sink)
                 if problems:
                     raise IntegrityError(
@@ -478,14 +518,15 @@ def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bun
                 sink.complete()  # every staged file and folder durable before the renames
                 for model in to_write:
                     cache.model_path(model).parent.mkdir(parents=True, exist_ok=True)
-                _swap_all(cache, staging, to_write, record)
+                _swap_all(cache, sink, to_write, record)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            for staging_dir in areas.values():
+                cache.drop_staging(staging_dir)
     for model in plan.records_to_write:
         cache.write_record(record(model))
 
 
-def _swap_all(cache: Cache, staging: Path, models: tuple[ModelEntry, ...],
+def _swap_all(cache: Cache, sink: StagingSink, models: tuple[ModelEntry, ...],
               record: Callable[[ModelEntry], InstallRecord]) -> None:
     """Swap each verified model in with its record, signals held so that a Ctrl-C cannot
     land between a swap and its record. A failure after the first swap names exactly what
@@ -493,7 +534,7 @@ def _swap_all(cache: Cache, staging: Path, models: tuple[ModelEntry, ...],
     done: list[ModelEntry] = []
     with _signals_held() as received:
         try:
-            cache.swap_in_recorded([(staging / m.root, record(m)) for m in models],
+            cache.swap_in_recorded([(sink.staged(m.root), record(m)) for m in models],
                                    swapped=done.append)
         except (OSError, ManifestError) as exc:
             if not done:
@@ -530,6 +571,8 @@ def load_snippet(model: ModelEntry, path: Path) -> str:
     """Two lines of Python that load the installed model by its full path: that works
     offline with PaddleNLP as it is, no offline mode needed (loading by name probes the
     server first unless offline mode is on)."""
+    if model.kind in HUB_KINDS:
+        path = hub_snapshot(path, model.kind) or path
     literal = json.dumps(str(path))  # a JSON string is a valid Python literal
     if model.kind == KIND_TASKFLOW:
         task = model.root.split("/")[1]
