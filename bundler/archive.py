@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from bundler._io import CHUNK, ProgressFn
+from bundler._io import CHUNK, ProgressFn, open_regular
 from bundler.errors import BundleError, IntegrityError, ManifestError
 from bundler.manifest import MANIFEST_ARCNAME, MAX_MANIFEST_BYTES, Manifest
 from bundler.paths import unsafe_reason
@@ -325,31 +325,58 @@ class _TarReader:
             n -= got
 
     def next(self) -> tarfile.TarInfo | None:
-        """The next member's header, or ``None`` at the end-of-archive block."""
+        """The next member's header, or ``None`` at the end-of-archive block.
+
+        Headers that make standard ``tar -x`` write something other than what this reader
+        sees are refused (:class:`RefusedHeader`): pax global headers (they apply to every
+        later member), GNU sparse members in either encoding (tar expands holes this reader
+        would not), and more than one name for a member.
+        """
         self._skip(self._pending)
         self._pending = 0
         pax: dict[str, str] = {}
         long_name = long_link = None
         extended = 0
+        seen: set[bytes] = set()
         while True:
             block = self._read_exact(BLOCK)
             if block == b"\0" * BLOCK:
+                if seen:
+                    raise tarfile.HeaderError("extended header without a member")
                 return None
             info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-            if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME,
+            if info.type == tarfile.XGLTYPE:
+                raise RefusedHeader("a pax global header: standard tar applies it to every "
+                                    "later member, so what it extracts could differ from what "
+                                    "was checked")
+            if info.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME,
                              tarfile.GNUTYPE_LONGLINK):
+                if info.type in seen:
+                    raise RefusedHeader("two extended headers of the same kind for one member")
+                seen.add(info.type)
                 extended += info.size
                 if info.size < 0 or extended > MAX_EXTENDED_HEADER:
                     raise tarfile.HeaderError(f"extended headers of {extended} bytes")
                 data = self._read_exact(info.size + _pad(info.size))[:info.size]
                 if info.type == tarfile.XHDTYPE:
-                    pax.update((k, v) for k, v in _parse_pax(data).items()
+                    records = _parse_pax(data)
+                    sparse = sorted(k for k in records if k.startswith("GNU.sparse."))
+                    if sparse:
+                        raise RefusedHeader(f"a GNU sparse member ({sparse[0]}): standard tar "
+                                            "would fill in holes that were not checked")
+                    pax.update((k, v) for k, v in records.items()
                                if k in ("path", "linkpath", "size"))
                 elif info.type == tarfile.GNUTYPE_LONGNAME:
                     long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
                 elif info.type == tarfile.GNUTYPE_LONGLINK:
                     long_link = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
                 continue
+            if info.type == tarfile.GNUTYPE_SPARSE:
+                raise RefusedHeader(f"{info.name!r} is a GNU sparse member: standard tar "
+                                    "would fill in holes that were not checked")
+            if (long_name is not None and "path" in pax) or \
+                    (long_link is not None and "linkpath" in pax):
+                raise RefusedHeader("a member named both by a GNU long name and a pax path")
             if long_name is not None:
                 info.name = long_name
             if long_link is not None:
@@ -387,6 +414,10 @@ class _TarReader:
         view = memoryview(self._buffer)
         while got := self._read_into(view):
             yield view[:got]
+
+
+class RefusedHeader(tarfile.HeaderError):
+    """A well-formed tar header that a bundle may not hold (see :meth:`_TarReader.next`)."""
 
 
 def _parse_pax(data: bytes) -> dict[str, str]:
@@ -530,11 +561,40 @@ def _mapped_errors(path: Path, where: Callable[[], Path | None]) -> Iterator[Non
     (the volume being read, for split bundles)."""
     try:
         yield
+    except RefusedHeader as exc:
+        current = where()
+        name = f"volume {current}" if current is not None and current != path else str(path)
+        raise IntegrityError(f"{name}: the archive holds {exc}",
+                             hint="this bundle was not written by paddle-bundle pack; "
+                                  "do not install it") from None
     except (zstandard.ZstdError, tarfile.TarError, EOFError) as exc:
         current = where()
         name = f"volume {current}" if current is not None and current != path else str(path)
         raise IntegrityError(f"{name}: bundle is corrupt or truncated ({exc})",
                              hint="copy the bundle again") from None
+
+
+def looks_like_bundle(path: Path) -> bool:
+    """True when ``path`` starts the way every bundle and every first volume does: a zstd
+    frame whose first tar member is ``manifest.json``. Reads a few KB; never raises.
+
+    How pack recognises a previous bundle it may replace, as opposed to a user's file.
+    """
+    try:
+        with open_regular(path) as fh:
+            decoder = zstandard.ZstdDecompressor().decompressobj()
+            out = b""
+            for _ in range(64):  # the first block of the frame: at most 128 KiB in
+                chunk = fh.read(BLOCK * 8)
+                if not chunk:
+                    break
+                out += decoder.decompress(chunk)
+                if len(out) >= BLOCK:
+                    break
+        info = tarfile.TarInfo.frombuf(out[:BLOCK], "utf-8", "surrogateescape")
+    except (OSError, BundleError, zstandard.ZstdError, tarfile.TarError, ValueError):
+        return False
+    return info.name == MANIFEST_ARCNAME and info.isreg()
 
 
 def describe_member_problem(member: Member, manifest: Manifest,

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,59 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with every character a terminal could act on written as an escape.
+
+    Everything printed that may hold a string from a bundle (manifest fields, member and
+    file names, messages naming them) goes through here: C0 and C1 controls and DEL (screen
+    clearing, cursor moves, title setting), bidirectional overrides and other invisible
+    format characters (text that reads differently than it is), line and paragraph
+    separators, and bytes of file names that are not UTF-8 become ``\\xNN``, ``\\uNNNN``
+    or ``\\UNNNNNNNN``. Ordinary text in any script, spaces included, is unchanged.
+    ``keep`` lists controls to let through (a diff's tabs and line ends).
+    """
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch in keep or unicodedata.category(ch) == "Zs":
+            out.append(ch)
+        elif "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def _echo(text: str = "", *, err: bool = False) -> None:
+    """Print one line, made :func:`printable`: every command prints through here."""
+    click.echo(printable(text), err=err)
+
+
+def _echo_json(data: Any) -> None:
+    """JSON with non-ASCII text kept readable, but anything :func:`printable` would escape
+    written as a JSON ``\\u`` escape: still the same JSON, harmless on a terminal."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if not text.isprintable():
+        text = "".join(ch if ch == "\n" or ch.isprintable() or unicodedata.category(ch) == "Zs"
+                       else _json_escape(ch) for ch in text)
+    click.echo(text)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def _err(message: str) -> None:
-    click.echo(f"{PROG}: error: {message}", err=True)
+    _echo(f"{PROG}: error: {message}", err=True)
 
 
 class Progress:
@@ -175,7 +227,7 @@ def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, thre
         result = do_pack(models, out, home=_resolve_home(home), options=options,
                          progress=bar.update, on_start=bar.start)
     if not quiet:
-        click.echo(_packed_summary(result))
+        _echo(_packed_summary(result))
     return EXIT_OK
 
 
@@ -193,7 +245,8 @@ class _DownloadBars:
             from tqdm import tqdm
 
             self.close()
-            self._bar = tqdm(total=event.size, desc=event.name.rsplit("/", 1)[-1], unit="B",
+            self._bar = tqdm(total=event.size, desc=printable(event.name.rsplit("/", 1)[-1]),
+                             unit="B",
                              unit_scale=True, unit_divisor=1024, leave=False, file=sys.stderr)
         elif event.kind == "bytes" and self._bar is not None:
             self._bar.update(event.amount)
@@ -238,7 +291,7 @@ def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | Non
     finally:
         downloads.close()
     if not quiet:
-        click.echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
+        _echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
                    f"downloaded, {len(result.cached)} already cached); "
                    f"{_packed_summary(result.pack)}")
     return EXIT_OK
@@ -246,7 +299,7 @@ def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | Non
 
 def _print_problems(problems: Sequence[str]) -> None:
     for problem in problems:
-        click.echo(f"  {problem}", err=True)
+        _echo(f"  {problem}", err=True)
 
 
 @cli.command()
@@ -274,11 +327,11 @@ def verify(bundle: Path, quick: bool, quiet: bool) -> int:
         sidecar = f"matches {report.sidecar.name}" if report.sidecar else "no .sha256 sidecar"
         parts = f"{len(files.parts)} volumes, " if files.split else ""
         if quick:
-            click.echo(f"{bundle}: OK, {parts}{sidecar} (quick: contents not decompressed)")
+            _echo(f"{bundle}: OK, {parts}{sidecar} (quick: contents not decompressed)")
         else:
             m = report.manifest
             assert m is not None
-            click.echo(f"{bundle}: OK, {parts}{len(m.models)} model(s), {len(m.files)} files, "
+            _echo(f"{bundle}: OK, {parts}{len(m.models)} model(s), {len(m.files)} files, "
                        f"{_human(m.total_size)}; {sidecar}")
     return EXIT_OK
 
@@ -292,34 +345,35 @@ def inspect(bundle: Path, as_json: bool) -> int:
 
     manifest, size = do_inspect(bundle)
     if as_json:
-        click.echo(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False))
+        _echo_json(manifest.to_dict())
         return EXIT_OK
     o = manifest.origin
-    click.echo(f"bundle:   {bundle} ({_human(size)})")
-    click.echo(f"created:  {o.created} by {o.user}@{o.host} with paddle-bundle "
+    _echo(f"bundle:   {bundle} ({_human(size)})")
+    _echo(f"created:  {o.created} by {o.user}@{o.host} with paddle-bundle "
                f"{o.tool_version}")
-    click.echo(f"software: paddlenlp {o.paddlenlp or '-'}, paddlepaddle {o.paddlepaddle or '-'},"
+    _echo(f"software: paddlenlp {o.paddlenlp or '-'}, paddlepaddle {o.paddlepaddle or '-'},"
                f" python {o.python or '-'}, {o.platform or '-'}")
     if o.command:
-        click.echo(f"command:  {' '.join(o.command)}")
+        _echo(f"command:  {' '.join(o.command)}")
     if o.endpoint:
-        click.echo(f"endpoint: {o.endpoint}")
+        _echo(f"endpoint: {o.endpoint}")
     for model in manifest.models:
         files = manifest.files_of(model)
         size_m = sum(f.size for f in files)
-        click.echo(f"\nmodel {model.id} [{model.kind}] -> {model.root} "
+        _echo()
+        _echo(f"model {model.id} [{model.kind}] -> {model.root} "
                    f"({len(files)} files, {_human(size_m)})")
         if model.absent_upstream:
-            click.echo(f"  absent upstream: {', '.join(model.absent_upstream)}")
+            _echo(f"  absent upstream: {', '.join(model.absent_upstream)}")
         for f in files:
             rel = f.path[len(model.root) + 1:]
             if f.is_symlink:
-                click.echo(f"  {'link':>10}  {'-> ' + str(f.target):<64}  {rel}")
+                _echo(f"  {'link':>10}  {'-> ' + str(f.target):<64}  {rel}")
             else:
                 note = (f"  (same content as {f.same_as}, stored once)" if f.same_as else
                         "  (not in the bundle: relies on the installed copy)" if f.from_base
                         else "")
-                click.echo(f"  {_human(f.size):>10}  {f.sha256}  {rel}{note}")
+                _echo(f"  {_human(f.size):>10}  {f.sha256}  {rel}{note}")
     return EXIT_OK
 
 
@@ -338,9 +392,10 @@ def install(bundle: Path, home: Path | None, force: bool, quiet: bool) -> int:
                             progress=bar.update, on_start=bar.start)
     for outcome in result.outcomes:
         status = "already installed" if outcome.status == "unchanged" else outcome.status
-        click.echo(f"{outcome.model.id}: {status} at {outcome.path}")
+        _echo(f"{outcome.model.id}: {status} at {outcome.path}")
         if not quiet:
-            click.echo(load_snippet(outcome.model, outcome.path))
+            for line in load_snippet(outcome.model, outcome.path).split("\n"):
+                _echo(line)  # its own line breaks; anything else in it is escaped
     return EXIT_OK
 
 
@@ -359,15 +414,15 @@ def list_(home: Path | None, as_json: bool) -> int:
              "bundle": r.bundle, "manifest_sha256": r.manifest_sha256,
              "installed_at": r.installed_at, "bundle_created": r.bundle_created,
              "files": [f.to_dict() for f in r.files]} for r in records]}
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        _echo_json(data)
         return EXIT_OK
     if not records:
-        click.echo(f"no models installed by paddle-bundle in {cache.home}")
+        _echo(f"no models installed by paddle-bundle in {cache.home}")
         return EXIT_OK
     for r in records:
-        click.echo(f"{r.model.id:<40} {'[' + r.model.kind + ']':<11} {_human(r.size):>10}  "
-                   f"from {r.bundle} "
-                   f"({r.installed_at})  {cache.model_path(r.model)}")
+        _echo(f"{r.model.id:<40} {'[' + r.model.kind + ']':<11} {_human(r.size):>10}  "
+              f"from {r.bundle} "
+              f"({r.installed_at})  {cache.model_path(r.model)}")
     return EXIT_OK
 
 
@@ -382,12 +437,12 @@ def check(models: tuple[str, ...], home: Path | None) -> int:
     drifted = [r for r in results if r.drift]
     for r in results:
         state = f"{len(r.drift)} problem(s)" if r.drift else "ok"
-        click.echo(f"{r.record.model.id}: {state}", err=bool(r.drift))
+        _echo(f"{r.record.model.id}: {state}", err=bool(r.drift))
         _print_problems(r.drift)
         for extra in r.extra:
-            click.echo(f"  note: {extra} was added after install", err=True)
+            _echo(f"  note: {extra} was added after install", err=True)
     if not results:
-        click.echo("no models installed by paddle-bundle to check")
+        _echo("no models installed by paddle-bundle to check")
     return EXIT_INTEGRITY if drifted else EXIT_OK
 
 
@@ -446,20 +501,20 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str) -> int:
         for finding in plan.result.findings:
             parse_errors += finding.kind == "parse-error"
             level = "warning" if finding.kind == "parse-error" else "note"
-            click.echo(f"{finding.location}: {level} [{finding.kind}]: {finding.message}",
-                       err=True)
+            _echo(f"{finding.location}: {level} [{finding.kind}]: {finding.message}", err=True)
         if not plan.changed:
             continue
         if mode == "diff":
-            click.echo(unified_diff(plan), nl=False)
+            # the user's own source, with model paths from bundles: tabs and line ends kept
+            click.echo(printable(unified_diff(plan), keep="\t\r\n"), nl=False)
         elif mode == "in-place":
             apply(plan)
     verb = {"diff": "would change", "check": "would change", "in-place": "changed"}[mode]
     ids = sum(len(p.result.changes) for p in changed)
-    click.echo(f"{len(changed)} of {len(plans)} file(s) {verb} ({ids} model id(s) -> full "
-               f"paths under {target}); {len(found)} installed model(s) known"
-               + (f"; {parse_errors} file(s) skipped: parse errors" if parse_errors else ""),
-               err=True)
+    _echo(f"{len(changed)} of {len(plans)} file(s) {verb} ({ids} model id(s) -> full "
+          f"paths under {target}); {len(found)} installed model(s) known"
+          + (f"; {parse_errors} file(s) skipped: parse errors" if parse_errors else ""),
+          err=True)
     if parse_errors or (mode == "check" and changed):
         return EXIT_ERROR
     return EXIT_OK
@@ -470,7 +525,7 @@ class _WarningHandler(logging.Handler):
     """The library logs; the CLI shows its warnings as one line each on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"{PROG}: warning: {record.getMessage()}", err=True)
+        _echo(f"{PROG}: warning: {record.getMessage()}", err=True)
 
 
 def _setup_logging() -> None:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from bundler.cache import LocalFile
 from bundler.errors import BundleError, ModelNotFoundError, NetworkError, UsageError
 from bundler.manifest import KIND_COMMUNITY, TASKFLOW_PREFIX, ModelEntry, parse_model_ids
-from bundler.pack import PackOptions, PackResult, write_bundle
+from bundler.pack import PackOptions, PackResult, check_output, write_bundle
 from bundler.paths import is_within, unsafe_reason
 
 #: PaddleNLP's default server, used in messages when the child could not say which it used.
@@ -359,10 +359,9 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
         raise UsageError("fetch takes model ids (org/name); Taskflow folders come with --task",
                          hint="e.g. paddle-bundle fetch uie-base --task information_extraction")
     out = Path(os.path.abspath(out))
-    if out.is_dir():
-        raise UsageError(f"{out} is a directory", hint="give the bundle's file name with -o")
-    if not out.parent.is_dir():
-        raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
+    # before any download: an -o that pack would refuse (see pack.check_output)
+    check_output(out, home=home, models=models,
+                 split=bool(options is not None and options.split_size))
     ids = [m.id for m in models]
     report = run_child(home, ids, task, on_download)
     endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
@@ -370,7 +369,7 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, ids, task)
     options = replace(options or PackOptions(), endpoint=endpoint)
-    result = write_bundle(entries, files, out, options=options,
+    result = write_bundle(entries, files, out, home=home, options=options,
                           progress=progress, on_start=on_start)
     home_rel = {os.path.abspath(u.path): u.how for u in report.files}
     downloaded = tuple(sorted(f.arcname for f in files

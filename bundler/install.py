@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bundler._io import fsync_dir, read_chunks
+from bundler._io import display_name, fsync_dir, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import (
     Cache,
@@ -471,8 +471,8 @@ def install(bundle: Path, *, home: Path, force: bool = False,
             with cache.locked():
                 plan = make_plan(cache, manifest)  # again: another install may have run
                 plan.refuse(cache, force)
-                _act(cache, reader, plan, force, bundle, files.base.name, manifest_sha256,
-                     on_start, files.size)
+                _act(cache, reader, plan, force, bundle, display_name(files.base.name),
+                     manifest_sha256, on_start, files.size)
     replaced, new = {m.root for m in plan.different}, {m.root for m in plan.new}
     outcomes = [ModelOutcome(m, cache.model_path(m),
                              REPLACED if m.root in replaced else

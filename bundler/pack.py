@@ -7,12 +7,14 @@ no ``out`` behind; then the ``.sha256`` sidecar is written the same way.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -22,11 +24,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bundler import __version__
-from bundler._io import atomic_output, sha256_file
-from bundler.archive import BundleWriter, Compression
-from bundler.cache import LocalFile, scan_model
+from bundler._io import atomic_output, open_regular, sha256_file
+from bundler.archive import BundleWriter, Compression, looks_like_bundle
+from bundler.cache import LocalFile, path_of, scan_model, top_dirs
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
 from bundler.manifest import (
+    MAX_PROBLEMS,
     PLACEHOLDER_SHA256,
     FileEntry,
     Manifest,
@@ -35,10 +38,18 @@ from bundler.manifest import (
     parse_model_ids,
     validate,
 )
-from bundler.paths import portability_problems
-from bundler.volumes import VolumeWriter, volume_path, write_sidecar
+from bundler.paths import portability_problems, unsafe_reason
+from bundler.volumes import (
+    OutputPlan,
+    VolumeWriter,
+    plan_output,
+    remove_abandoned_parts,
+    volume_path,
+    write_sidecar,
+)
 
 log = logging.getLogger(__name__)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 #: 9999-12-31T23:59:59Z: dates past it cannot be written in the manifest.
 LAST_DATE = 253402300799
 
@@ -128,18 +139,46 @@ def pack(model_ids: Sequence[str], out: Path, *, home: Path,
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
     models, files = plan(home, parse_model_ids(model_ids))
-    return write_bundle(models, files, out, options=options, progress=progress,
+    return write_bundle(models, files, out, home=home, options=options, progress=progress,
                         on_start=on_start)
 
 
+_TOP_NAMES = {"models": "the PaddleNLP home's models/ folder",
+              "taskflow": "the PaddleNLP home's taskflow/ folder",
+              "hf": "the Hugging Face hub cache", "aistudio": "the AI Studio hub cache"}
+
+
+def check_output(out: Path, *, home: Path, models: Sequence[ModelEntry],
+                 split: bool) -> OutputPlan:
+    """Refuse an ``out`` whose writing could destroy anything: inside the home's model
+    folders, the hub caches or a model being packed, or over a file that is not an earlier
+    bundle of that name (see :func:`bundler.volumes.plan_output`). Nothing is written here."""
+    out = Path(os.path.abspath(out))
+    if out.is_dir() and not out.is_symlink():
+        raise UsageError(f"{out} is a directory", hint="give the bundle's file name with -o")
+    tops = top_dirs(home)
+    protected = [(path_of(home, m.root, tops), f"the folder of model {m.id}, which is being "
+                  "packed") for m in models]
+    protected += [(folder, _TOP_NAMES.get(top, f"the cache folder of {top}/"))
+                  for top, folder in tops.items()]
+    return plan_output(out, split=split, protected=protected, is_bundle=looks_like_bundle)
+
+
 def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: Path, *,
-                 options: PackOptions = PackOptions(),
+                 home: Path, options: PackOptions = PackOptions(),
                  progress: Callable[[int], None] | None = None,
                  on_start: Callable[[int], None] | None = None) -> PackResult:
-    """Write exactly ``files`` (of ``models``) into the bundle ``out`` and its sidecar.
+    """Write exactly ``files`` (of ``models``, from ``home``) into the bundle ``out`` and
+    its sidecar.
 
     ``pack`` passes whole folders; ``fetch`` passes just the files PaddleNLP's loaders used.
+    ``out`` is checked first (:func:`check_output`); temporary files an earlier, killed pack
+    to ``out`` left behind are removed.
     """
+    out = Path(os.path.abspath(out))
+    target = check_output(out, home=home, models=models, split=bool(options.split_size))
+    for path, size in remove_abandoned_parts(out):
+        log.warning("removed %s (%.1f MB), left by an interrupted pack", path, size / 1e6)
     files = sorted(files, key=lambda f: f.arcname)
     models = [ModelEntry(m.id, m.kind, m.root, tuple(sorted(
         set(m.absent_upstream) | set(options.absent_upstream.get(m.id, ()))))) for m in models]
@@ -155,12 +194,6 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
     stored = [f for f in files if _stored(entries[f.arcname])]
     if on_start:
         on_start(sum(f.size for f in stored))
-    out = Path(os.path.abspath(out))
-    if out.is_dir():
-        raise UsageError(f"{out} is a directory", hint="give the bundle's file name with -o")
-    if not out.parent.is_dir():
-        raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
-
     warn_if_short_of_space(out.parent, sum(f.size for f in stored))
 
     hashes: dict[str, str] = {}
@@ -186,22 +219,24 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
         return manifest
 
     if options.split_size:
-        volumes = VolumeWriter(out, options.split_size)
+        volumes = VolumeWriter(out, options.split_size, target.replaceable)
         try:
             manifest = stream(volumes)  # type: ignore[arg-type]
             parts = volumes.commit()
         except BaseException:
             volumes.discard()
             raise
-        if out.is_file():  # a single-file bundle of the same name would shadow the volumes
-            out.unlink()
+        if out.name in target.replaceable:  # an earlier one-file bundle would shadow them
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
     else:
         with atomic_output(out) as fh:
             manifest = stream(fh)  # type: ignore[arg-type]
         parts = [out]
-        stale = 0
-        while volume_path(out, stale).is_file():
-            volume_path(out, stale).unlink()
+        stale = 0  # an earlier split bundle's volumes; any other file of such a name stays
+        while volume_path(out, stale).name in target.replaceable:
+            with contextlib.suppress(FileNotFoundError):
+                volume_path(out, stale).unlink()
             stale += 1
     digests = [(p.name, sha256_file(p)) for p in parts]
     sidecar = write_sidecar(out, digests)
@@ -256,18 +291,74 @@ def plan_entries(files: Sequence[LocalFile],
     return entries
 
 
+#: ``list --json`` of a home with tens of thousands of models stays far below this.
+MAX_STATE_BYTES = 256 * 1024 * 1024
+
+
 def load_installed_state(path: Path) -> dict[str, tuple[int, str]]:
-    """``paddle-bundle list --json`` from the target machine: path -> (size, sha256)."""
+    """``paddle-bundle list --json`` from the target machine: path -> (size, sha256).
+
+    Validated like a manifest: every problem is collected, and a malformed file is one
+    usage error naming it, never a crash half-way through.
+    """
+    hint = "on the offline machine run: paddle-bundle list --json > state.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {f["path"]: (int(f["size"]), str(f["sha256"]))
-                for model in data["models"] for f in model["files"] if f.get("type") == "file"}
+        with open_regular(path, UsageError) as fh:
+            data = fh.read(MAX_STATE_BYTES + 1)
     except FileNotFoundError:
         raise BundleError(f"state file {path} does not exist") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path} is not the output of 'paddle-bundle list --json' ({exc!r})",
-                         hint="on the offline machine run: paddle-bundle list --json > "
-                              "state.json") from None
+    except OSError as exc:
+        raise BundleError(f"state file {path} cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_STATE_BYTES:
+        raise UsageError(f"{path} is too large to be the output of 'paddle-bundle list --json'",
+                         hint=hint)
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise UsageError(f"{path} is not the output of 'paddle-bundle list --json' (not JSON: "
+                         f"{why})", hint=hint) from None
+    problems: list[str] = []
+    state = _parse_state(raw, problems)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UsageError(f"{path} is not the output of 'paddle-bundle list --json': "
+                         f"{problems[0]}{more}", hint=hint)
+    return state
+
+
+def _parse_state(raw: object, problems: list[str]) -> dict[str, tuple[int, str]]:
+    """The installed files of ``list --json`` output; what is wrong goes to ``problems``."""
+    state: dict[str, tuple[int, str]] = {}
+    models = raw.get("models") if isinstance(raw, dict) else None
+    if not isinstance(models, list):
+        problems.append("it must be an object with a 'models' list")
+        return state
+    for i, model in enumerate(models):
+        files = model.get("files") if isinstance(model, dict) else None
+        if not isinstance(files, list):
+            problems.append(f"models[{i}] must be an object with a 'files' list")
+            continue
+        for j, entry in enumerate(files):
+            if len(problems) >= MAX_PROBLEMS:
+                return state
+            where = f"models[{i}].files[{j}]"
+            if not isinstance(entry, dict) or entry.get("type") not in ("file", "symlink"):
+                problems.append(f"{where} must be an object of type 'file' or 'symlink'")
+                continue
+            arcname, size, sha256 = entry.get("path"), entry.get("size"), entry.get("sha256")
+            if not isinstance(arcname, str) or unsafe_reason(arcname):
+                reason = unsafe_reason(arcname) if isinstance(arcname, str) else "not a string"
+                problems.append(f"{where}.path: {reason}")
+            elif entry["type"] == "symlink":
+                continue
+            elif not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                problems.append(f"{where}.size must be a non-negative integer")
+            elif not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+                problems.append(f"{where}.sha256 must be 64 lowercase hex digits")
+            else:
+                state[arcname] = (size, sha256)
+    return state
 
 
 def check_portability(arcnames: Sequence[str], *, strict: bool) -> None:

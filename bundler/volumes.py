@@ -11,16 +11,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+import stat
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler._io import CHUNK, atomic_write_bytes, fsync_dir, sha256_file
-from bundler.errors import BundleNotFoundError, IntegrityError, UsageError
+from bundler._io import (
+    CHUNK,
+    abandoned,
+    atomic_write_bytes,
+    file_kind,
+    fsync_dir,
+    lock_part,
+    open_regular,
+    sha256_file,
+    temp_part,
+)
+from bundler.errors import BundleError, BundleNotFoundError, IntegrityError, UsageError
+
+log = logging.getLogger(__name__)
 
 FAT32_MAX = 4 * 1024**3 - 1
 MIN_SPLIT = 64 * 1024
@@ -52,13 +65,18 @@ class VolumeWriter(io.RawIOBase):
     """A seekable file that lands on disk as volumes of at most ``size`` bytes each.
 
     Writes go to temporary files beside the output; :meth:`commit` renames them into place
-    and removes any higher-numbered volumes left by an earlier bundle of the same name.
+    and removes any higher-numbered volumes left by an earlier bundle of the same name, if
+    ``replaceable`` names them (see :func:`plan_output`): nothing else is ever deleted.
+    The first volume's temporary file stays open and locked until then, the mark of a live
+    writer that keeps :func:`remove_abandoned_parts` away from this set.
     """
 
-    def __init__(self, out: Path, size: int) -> None:
+    def __init__(self, out: Path, size: int, replaceable: Container[str] = ()) -> None:
         super().__init__()
         self.out = out
         self.size = size
+        self._replaceable = replaceable
+        self._lock_fd: int | None = None
         self._pos = 0
         self._end = 0
         self._temps: list[str] = []  # temporary path of each volume so far
@@ -89,10 +107,12 @@ class VolumeWriter(io.RawIOBase):
             os.close(self._open.pop(other))
             self._offsets.pop(other, None)
         while len(self._temps) <= index:
-            name = volume_path(self.out, len(self._temps)).name
-            new_fd, tmp = tempfile.mkstemp(dir=self.out.parent, prefix=f".{name}.",
-                                           suffix=".part")
-            os.close(new_fd)
+            new_fd, tmp = temp_part(volume_path(self.out, len(self._temps)))
+            if self._lock_fd is None:
+                self._lock_fd = new_fd
+                lock_part(new_fd)
+            else:
+                os.close(new_fd)
             self._temps.append(tmp)
         fd = os.open(self._temps[index], os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         self._open[index] = fd
@@ -122,23 +142,27 @@ class VolumeWriter(io.RawIOBase):
                 os.close(self._open.pop(index))
 
     def commit(self) -> list[Path]:
-        """fsync and rename every volume into place; returns their paths in order."""
+        """fsync and rename every volume into place; returns their paths in order.
+
+        The first volume goes last, so its lock covers the whole set until the end.
+        """
         self._close_all()
-        paths = []
-        for index, tmp in enumerate(self._temps):
+        for tmp in self._temps:
             fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.chmod(tmp, 0o644 & ~_umask())
-            path = volume_path(self.out, index)
+        paths = [volume_path(self.out, index) for index in range(len(self._temps))]
+        for tmp, path in reversed(list(zip(self._temps, paths))):
             os.replace(tmp, path)
-            paths.append(path)
         self._temps = []
+        self._unlock()
         stale = len(paths)
-        while volume_path(self.out, stale).exists():
-            volume_path(self.out, stale).unlink()
+        while volume_path(self.out, stale).name in self._replaceable:
+            with contextlib.suppress(FileNotFoundError):
+                volume_path(self.out, stale).unlink()
             stale += 1
         fsync_dir(self.out.parent)
         return paths
@@ -149,6 +173,13 @@ class VolumeWriter(io.RawIOBase):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         self._temps = []
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def _umask() -> int:
@@ -167,25 +198,81 @@ class BundleFiles:
     expected: dict[str, str]  # file name -> sha256, from the sidecar (may be empty)
     sidecar: Path | None
     split: bool
+    #: Why the sidecar that is there cannot be used (not a regular file, unreadable, not in
+    #: ``sha256sum`` format): an integrity failure for whoever checks against it.
+    sidecar_problem: str | None = None
 
     @property
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.parts)
 
 
-def _read_sidecar(base: Path) -> tuple[Path | None, dict[str, str]]:
+#: A sidecar lists one line per volume; anything this large is not one.
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+#: ``sha256sum`` lines: ``HEX  NAME`` (``*NAME`` in binary mode), or ``--tag`` style; a
+#: leading backslash means NAME is escaped (``\\``, ``\n``, ``\r``), as coreutils writes
+#: names holding those characters.
+_GNU_LINE = re.compile(rb"(\\?)([0-9a-fA-F]{64}) [ *](.+)", re.DOTALL)
+_TAG_LINE = re.compile(rb"(\\?)SHA256 \((.+)\) = ([0-9a-fA-F]{64})", re.DOTALL)
+_ESCAPES = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r"}
+
+
+def parse_sidecar(data: bytes) -> dict[str, str]:
+    """``file name -> sha256`` from a ``sha256sum`` file; ``ValueError`` saying which line
+    is not one. Names are bytes on disk, decoded as Python decodes file names
+    (``surrogateescape``), so names that are not valid UTF-8 match the files."""
+    expected: dict[str, str] = {}
+    for number, line in enumerate(data.split(b"\n"), 1):
+        line = line.removesuffix(b"\r")
+        if not line.strip():
+            continue
+        gnu = _GNU_LINE.fullmatch(line)
+        tag = None if gnu else _TAG_LINE.fullmatch(line)
+        if gnu:
+            escaped, digest, raw = gnu.groups()
+        elif tag:
+            escaped, raw, digest = tag.groups()
+        else:
+            raise ValueError(f"line {number} is not a sha256sum line (SHA256, two spaces, "
+                             "file name)")
+        if escaped:
+            parts = re.split(rb"(\\.)", raw, flags=re.DOTALL)  # odd items: escapes
+            if any(b"\\" in p for p in parts[::2]) or any(p not in _ESCAPES
+                                                       for p in parts[1::2]):
+                raise ValueError(f"line {number} has a bad escape in its file name")
+            raw = b"".join(p if i % 2 == 0 else _ESCAPES[p] for i, p in enumerate(parts))
+        name = os.fsdecode(raw)
+        if expected.get(name, digest.decode().lower()) != digest.decode().lower():
+            raise ValueError(f"line {number} lists {name!r} a second time, with another "
+                             "sha256")
+        expected[name] = digest.decode().lower()
+    if not expected:
+        raise ValueError("it lists no file")
+    return expected
+
+
+def _read_sidecar(base: Path) -> tuple[Path | None, dict[str, str], str | None]:
+    """The sidecar of ``base``: ``(path, expected, problem)``. Absent: ``(None, {}, None)``.
+
+    One that is there but cannot be used is never taken as absent: that would let a
+    damaged or hostile ``.sha256`` switch the check off.
+    """
     path = sidecar_path(base)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None, {}
-    expected: dict[str, str] = {}
-    for line in text.splitlines():
-        digest, _, name = line.strip().partition(" ")
-        name = name.strip().lstrip("*")
-        if digest and name:
-            expected[name] = digest.lower()
-    return path, expected
+        with open_regular(path, IntegrityError) as fh:
+            data = fh.read(MAX_SIDECAR_BYTES + 1)
+    except FileNotFoundError:
+        return None, {}, None
+    except IntegrityError as exc:
+        return path, {}, exc.message
+    except OSError as exc:
+        return path, {}, f"{path} cannot be read ({exc.strerror or exc})"
+    if len(data) > MAX_SIDECAR_BYTES:
+        return path, {}, f"{path} is larger than any sha256sum file of a bundle"
+    try:
+        return path, parse_sidecar(data), None
+    except ValueError as exc:
+        return path, {}, f"{path} is not a sha256sum file: {exc}"
 
 
 def locate(path: Path) -> BundleFiles:
@@ -195,18 +282,20 @@ def locate(path: Path) -> BundleFiles:
     every volume the sidecar lists present, and all but the last of the same size.
     """
     path = Path(path)
+    _refuse_non_regular(path, "bundle")
     match = _VOLUME.match(path.name)
     if match and not volume_path(path.with_name(match.group("base")), 0).is_file() \
             and path.is_file():
         match = None  # a one-file bundle whose name ends in digits, like rel.20240101
     base = path.with_name(match.group("base")) if match else path
     if not match and base.is_file():
-        sidecar, expected = _read_sidecar(base)
+        sidecar, expected, problem = _read_sidecar(base)
         if base.name not in expected and len(expected) == 1:
             # a bundle renamed together with its one-line sidecar
             expected = {base.name: next(iter(expected.values()))}
-        return BundleFiles(base, (base,), expected, sidecar, split=False)
-    sidecar, expected = _read_sidecar(base)
+        return BundleFiles(base, (base,), expected, sidecar, split=False,
+                           sidecar_problem=problem)
+    sidecar, expected, problem = _read_sidecar(base)
     listed = sorted((n for n in expected if _volume_of(n, base.name) is not None),
                     key=lambda n: _volume_of(n, base.name) or 0)
     on_disk = sorted((p.name for p in base.parent.glob(f"{glob_escape(base.name)}.[0-9]*")
@@ -223,6 +312,7 @@ def locate(path: Path) -> BundleFiles:
                                  hint="copy every volume of the bundle")
     parts = tuple(base.parent / n for n in names)
     for part in parts:
+        _refuse_non_regular(part, "volume")
         if not part.is_file():
             raise IntegrityError(f"volume {part} is missing",
                                  hint="copy every volume of the bundle")
@@ -239,7 +329,25 @@ def locate(path: Path) -> BundleFiles:
     if sizes[-1] > sizes[0] or sizes[-1] == 0:
         raise IntegrityError(f"volume {parts[-1]} has the wrong size ({sizes[-1]} bytes)",
                              hint="copy that volume again")
-    return BundleFiles(base, parts, expected, sidecar, split=True)
+    return BundleFiles(base, parts, expected, sidecar, split=True, sidecar_problem=problem)
+
+
+def _refuse_non_regular(path: Path, what: str) -> None:
+    """A directory or a FIFO where a bundle file is expected is named as what it is (a FIFO
+    would otherwise block the reader forever)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return  # missing: the caller says so, naming what is missing
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        inside = sorted(p.name[:-len(".sha256")] for p in path.glob("*.sha256"))[:3]
+        raise BundleError(f"{path} is a directory, not a {what} file",
+                          hint=(f"give the bundle file inside it, e.g. {path / inside[0]}"
+                                if inside else "give the path of the bundle file that pack wrote"))
+    raise BundleError(f"{path} is a {file_kind(st.st_mode)}, not a {what} file",
+                      hint="give the path of the bundle file itself")
 
 
 def _volume_of(name: str, base: str) -> int | None:
@@ -272,6 +380,9 @@ class ChainReader(io.RawIOBase):
         self._fh: BinaryIO | None = None
         self._digest = hashlib.sha256()
         self.digests: dict[str, str] = {}
+        if check and files.sidecar_problem is not None:
+            raise IntegrityError(files.sidecar_problem,
+                                 hint="copy the .sha256 file written with the bundle again")
         self._next()
 
     @property
@@ -292,7 +403,7 @@ class ChainReader(io.RawIOBase):
         self._index += 1
         if self._index >= len(self.files.parts):
             return False
-        self._fh = open(self.files.parts[self._index], "rb")  # noqa: SIM115
+        self._fh = open_regular(self.files.parts[self._index])
         self._digest = hashlib.sha256()
         return True
 
@@ -342,6 +453,8 @@ def quick_verify(files: BundleFiles, progress: Callable[[int], None] | None = No
     """Compare every part with the sidecar, at disk speed, without decompressing."""
     if files.sidecar is None:
         return [f"{sidecar_path(files.base)} is missing: nothing to compare the bundle with"]
+    if files.sidecar_problem is not None:
+        return [files.sidecar_problem]
     problems = []
     for part in files.parts:
         want = files.expected.get(part.name)
@@ -356,7 +469,165 @@ def quick_verify(files: BundleFiles, progress: Callable[[int], None] | None = No
     return problems
 
 
+def sidecar_line(name: str, sha256: str) -> bytes:
+    """One ``sha256sum`` line, as coreutils writes it: the name's own bytes (not valid UTF-8
+    is fine), and the escaped form for names holding a backslash or line break."""
+    raw = os.fsencode(name)
+    if any(ch in raw for ch in (b"\\", b"\n", b"\r")):
+        raw = raw.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + sha256.encode() + b"  " + raw + b"\n"
+    return sha256.encode() + b"  " + raw + b"\n"
+
+
 def write_sidecar(base: Path, digests: Sequence[tuple[str, str]]) -> Path:
     path = sidecar_path(base)
-    atomic_write_bytes(path, "".join(f"{d}  {n}\n" for n, d in digests).encode())
+    atomic_write_bytes(path, b"".join(sidecar_line(n, d) for n, d in digests))
     return path
+
+
+# -- where a new bundle may go --------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where a bundle is about to be written, checked before anything is.
+
+    ``replaceable`` names the files beside ``out`` that belong to a previous bundle of the
+    same name (its file or volumes, and its sidecar): the only ones a pack may overwrite or
+    delete. Anything else already there is refused up front, or, when the new bundle does
+    not need the name, left alone.
+    """
+
+    out: Path
+    replaceable: frozenset[str]
+
+
+def output_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a bundle's file name, or ``None``.
+
+    A line break would split the sidecar's line (``sha256sum -c`` reads it as two); other
+    control characters make the name unprintable in every message about it.
+    """
+    bad = sorted({ch for ch in name if ord(ch) < 0x20 or ord(ch) == 0x7F})
+    if bad:
+        return (f"bundle name {name!r} holds a control character ({bad[0]!r}): "
+                "it would break the .sha256 line 'sha256sum -c' reads")
+    return None
+
+
+def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]],
+                is_bundle: Callable[[Path], bool]) -> OutputPlan:
+    """Check that a bundle may be written at ``out`` (``split``: as volumes), destroying
+    nothing the user did not make with paddle-bundle for that name.
+
+    ``protected`` lists folders (with what they are, for the message) a bundle must not be
+    written into: the models being packed and the home's model folders, so ``-o`` can never
+    replace a model file or end up inside the next pack of that model. ``is_bundle`` tells
+    whether a file starts the way a bundle does (``archive.looks_like_bundle``).
+    """
+    out = Path(os.path.abspath(out))
+    problem = output_name_problem(out.name)
+    if problem:
+        raise UsageError(problem, hint="choose a plain file name with -o")
+    if not out.parent.is_dir():
+        raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
+    real = Path(os.path.realpath(out.parent)) / out.name
+    for folder, what in protected:
+        inside = Path(os.path.realpath(folder))
+        if real == inside or inside in real.parents:
+            raise UsageError(f"{out} is inside {folder}, {what}: refusing to write a bundle "
+                             "there (it would replace or join the model's files)",
+                             hint="write the bundle outside the PaddleNLP home's models/ and "
+                                  "taskflow/ folders, e.g. -o ~/bundle.tar.zst")
+
+    sidecar = sidecar_path(out)
+    listed: set[str] = set()
+    if _existing(sidecar, "the sidecar of " + out.name) is not None:
+        _, expected, problem = _read_sidecar(out)
+        if problem is not None:
+            raise UsageError(f"{problem}: refusing to overwrite it with the sidecar of "
+                             f"{out.name}", hint="move it away, or choose another -o")
+        listed = set(expected)
+    replaceable = {sidecar.name}
+
+    def refuse(path: Path, why: str) -> UsageError:
+        return UsageError(f"{path} exists and {why}: refusing to overwrite or delete it",
+                          hint="move it away, or choose another -o")
+
+    if _existing(out, out.name) is not None:
+        if not is_bundle(out):
+            raise refuse(out, "is not a paddle-bundle bundle")
+        replaceable.add(out.name)
+    head = volume_path(out, 0)
+    head_is_bundle = _is_regular(head) and is_bundle(head)
+    for name in sorted(n for n in os.listdir(out.parent) if _volume_of(n, out.name) is not None):
+        path = out.parent / name
+        if head_is_bundle and (name == head.name or name in listed) and _is_regular(path):
+            replaceable.add(name)
+        elif split:
+            _existing(path, name)
+            raise refuse(path, f"is not a volume of an earlier bundle {out.name} "
+                               f"(not listed in its {sidecar.name})")
+        # else: a single-file bundle does not need that name; it is left alone
+    return OutputPlan(out, frozenset(replaceable))
+
+
+def _owned_regular(path: Path, owners: Container[int]) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid in owners
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _existing(path: Path, what: str) -> os.stat_result | None:
+    """``lstat`` of an output name that may be replaced; refuses anything but a regular file
+    there (a symbolic link would be replaced, not followed; a FIFO or folder is not ours)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path} is a {file_kind(st.st_mode)}: refusing to replace it "
+                         f"with {what}",
+                         hint="give the real path of the file to write, or another -o")
+    return st
+
+
+#: Temporary files of pack: the bundle, its volumes and its sidecar (see ``_io.temp_part``).
+def _part_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(r"\." + re.escape(name) + r"(?:\.\d{3,}|\.sha256)?\.[a-z0-9_]{8}\.part")
+
+
+def remove_abandoned_parts(out: Path) -> list[tuple[Path, int]]:
+    """Remove the temporary files a killed pack to ``out`` left behind; returns what was
+    removed, with sizes.
+
+    Only regular files named as pack names them for exactly this output, owned by this user
+    (or by the folder's owner: on a FAT stick every file has the mount's owner), and held by
+    no live process (see ``_io.abandoned``) are touched; if any of them is still being
+    written, another pack to the same name is running and nothing is removed.
+    """
+    pattern = _part_pattern(out.name)
+    try:
+        owners = {os.geteuid(), out.parent.stat().st_uid}
+        names = sorted(n for n in os.listdir(out.parent) if pattern.fullmatch(n))
+    except OSError:
+        return []
+    paths = [out.parent / n for n in names if _owned_regular(out.parent / n, owners)]
+    if not all(abandoned(p, owners) for p in paths):
+        log.warning("another pack to %s seems to be running: its temporary files are left "
+                    "alone", out)
+        return []
+    removed = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            size = path.lstat().st_size
+            path.unlink()
+            removed.append((path, size))
+    return removed
