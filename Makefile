@@ -13,7 +13,7 @@ COMPAT_PINS := paddlepaddle==3.3.1 paddlenlp==2.8.1 'huggingface_hub<0.26' 'aist
 	'datasets<3' 'pyarrow<17' 'numpy<2'
 
 .PHONY: setup setup-compat test test-compat test-fast demo bench bench-core bench-fetch \
-	bench-offline bench-scale lint clean
+	bench-offline bench-rewrite bench-scale lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,7 +46,7 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 # Every benchmark, each against a baseline measured in the same run (docs/performance.md).
-bench: bench-core bench-fetch bench-offline bench-scale
+bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale
 
 # pack/install against tar | zstd + sha256sum; split volumes against one file; peak RSS.
 bench-core: setup
@@ -59,6 +59,11 @@ bench-fetch: setup
 # Offline mode: import cost of bundler.offline, by-name load offline vs online (docs/offline.md).
 bench-offline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_offline.py
+
+# rewrite --diff/--check over a tree of 2,565 files (copies of paddlenlp's own sources) against
+# the unfiltered single-process rewrite, results compared (docs/performance.md, Rewrite).
+bench-rewrite: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_rewrite.py
 
 # install and inspect against the number of models (1k..8k): time per model stays flat.
 bench-scale: setup

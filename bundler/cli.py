@@ -479,14 +479,16 @@ def run(home: Path | None, command: tuple[str, ...]) -> int:
                    "'import bundler.offline'.")
 @click.option("--check", "mode", flag_value="check",
               help="Exit 1 when anything would change (for CI); write nothing.")
-def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str) -> int:
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes reading the files (default: one per core).")
+def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str, jobs: int | None) -> int:
     """Rewrite installed model ids in from_pretrained(...) calls to full paths.
 
     PATH is a .py file, a notebook (.ipynb) or a folder of them. Comments and formatting are
     kept; computed ids and Taskflow calls (which cannot take a path) are reported.
     """
     from bundler.cache import default_home, installed_hub_models, installed_models
-    from bundler.rewrite import apply, plan_rewrites, unified_diff
+    from bundler.rewrite import apply, default_jobs, plan_rewrites, unified_diff
 
     target = home if home is not None else default_home()
     lookup = target if target.is_dir() else default_home()
@@ -494,7 +496,8 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str) -> int:
     base = Path(os.path.abspath(os.path.expanduser(target))) / "models"
     installed = {model_id: str(base / model_id) for model_id in found}
     installed.update({ref: str(path) for ref, path in installed_hub_models(lookup).items()})
-    plans = plan_rewrites(paths, installed, add_offline_import=(mode == "in-place"))
+    plans = plan_rewrites(paths, installed, add_offline_import=(mode == "in-place"),
+                          jobs=jobs if jobs is not None else default_jobs())
     changed = [p for p in plans if p.changed]
     parse_errors = 0
     for plan in plans:
