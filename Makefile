@@ -13,7 +13,7 @@ COMPAT_PINS := paddlepaddle==3.3.1 paddlenlp==2.8.1 'huggingface_hub<0.26' 'aist
 	'datasets<3' 'pyarrow<17' 'numpy<2'
 
 .PHONY: setup setup-compat test test-compat test-fast demo bench bench-core bench-fetch \
-	bench-offline bench-rewrite lint clean
+	bench-offline bench-rewrite bench-scale lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,9 +33,9 @@ setup-compat: $(COMPAT_STAMP)
 test: setup
 	$(BIN)/python -m pytest -m "not compat"
 
-# Everything but the tests that import Paddle (seconds instead of minutes).
+# Everything but the tests that import Paddle or sweep faults (seconds instead of minutes).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not paddle and not compat"
+	$(BIN)/python -m pytest -m "not paddle and not compat and not slow"
 
 # Offline mode on paddlenlp 2.8.1: pytest runs in .venv and drives .venv-pnlp28's Python.
 # PADDLE_BUNDLE_COMPAT_REQUIRED=1: a missing environment or unshare fails instead of skipping.
@@ -46,7 +46,7 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 # Every benchmark, each against a baseline measured in the same run (docs/performance.md).
-bench: bench-core bench-fetch bench-offline bench-rewrite
+bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale
 
 # pack/install against tar | zstd + sha256sum; split volumes against one file; peak RSS.
 bench-core: setup
@@ -64,6 +64,10 @@ bench-offline: setup
 # the unfiltered single-process rewrite, results compared (docs/performance.md, Rewrite).
 bench-rewrite: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_rewrite.py
+
+# install and inspect against the number of models (1k..8k): time per model stays flat.
+bench-scale: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_scale.py
 
 lint: setup
 	$(BIN)/ruff check bundler tests tools bench

@@ -271,6 +271,19 @@ class OfflineResolver:
 
         return Path(str(cache_dir) if cache_dir else self.model_home()) / model_id
 
+    def _recover(self, folder: Path) -> bool:
+        """Finish an install killed in the home that holds ``folder`` (it may have moved the
+        model aside for a moment); True when there was such a home to look at."""
+        from pathlib import Path
+
+        from bundler.cache import STATE_DIRNAME, Cache
+
+        for home in Path(os.path.abspath(folder)).parents:
+            if (home / STATE_DIRNAME).is_dir():
+                Cache(home).recover()
+                return True
+        return False
+
     # -- rule 1 --------------------------------------------------------------------------
     def require_installed(self, model_id: str, cache_dir: Any = None) -> None:
         """Raise unless ``<cache>/<model_id>`` is a folder: the model is not installed."""
@@ -279,7 +292,7 @@ class OfflineResolver:
                 f"offline mode cannot download {model_id}",
                 hint="download the file on a machine with internet and pass its local path")
         folder = self.model_folder(model_id, cache_dir)
-        if folder.is_dir():
+        if folder.is_dir() or (self._recover(folder) and folder.is_dir()):
             return
         hub = next((kind for kind in _HUB_FLAGS if _hub_folder(kind, model_id).is_dir()), None)
         if hub is not None:
@@ -829,6 +842,10 @@ def run_offline(command: Sequence[str], home: Path | None = None) -> int:
     if home is not None and not Path(home).expanduser().is_dir():
         raise UsageError(f"--home {home} is not a directory",
                          hint="give the home the models were installed into")
+    from bundler.cache import Cache, default_home
+
+    # an install killed mid-swap is finished before the command looks at a model
+    Cache(Path(home) if home is not None else default_home()).recover()
     if hook_path() is None:
         raise BundleError(
             f"the offline start-up hook {PTH_NAME} is not installed beside this Python's "

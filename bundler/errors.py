@@ -71,6 +71,17 @@ class InsufficientSpaceError(BundleError, OSError):
     """The target file system cannot hold what would be written."""
 
 
+class PartialInstallError(BundleError, OSError):
+    """Some models of a bundle were installed (each whole, with its record) before another
+    could not be put in place. ``installed`` and ``missing`` name them by id."""
+
+    def __init__(self, message: str, *, installed: tuple[str, ...], missing: tuple[str, ...],
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.installed = installed
+        self.missing = missing
+
+
 class LockedError(BundleError, BlockingIOError):
     """Another paddle-bundle process is installing into the same home."""
 

@@ -17,7 +17,6 @@ from typing import Any
 from bundler.errors import ManifestError, UsageError
 from bundler.paths import (
     ALLOWED_TOPS,
-    is_within,
     resolve_within,
     symlink_escape_reason,
     unsafe_reason,
@@ -210,13 +209,39 @@ class Manifest:
         return self._by_path.get(path)
 
     def model_of(self, path: str) -> ModelEntry | None:
-        for model in self.models:
-            if is_within(path, model.root):
-                return model
-        return None
+        """The model whose folder holds ``path`` (or is it): one dict look-up per parent."""
+        by_root = self._models_by_root()
+        model = by_root.get(path)
+        if model is not None:
+            return model
+        return next((by_root[p] for p in _parents(path) if p in by_root), None)
 
     def files_of(self, model: ModelEntry) -> tuple[FileEntry, ...]:
-        return tuple(f for f in self.files if is_within(f.path, model.root))
+        """The files below ``model.root``, in manifest order. Grouped once for all models,
+        so asking for each model of a bundle stays linear in its size."""
+        return self._files_by_root().get(model.root, ())
+
+    def _models_by_root(self) -> Mapping[str, ModelEntry]:
+        cached: Mapping[str, ModelEntry] | None = self.__dict__.get("_models_cache")
+        if cached is None:
+            cached = {m.root: m for m in self.models}
+            object.__setattr__(self, "_models_cache", cached)
+        return cached
+
+    def _files_by_root(self) -> Mapping[str, tuple[FileEntry, ...]]:
+        cached: Mapping[str, tuple[FileEntry, ...]] | None = self.__dict__.get("_files_cache")
+        if cached is None:
+            roots = self._models_by_root()
+            grouped: dict[str, list[FileEntry]] = {}
+            for entry in self.files:
+                # every enclosing root, not only the innermost: nested roots are invalid
+                # but a caller may still ask before validation
+                for root in (*_parents(entry.path), entry.path):
+                    if root in roots:
+                        grouped.setdefault(root, []).append(entry)
+            cached = {root: tuple(files) for root, files in grouped.items()}
+            object.__setattr__(self, "_files_cache", cached)
+        return cached
 
     @property
     def total_size(self) -> int:

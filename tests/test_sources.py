@@ -378,7 +378,7 @@ def test_space_is_checked_on_the_hub_caches_file_system(
     monkeypatch.setattr(bundler.install.shutil, "disk_usage", usage)
     assert _main(["install", str(out), "--home", str(target["home"])]) == 1
     err = capsys.readouterr().err
-    assert f"not enough space in {hub_parent}" in err
+    assert f"not enough space on the file system of {hub_parent}" in err
     assert not target["hf"].exists()
 
 
