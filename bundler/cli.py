@@ -96,7 +96,7 @@ def cli() -> None:
     """Carry PaddleNLP models across an air gap.
 
     \b
-    Online:   paddle-bundle fetch Salesforce/codegen-350M-mono -o bundle.tar.zst
+    Online:   paddle-bundle fetch -o bundle.tar.zst -- python app.py
     Offline:  paddle-bundle verify bundle.tar.zst && paddle-bundle install bundle.tar.zst
               paddle-bundle run -- python app.py   (load by name, no network)
 
@@ -204,40 +204,86 @@ class _DownloadBars:
             self._bar = None
 
 
-@cli.command()
-@click.argument("models", nargs=-1, required=True)
+class _FetchCommand(click.Command):
+    """``fetch``: what follows ``--`` is the user's command, kept apart from MODELS."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["paddle_bundle.command"] = tuple(args[cut + 1:])
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_FetchCommand)
+@click.argument("models", nargs=-1)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
 @_home_option
 @click.option("--task", default=None, metavar="TASK",
               help="Load through Taskflow(TASK, model=MODEL) instead of from_pretrained.")
+@click.option("--prove/--no-prove", default=True, show_default=True,
+              help="Before writing the bundle, install it into a scratch home and run the "
+                   "same command (or loads) offline with no network; write it only if that "
+                   "succeeds.")
+@click.option("--mirror", default=None, metavar="URL",
+              help="A mirror of PaddleNLP's bucket (bj.bcebos.com/paddlenlp) for community, "
+                   "built-in and Taskflow downloads [env: PADDLE_BUNDLE_FETCH_MIRROR].")
 @_output_options
 @_quiet_option
-def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | None, level: int,
-          threads: int, split_size: str | None, fat32: bool, state: Path | None,
-          portable: bool, quiet: bool) -> int:
-    """Download MODELS with PaddleNLP into HOME, then pack exactly the files it used.
+@click.pass_context
+def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | None,
+          task: str | None, prove: bool, mirror: str | None, level: int, threads: int,
+          split_size: str | None, fat32: bool, state: Path | None, portable: bool,
+          quiet: bool) -> int:
+    """Bundle what PaddleNLP obtains for a program, or for MODELS, into one bundle.
 
-    PaddleNLP's own loaders resolve each MODEL by name (config, tokenizer, weights,
-    generation config; with --task, Taskflow(TASK, model=MODEL)) from $PPNLP_ENDPOINT into
-    the normal cache. The bundle holds the cache files they used and records which optional
-    files the server does not have. Needs paddlenlp; weights are never loaded into memory.
+    \b
+    paddle-bundle fetch -o app.tar.zst -- python app.py      (your program, unchanged)
+    paddle-bundle fetch Salesforce/codegen-350M-mono -o codegen.tar.zst
+
+    With a command after --, runs it with a recorder in every Python it starts and bundles
+    every file PaddleNLP obtained for it (downloads and cache hits, community ids, built-in
+    names, Taskflow's files); its output and exit code pass through, and a command that fails
+    writes no bundle. With MODELS, PaddleNLP's own loaders resolve each by name (with --task,
+    Taskflow(TASK, model=MODEL)). Either way, by default the bundle is written only after the
+    same command (or loads) ran offline from a scratch install of it. Needs paddlenlp.
     """
     from bundler.fetch import fetch as do_fetch
+    from bundler.fetch import fetch_command
 
-    command = (PROG, "fetch", *models, *(("--task", task) if task else ()))
-    options = _pack_options(command, level, threads, split_size, fat32, state, portable)
+    command: tuple[str, ...] = ctx.meta.get("paddle_bundle.command", ())
+    if "paddle_bundle.command" in ctx.meta and not command:
+        raise click.UsageError("no command after --: paddle-bundle fetch -o OUT -- python "
+                               "app.py")
+    if command and (models or task):
+        raise click.UsageError("give MODELS (and --task) or a command after --, not both")
+    if not command and not models:
+        raise click.UsageError("give MODELS, or a command after --: paddle-bundle fetch -o "
+                               "OUT -- python app.py")
+    if command:
+        tool = (PROG, "fetch", *(("--mirror", mirror) if mirror else ()), "--", *command)
+    else:
+        tool = (PROG, "fetch", *models, *(("--task", task) if task else ()))
+    options = _pack_options(tool, level, threads, split_size, fat32, state, portable)
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:
-            result = do_fetch(models, out, home=_resolve_home(home), task=task,
-                              options=options, progress=bar.update, on_start=bar.start,
-                              on_download=downloads.event)
+            if command:
+                result = fetch_command(command, out, home=_resolve_home(home), options=options,
+                                       prove=prove, mirror=mirror, progress=bar.update,
+                                       on_start=bar.start)
+            else:
+                result = do_fetch(models, out, home=_resolve_home(home), task=task,
+                                  options=options, progress=bar.update, on_start=bar.start,
+                                  on_download=downloads.event, prove=prove, mirror=mirror)
     finally:
         downloads.close()
     if not quiet:
+        proven = (f"proven offline ({result.proof.isolation}); " if result.proof else
+                  "not proven (--no-prove); ")
         click.echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
-                   f"downloaded, {len(result.cached)} already cached); "
+                   f"downloaded, {len(result.cached)} already cached); {proven}"
                    f"{_packed_summary(result.pack)}")
     return EXIT_OK
 
@@ -302,6 +348,11 @@ def inspect(bundle: Path, as_json: bool) -> int:
         click.echo(f"command:  {' '.join(o.command)}")
     if o.endpoint:
         click.echo(f"endpoint: {o.endpoint}")
+    if o.proof is not None:
+        p = o.proof
+        click.echo(f"proven:   {' '.join(p.command)} ran offline from a scratch install "
+                   f"({p.isolation}; paddle-bundle {p.tool_version}, paddlenlp "
+                   f"{p.paddlenlp or '-'}, paddlepaddle {p.paddlepaddle or '-'})")
     for model in manifest.models:
         files = manifest.files_of(model)
         size_m = sum(f.size for f in files)
