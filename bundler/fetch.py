@@ -466,12 +466,14 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
     mirror = mirror_setting(mirror)
     with tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
         code, raw = session.capture(command, home, Path(tmp), mirror)
-    if code != 0:
-        raise CommandFailedError(code, f"{' '.join(command)} exited with code {code}: no "
-                                       "bundle was written",
-                                 hint="fix the command so it succeeds online first")
     report = parse_report(raw)
     endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
+    if code != 0:
+        # A download PaddleNLP failed at is the likely reason: name it (and its URL).
+        why = f" ({error_for(report, endpoint).message})" if report.error else ""
+        raise CommandFailedError(code, f"{' '.join(command)} exited with code {code}{why}: "
+                                       "no bundle was written",
+                                 hint="fix the command so it succeeds online first")
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, [], command=True)
