@@ -278,7 +278,8 @@ def run_offline_by_name(bundle: Path, cwd: Path, command: list[str],
     rc, _, err = run_cli("install", bundle, "--home", home, "-q")
     assert rc == 0, err
     env = {**os.environ, "PPNLP_HOME": str(home), "PADDLE_BUNDLE_OFFLINE": "1",
-           "AUDIT_DIR": str(audit), "PYTHONPATH": f"{work / 'auditsite'}{os.pathsep}{ROOT}"}
+           "AUDIT_DIR": str(audit), "PYTHONPATH": f"{work / 'auditsite'}{os.pathsep}{ROOT}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PPNLP_ENDPOINT", None)
     proc = subprocess.run(["unshare", "-n", "--", *command], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=600)

@@ -4,10 +4,10 @@ Nothing here imports Paddle. The command runs as the user typed it, in the curre
 with its output and exit code passing through; only its environment changes:
 
 * ``PADDLE_BUNDLE_CAPTURE=<folder>``: each recording process writes ``<folder>/<pid>.json``;
-* ``PYTHONPATH=<hook folder>:<paddle-bundle's source>:...``: the hook folder holds a
-  ``sitecustomize.py`` that every Python imports at start-up (unless started with ``-S``,
-  ``-I`` or ``-E``); paddle-bundle itself comes from the second entry, so a Python without
-  paddle-bundle installed is recorded too;
+* ``PYTHONPATH=<hook folder>:...``: the hook folder holds a ``sitecustomize.py`` that every
+  Python imports at start-up (unless started with ``-S``, ``-I`` or ``-E``) and a link to the
+  ``bundler`` package (only that package, not the site-packages around it), so a Python
+  without paddle-bundle installed is recorded too;
 * ``PPNLP_HOME=<home>``; with a mirror, ``PPNLP_ENDPOINT=<mirror>`` and
   ``PADDLE_BUNDLE_FETCH_MIRROR=<mirror>``; never ``PADDLE_BUNDLE_OFFLINE``;
 * the running paddle-bundle's virtual environment first on ``PATH``, as ``paddle-bundle run``
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -66,24 +67,26 @@ _PADDLE_BUNDLE_SWITCHES = (ENV_CAPTURE, ENV_MIRROR, "PADDLE_BUNDLE_OFFLINE",
 
 
 def write_hook(folder: Path) -> Path:
-    """Write the start-up hook into ``folder`` (created) and return the folder."""
+    """Write the start-up hook into ``folder`` (created), with the ``bundler`` package beside
+    it (a symbolic link, or a copy where links cannot be made); return the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(HOOK_SOURCE, encoding="utf-8")
+    package = Path(__file__).resolve().parent.parent
+    try:
+        (folder / "bundler").symlink_to(package, target_is_directory=True)
+    except OSError:
+        shutil.copytree(package, folder / "bundler",
+                        ignore=shutil.ignore_patterns("__pycache__"))
     return folder
-
-
-def source_root() -> str:
-    """The folder holding the ``bundler`` package (importable even when not installed)."""
-    return str(Path(__file__).resolve().parent.parent.parent)
 
 
 def base_environment(hook_folder: Path, base: Mapping[str, str] | None = None
                      ) -> dict[str, str]:
     """``base`` (default: this process's environment) without paddle-bundle's switches, with
-    the hook and paddle-bundle first on ``PYTHONPATH`` and this venv first on ``PATH``."""
+    the hook folder first on ``PYTHONPATH`` and this venv first on ``PATH``."""
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if k not in _PADDLE_BUNDLE_SWITCHES}
-    entries = [str(hook_folder), source_root(), env.get("PYTHONPATH", "")]
+    entries = [str(hook_folder), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(e for e in entries if e)
     if sys.prefix != sys.base_prefix:
         bin_dir = os.path.dirname(sys.executable)
