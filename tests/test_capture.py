@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,14 @@ from typing import Any
 import pytest
 
 from bundler.capture import session
-from bundler.capture.recorder import mirrored
+from bundler.capture.recorder import (
+    Recorder,
+    mirrored,
+    patch_downloader,
+    patch_taskflow_utils,
+)
 from bundler.errors import CommandFailedError
-from bundler.fetch import fetch_command, parse_report
+from bundler.fetch import ChildReport, error_for, fetch_command, parse_report
 from bundler.manifest import KIND_BUILTIN, Manifest, ModelEntry, root_for
 from tests.conftest import ROOT, have_unshare, run_cli
 from tools import mirror, tiny_models
@@ -53,6 +59,46 @@ def test_mirror_rewrites_both_spellings_of_the_bucket_only() -> None:
     assert mirrored(other, m) == other and mirrored(VOCAB_URL, None) == VOCAB_URL
     assert mirror.bucket_path("/r", VOCAB_URL) == \
         Path("/r/paddlenlp/models/transformers/ernie_3.0/ernie_3.0_nano_zh_vocab.txt")
+
+
+def test_a_failed_fixed_url_download_names_that_url_not_the_endpoint() -> None:
+    """Regression: the message said the download failed "from" PPNLP_ENDPOINT."""
+    endpoint = "http://127.0.0.1:1/paddlenlp"
+    report = ChildReport(endpoint, "", "", (), {}, {
+        "kind": "download", "message": "network is unreachable", "url": VOCAB_URL,
+        "model": ""})
+    text = str(error_for(report, endpoint))
+    assert VOCAB_URL in text and endpoint not in text
+
+
+def test_taskflow_static_downloads_go_to_the_mirror_and_are_recorded(tmp_path: Path) -> None:
+    """The legacy downloader and Taskflow's download_file, wrapped on stand-in modules."""
+    calls: list[str] = []
+
+    def _download(url: str, path: str, md5sum: Any = None) -> str:
+        calls.append(url)
+        target = Path(path) / url.rsplit("/", 1)[-1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"weights")
+        return str(target)
+
+    downloader = types.SimpleNamespace(_download=_download, DOWNLOAD_CHECK=False)
+
+    def download_file(save_dir: str, filename: str, url: str, md5: Any = None) -> str:
+        return str(downloader._download(url, save_dir, md5))
+
+    tfu = types.SimpleNamespace(download_file=download_file, DOWNLOAD_CHECK=False)
+    rec = Recorder(str(tmp_path), mirror="http://m/p")
+    patch_downloader(rec, downloader)
+    patch_taskflow_utils(rec, tfu)
+    url = "https://paddlenlp.bj.bcebos.com/taskflow/text_similarity/simbert/model.pdparams"
+    tfu.download_file(str(tmp_path / "taskflow/text_similarity/simbert"), "model.pdparams", url)
+    assert calls == ["http://m/p/taskflow/text_similarity/simbert/model.pdparams"]
+    assert downloader.DOWNLOAD_CHECK is True and tfu.DOWNLOAD_CHECK is True  # no usage ping
+    [(path, entry)] = rec.files.items()
+    assert path.endswith("taskflow/text_similarity/simbert/model.pdparams")
+    assert entry == {"root": "taskflow/text_similarity/simbert", "how": "downloaded",
+                     "kind": "taskflow", "url": calls[0]}
 
 
 def test_builtin_kind_lives_where_a_community_id_does() -> None:
