@@ -549,8 +549,10 @@ class _LoaderProof:
         self.expect = [list(e) for e in expect]
 
     def describe(self) -> tuple[str, ...]:
-        return ("python", "-m", "bundler._fetch_child", "--prove", *self.ids,
-                *(("--task", self.task) if self.task else ()))
+        """What ran offline, for the manifest: the loads by name of ``fetch MODEL``."""
+        if self.task:
+            return ("Taskflow", self.task, *self.ids)
+        return ("from_pretrained", *self.ids)
 
     def run(self, bundle: Path, scratch_parent: Path) -> None:
         from bundler.capture.prove import run_offline

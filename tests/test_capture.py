@@ -166,11 +166,16 @@ def test_hook_switches_the_recorder_on_and_chains_the_users_sitecustomize(
             "finders = [f for f in sys.meta_path if isinstance(f, PatchOnImport)]\n"
             "print(getattr(builtins, 'USER_SITE', 0), len(finders),\n"
             "      sorted(finders[0].patches) if finders else [])\n")
-    proc = subprocess.run(["python", "-c", code], env=env, capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split(None, 2)[:2] == ["1", "1"]
-    assert "paddlenlp.utils.download" in proc.stdout
+    pythons = ["python"]  # the venv's, first on PATH
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    if bare.is_file():
+        pythons.append(str(bare))  # a Python without paddle-bundle installed
+    for python in pythons:
+        proc = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
+                              cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split(None, 2)[:2] == ["1", "1"], (python, proc.stdout)
+        assert "paddlenlp.utils.download" in proc.stdout
     assert env["PPNLP_ENDPOINT"] == "http://m/p" and "PADDLE_BUNDLE_OFFLINE" not in env
 
 
