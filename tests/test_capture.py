@@ -476,3 +476,21 @@ def test_a_failed_proof_writes_nothing_and_names_what_was_missing(
     assert "offline proof failed (network namespace)" in last, proc.stderr[-2000:]
     assert f"models/{ERNIE}" in last and "no bundle was written" in last
     assert list(out.parent.iterdir()) == []  # no bundle, no sidecar, no staging, no scratch
+
+
+@pytest.mark.paddle
+def test_fetch_a_builtin_name_with_mirror_flag(server: mirror.MirrorServer, mirror_root: Path,
+                                               tmp_path: Path) -> None:
+    """``fetch MODEL`` of a built-in name: its loaders reach the fixed URLs through
+    ``--mirror`` and its proof loads it by name offline."""
+    out = tmp_path / "b.tar.zst"
+    proc = fetch_run(tmp_path, tmp_path / "home", out, BUILTIN, "--mirror", server.endpoint)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "proven offline" in proc.stdout
+    manifest = manifest_of(out)
+    assert [(m["id"], m["kind"]) for m in manifest["models"]] == [(BUILTIN, "builtin")]
+    files = {f["path"]: f["sha256"] for f in manifest["files"]}
+    assert files[f"models/{BUILTIN}/ernie_3.0_nano_zh_vocab.txt"] == _sha(
+        mirror.bucket_path(mirror_root, VOCAB_URL))
+    assert manifest["origin"]["proof"]["command"] == ["from_pretrained", BUILTIN]
+    assert manifest["origin"]["command"][:3] == ["paddle-bundle", "fetch", BUILTIN]

@@ -2,7 +2,7 @@
 # The whole air-gap story on a tiny but real PaddleNLP CodeGen model, end to end:
 # a local stand-in for PaddleNLP's download server -> fetch -- python app.py (the user's own
 # program, recorded, then proven offline) -> the stick -> install with no network -> the same
-# program by name (offline mode, Taskflow included), and a load by full path.
+# program by name (offline mode, Taskflow included).
 # Run through `make demo`, which sets up .venv first and puts it on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,19 +58,6 @@ say "offline machine: install, $offline_note"
 "${OFFLINE_RUN[@]}" paddle-bundle install "$WORK/stick/bundle.tar.zst" --home "$OFFLINE"
 paddle-bundle list --home "$OFFLINE"
 paddle-bundle check --home "$OFFLINE"
-
-say "offline machine: load by full path and generate, $offline_note"
-"${OFFLINE_RUN[@]}" env PPNLP_HOME="$OFFLINE" MODEL_DIR="$OFFLINE/models/$MODEL" python - <<'PY' 2>&1 | quiet_paddle
-import os
-from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
-path = os.environ["MODEL_DIR"]
-tokenizer = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path)
-model.eval()
-inputs = tokenizer("def hello():", return_tensors="pd")
-ids, _ = model.generate(**inputs, max_new_tokens=8, decode_strategy="greedy_search")
-print("by full path, generated token ids:", ids.numpy().tolist()[0])
-PY
 
 say "offline machine: the same app.py, loading by NAME, with offline mode, $offline_note"
 "${OFFLINE_RUN[@]}" paddle-bundle run --home "$OFFLINE" -- python "$WORK/app.py" 2>&1 | quiet_paddle
