@@ -304,6 +304,14 @@ class OfflineResolver:
         folder = self.model_folder(model_id, cache_dir)
         if folder.is_dir():
             return
+        hub = next((kind for kind in _HUB_FLAGS if _hub_folder(kind, model_id).is_dir()), None)
+        if hub is not None:
+            # PaddleNLP 3.0.0b4's AutoTokenizer asks BOS for tokenizer_config.json even with
+            # from_hf_hub/from_aistudio (get_tokenizer_config drops the flag); online BOS
+            # answers 404 for a repo it does not hold, so that is what this answers.
+            _log("debug", "offline: %s is installed as %s:%s only; BOS lookup absent",
+                 model_id, hub, model_id)
+            return
         if os.path.isabs(model_id) or model_id.startswith((".", "~")):
             raise refused(ModelNotInstalledError(
                 model_id, f"{model_id!r} is not a folder, and offline mode loads models only "
@@ -311,6 +319,39 @@ class OfflineResolver:
         raise refused(ModelNotInstalledError(
             model_id, f"model {model_id!r} is not installed: {folder} does not exist "
                       "(paddle-bundle offline mode)", hint=_fetch_hint(model_id)))
+
+    def require_hub_installed(self, kind: str, repo_id: str, cache_dir: Any = None) -> None:
+        """Rule 1 for the hubs: raise unless the hub cache has ``models--org--name/snapshots``
+        (``kind`` is ``hf`` or ``aistudio``)."""
+        folder = _hub_folder(kind, repo_id, cache_dir)
+        if (folder / "snapshots").is_dir():
+            return
+        ref = f"{kind}:{repo_id}"
+        raise ModelNotInstalledError(
+            ref, f"model {ref!r} is not installed: {folder}/snapshots does not exist "
+                 f"(paddle-bundle offline mode; {_HUB_CACHE_VARS[kind]})",
+            hint=f"on a machine with internet load it once ({_HUB_FLAG_NAMES[kind]}=True) and "
+                 f"run 'paddle-bundle pack {ref} -o BUNDLE', carry the bundle over, and run "
+                 "'paddle-bundle install BUNDLE' here with the same cache variables")
+
+    def hub_absent(self, kind: str, repo_id: str, filename: str, subfolder: str | None) -> bool:
+        """Rules 2 and 3 for a file the hub cache does not have: absent, unless the model's
+        install record lists it in a snapshot (then it was deleted since)."""
+        rel = f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+        ref = f"{kind}:{repo_id}"
+        record = self.record(ref)
+        if record is not None:
+            prefix = f"{record.model.root}/snapshots/"
+            for entry in record.files:
+                if entry.path.startswith(prefix) and entry.path[len(prefix):].partition(
+                        "/")[2] == rel:
+                    raise MissingFromBundleError(
+                        f"{rel} of model {ref} was installed but is missing from "
+                        f"{_hub_folder(kind, repo_id)}",
+                        hint=f"run 'paddle-bundle check {ref}', then install its bundle "
+                             f"({record.bundle}) again with --force")
+        _log("debug", "offline: %s/%s not in the hub cache; treated as absent", ref, rel)
+        return False
 
     # -- rules 2 and 3 -------------------------------------------------------------------
     def absent(self, model_id: str, filename: str, subfolder: str | None) -> bool:
@@ -380,6 +421,35 @@ class OfflineResolver:
                                       hint=bring)
 
 
+#: from_* flag name -> kind, and the variables that say where each hub cache is.
+_HUB_FLAGS = ("hf", "aistudio")
+_HUB_FLAG_NAMES = {"hf": "from_hf_hub", "aistudio": "from_aistudio"}
+_HUB_CACHE_VARS = {"hf": "the Hugging Face cache is $HF_HUB_CACHE, else $HF_HOME/hub",
+                   "aistudio": "the AI Studio cache is $AISTUDIO_HUB_CACHE"}
+
+
+def _hub_folder(kind: str, repo_id: str, cache_dir: Any = None) -> Path:
+    """``<hub cache>/models--org--name``: the cache the client library fixed when it was
+    imported (its module constant), else computed from the environment by the same rule."""
+    from pathlib import Path
+
+    if cache_dir:
+        base = str(cache_dir)
+    else:
+        if kind == "hf":
+            found = getattr(sys.modules.get("huggingface_hub.constants"), "HF_HUB_CACHE", None)
+        else:
+            found = getattr(sys.modules.get(f"{MOD_DOWNLOAD}.aistudio_hub_download"),
+                            "AISTUDIO_HUB_CACHE", None)
+        if isinstance(found, str):
+            base = found
+        else:
+            from bundler.cache import aistudio_hub_cache, hf_hub_cache
+
+            base = str(hf_hub_cache() if kind == "hf" else aistudio_hub_cache())
+    return Path(base) / "--".join(["models", *repo_id.split("/")])
+
+
 def _read_record(home: Path, model_id: str) -> InstallRecord | None:
     from bundler.cache import Cache
     from bundler.manifest import ModelEntry
@@ -433,7 +503,12 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         # intact; an uncached file of an installed model falls through to the probe.
         found = original_try(repo_id, filename, cache_dir, subfolder, revision, repo_type,
                              from_bos, from_aistudio, from_hf_hub)
-        if found is None and not (from_aistudio or from_hf_hub):
+        if isinstance(found, str):
+            return found
+        if from_aistudio or from_hf_hub:
+            resolver.require_hub_installed("aistudio" if from_aistudio else "hf", repo_id,
+                                           cache_dir)
+        elif found is None:
             resolver.require_installed(repo_id, cache_dir)
         return found
 
@@ -444,7 +519,8 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         from_hf_hub: bool = False,
     ) -> bool:
         if from_aistudio or from_hf_hub:
-            return False  # those hubs' caches are theirs; uncached is absent
+            return resolver.hub_absent("aistudio" if from_aistudio else "hf", repo_id,
+                                       filename, subfolder)
         return resolver.absent(repo_id, filename, subfolder)
 
     def bos_download(
@@ -703,6 +779,7 @@ def activate() -> None:
     if _ACTIVE:
         return
     _ACTIVE = True
+    set_hub_offline()
     if env_flag(ENV_GUARD, "1"):
         sys.addaudithook(_audit)
         _GUARDED = True
@@ -712,6 +789,24 @@ def activate() -> None:
         module = sys.modules.get(name)
         if module is not None:
             patch_module(name, module)
+
+
+#: What the hub clients read to stay off the network: huggingface_hub's offline switch and
+#: telemetry, PaddleNLP's AI Studio client's offline switch (paddlenlp/utils/download/common.py).
+HUB_OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                   "AISTUDIO_BOS_OFFLINE": "1"}
+
+
+def set_hub_offline() -> None:
+    """Switch the hub clients offline: in the environment (read when they are imported, and
+    inherited by child processes) and in their modules if they are imported already."""
+    os.environ.update(HUB_OFFLINE_ENV)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        vars(constants)["HF_HUB_OFFLINE"] = True
+    common = sys.modules.get(f"{MOD_DOWNLOAD}.common")
+    if common is not None and hasattr(common, "OFFLINE"):
+        vars(common)["OFFLINE"] = True
 
 
 def is_active() -> bool:

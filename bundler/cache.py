@@ -6,8 +6,12 @@ A home looks like PaddleNLP's (``$PPNLP_HOME`` or ``~/.paddlenlp``)::
     taskflow/<task>/<model>/...      Taskflow's static models
     .paddle-bundle/                  ours: install records, staging, trash, lock
 
-Staging and trash sit on the same file system as the models so that putting a model in place
-is a single atomic rename.
+Models from the Hugging Face hub and AI Studio live in those libraries' own caches instead
+(``hf/...`` and ``aistudio/...`` arcnames, see :func:`top_dirs`), which may be on another file
+system; their install records still live in the home's ``.paddle-bundle/``.
+
+Staging and trash sit on the same file system as the model they are for (:meth:`Cache.work_area`)
+so that putting a model in place is a single atomic rename.
 """
 
 from __future__ import annotations
@@ -16,21 +20,30 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bundler._io import atomic_write_bytes, fsync_dir, sha256_file
 from bundler.errors import BundleError, LockedError, ManifestError, ModelNotFoundError
-from bundler.manifest import FileEntry, Manifest, ModelEntry
-from bundler.paths import symlink_escape_reason
+from bundler.manifest import (
+    HUB_KINDS,
+    KIND_AISTUDIO,
+    KIND_HF,
+    FileEntry,
+    Manifest,
+    ModelEntry,
+    hub_ref,
+)
+from bundler.paths import is_within, symlink_escape_reason
 
 STATE_DIRNAME = ".paddle-bundle"
 log = logging.getLogger(__name__)
@@ -40,6 +53,55 @@ def default_home() -> Path:
     """The home PaddleNLP itself would use: ``$PPNLP_HOME`` if set, else ``~/.paddlenlp``."""
     env = os.environ.get("PPNLP_HOME")
     return Path(env) if env else Path.home() / ".paddlenlp"
+
+
+def _env_path(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return os.path.expanduser(value) if value else None
+
+
+def hf_hub_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The cache huggingface_hub (and so PaddleNLP's ``from_hf_hub=True``) reads and writes,
+    by its own rule: ``$HF_HUB_CACHE``, ``$HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``, with
+    ``HF_HOME`` defaulting to ``$XDG_CACHE_HOME/huggingface`` or ``~/.cache/huggingface``.
+    Computed here rather than imported: huggingface_hub takes a second to import."""
+    env = os.environ if env is None else env
+    found = _env_path(env, "HF_HUB_CACHE") or _env_path(env, "HUGGINGFACE_HUB_CACHE")
+    if found:
+        return Path(os.path.abspath(found))
+    xdg = _env_path(env, "XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    hf_home = _env_path(env, "HF_HOME") or os.path.join(xdg, "huggingface")
+    return Path(os.path.abspath(hf_home)) / "hub"
+
+
+def aistudio_hub_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The cache PaddleNLP's ``from_aistudio=True`` uses (paddlenlp/utils/download/
+    aistudio_hub_download.py in 3.0.0b4): ``$AISTUDIO_HUB_CACHE``, else ``$AISTUDIO_HOME/aistudio``,
+    with ``AISTUDIO_HOME`` defaulting to ``$XDG_CACHE_HOME/paddle`` or ``~/.cache/paddle``.
+
+    (aistudio-sdk's own ``hub.download``, which from_pretrained does not call, keeps files
+    elsewhere: ``$AISTUDIO_CACHE_HOME/.cache/aistudio/models/``.)
+    """
+    env = os.environ if env is None else env
+    found = _env_path(env, "AISTUDIO_HUB_CACHE")
+    if found:
+        return Path(os.path.abspath(found))
+    xdg = _env_path(env, "XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    home = _env_path(env, "AISTUDIO_HOME") or os.path.join(xdg, "paddle")
+    return Path(os.path.abspath(home)) / "aistudio"
+
+
+def top_dirs(home: Path, env: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Where each top folder of a bundle's arcnames lives on this machine."""
+    return {"models": home / "models", "taskflow": home / "taskflow",
+            KIND_HF: hf_hub_cache(env), KIND_AISTUDIO: aistudio_hub_cache(env)}
+
+
+def path_of(home: Path, arcname: str, tops: Mapping[str, Path] | None = None) -> Path:
+    """Where the file (or folder) ``arcname`` of a bundle lives on this machine."""
+    top, _, rest = arcname.partition("/")
+    base = (tops if tops is not None else top_dirs(home))[top]
+    return base / rest if rest else base
 
 
 @dataclass(frozen=True)
@@ -67,18 +129,21 @@ def scan_model(home: Path, model: ModelEntry) -> list[LocalFile]:
     Symlinks are kept as links when they stay inside the folder (HF-style ``snapshots/`` to
     ``blobs/``); anything else that is not a regular file is refused, naming the path.
     """
-    folder = home / model.root
+    folder = path_of(home, model.root)
     if not folder.is_dir():
         raise ModelNotFoundError(
             f"model {model.id} is not in the cache: {folder} does not exist",
             hint="load it once with PaddleNLP (or run 'paddle-bundle fetch') on this machine, "
-                 "or pass --home")
+                 + ("or set the cache's environment variable (docs/format.md)"
+                    if model.kind in HUB_KINDS else "or pass --home"))
+    if model.kind in HUB_KINDS:
+        return _scan_hub_model(folder, model)
     found: list[LocalFile] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
         for name in sorted(filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]):
             path = Path(dirpath) / name
-            arcname = path.relative_to(home).as_posix()
+            arcname = f"{model.root}/{path.relative_to(folder).as_posix()}"
             st = path.lstat()
             if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(path)
@@ -96,6 +161,121 @@ def scan_model(home: Path, model: ModelEntry) -> list[LocalFile]:
         raise ModelNotFoundError(f"model {model.id} is not in the cache: {folder} is empty",
                                  hint="load it once with PaddleNLP on this machine")
     return sorted(found, key=lambda f: f.arcname)
+
+
+def _scan_hub_model(folder: Path, model: ModelEntry) -> list[LocalFile]:
+    """A hub cache folder as huggingface_hub would read it offline: every ``refs/`` file, every
+    revision in ``snapshots/`` (links kept), the ``blobs/`` those links lead to and nothing
+    else (unreferenced or half-downloaded blobs stay behind), and the ``.no_exist/`` markers
+    of the revisions packed."""
+    snapshots = folder / "snapshots"
+    revisions = sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+    if not revisions:
+        raise ModelNotFoundError(f"model {model.id} is not in the cache: {snapshots} holds no "
+                                 "revision", hint="load it once with PaddleNLP on this machine")
+    paths = [p for rev in revisions for p in _walk_files(snapshots / rev)]
+    paths += list(_walk_files(folder / "refs")) if (folder / "refs").is_dir() else []
+    for rev in revisions:
+        marker = folder / ".no_exist" / rev
+        paths += list(_walk_files(marker)) if marker.is_dir() else []
+    files = hub_local_files(folder, model, paths)
+    return sorted(files, key=lambda f: f.arcname)
+
+
+def hub_local_files(folder: Path, model: ModelEntry, paths: Iterable[Path]) -> list[LocalFile]:
+    """``paths`` (files of the hub cache folder ``folder`` of ``model``) as LocalFiles, plus
+    the blob each snapshot link leads to. Links must lead to a file in ``blobs/``; anything
+    else is refused, naming the path."""
+    found: dict[str, LocalFile] = {}
+    blobs = folder / "blobs"
+    for path in paths:
+        rel = path.relative_to(folder).as_posix()
+        arcname = f"{model.root}/{rel}"
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(path)
+            blob = Path(os.path.normpath(path.parent / target))
+            if os.path.isabs(target) and blob.parent == blobs:
+                # older huggingface_hub wrote absolute links; the bundle carries the relative
+                # link newer ones write, which survives the move to another machine
+                target = os.path.relpath(blob, path.parent)
+            reason = symlink_escape_reason(arcname, target, model.root)
+            if reason is None and (blob.parent != blobs or not rel.startswith("snapshots/")):
+                reason = f"symlink {target!r} does not lead to a file in blobs/"
+            if reason is None and not blob.is_file():
+                reason = f"symlink {target!r} leads to a missing blob"
+            if reason:
+                raise BundleError(f"cannot pack {path}: {reason}",
+                                  hint="download the model again (the cache is damaged)")
+            found[arcname] = LocalFile(arcname, path, 0, 0o777, target)
+            blob_arc = f"{model.root}/blobs/{blob.name}"
+            if blob_arc not in found:
+                found[blob_arc] = LocalFile.regular(blob_arc, blob, blob.stat())
+        elif stat.S_ISREG(st.st_mode):
+            found[arcname] = LocalFile.regular(arcname, path, st)
+        else:
+            raise BundleError(f"cannot pack {path}: not a regular file or symlink",
+                              hint="remove it from the model folder")
+    return list(found.values())
+
+
+def hub_snapshot(folder: Path, kind: str) -> Path | None:
+    """The snapshot folder a hub client loads by default: the revision ``refs/main``
+    (huggingface_hub) or ``refs/master`` (AI Studio) names, else the only one there is."""
+    branch = "main" if kind == KIND_HF else "master"
+    try:
+        revision = (folder / "refs" / branch).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        revision = ""
+    snapshots = folder / "snapshots"
+    if revision and "/" not in revision and (snapshots / revision).is_dir():
+        return snapshots / revision
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir()) if snapshots.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
+def hub_capture(paths: Iterable[str | os.PathLike[str]], *,
+                env: Mapping[str, str] | None = None) -> dict[ModelEntry, list[LocalFile]]:
+    """For the capture recorder: the absolute paths huggingface_hub or PaddleNLP's AI Studio
+    client returned from their caches -> each model ref and the files to pack for it.
+
+    A path is a snapshot file (``<cache>/models--org--name/snapshots/<rev>/<file>``, usually
+    a link) or a blob; each model gets the snapshot entries named, the blobs they lead to,
+    and the ``refs/`` files naming a revision used (so ``revision="main"`` resolves offline).
+    Which hub a path belongs to is decided by the cache it lies in (:func:`hf_hub_cache`,
+    :func:`aistudio_hub_cache` under ``env``); a path in neither raises ``ValueError``.
+    """
+    caches = {KIND_HF: hf_hub_cache(env), KIND_AISTUDIO: aistudio_hub_cache(env)}
+    wanted: dict[ModelEntry, tuple[Path, set[Path], set[str]]] = {}
+    for raw in paths:
+        path = Path(os.path.abspath(raw))
+        kind = next((k for k, c in caches.items()
+                     if is_within(path.as_posix(), c.as_posix()) and path != c), None)
+        if kind is None:
+            raise ValueError(f"{path} is in neither hub cache ({caches[KIND_HF]}, "
+                             f"{caches[KIND_AISTUDIO]})")
+        cache = caches[kind]
+        parts = path.relative_to(cache).parts
+        if len(parts) < 3 or parts[1] not in ("snapshots", "blobs"):
+            raise ValueError(f"{path} is not a snapshot file or blob of a hub cache folder")
+        folder = cache / parts[0]
+        model = ModelEntry.for_id(hub_ref(kind, parts[0]))
+        _, files, revisions = wanted.setdefault(model, (folder, set(), set()))
+        files.add(path)
+        if parts[1] == "snapshots":
+            revisions.add(parts[2])
+    out: dict[ModelEntry, list[LocalFile]] = {}
+    for model, (folder, files, revisions) in wanted.items():
+        refs = folder / "refs"
+        for ref in _walk_files(refs) if refs.is_dir() else ():
+            try:
+                if ref.read_text(encoding="utf-8").strip() in revisions:
+                    files.add(ref)
+            except (OSError, UnicodeDecodeError):
+                continue
+        out[model] = sorted(hub_local_files(folder, model, sorted(files)),
+                            key=lambda f: f.arcname)
+    return out
 
 
 def _normal_mode(st_mode: int) -> int:
@@ -150,10 +330,29 @@ class Cache:
     def __init__(self, home: Path) -> None:
         self.home = Path(os.path.abspath(os.path.expanduser(home)))
         self.state = self.home / STATE_DIRNAME
+        self.tops = top_dirs(self.home)
 
     # -- locations --------------------------------------------------------------------
+    def path_of(self, arcname: str) -> Path:
+        """Where ``arcname`` (a bundle path: ``models/...``, ``hf/...``) lives here."""
+        return path_of(self.home, arcname, self.tops)
+
     def model_path(self, model: ModelEntry) -> Path:
-        return self.home / model.root
+        return self.path_of(model.root)
+
+    def work_area(self, root: str) -> Path:
+        """Where staging and trash for the model folder ``root`` go: beside it, on its file
+        system, so it moves in with one rename. The home's own ``.paddle-bundle/`` for
+        ``models/`` and ``taskflow/``; a folder of this home's in the hub cache for the
+        others (two homes may share one hub cache, and each recovers only its own)."""
+        top = root.split("/", 1)[0]
+        if top in ("models", "taskflow"):
+            return self.state
+        tag = hashlib.sha256(os.fsencode(self.home)).hexdigest()[:16]
+        return self.tops[top] / STATE_DIRNAME / tag
+
+    def _work_areas(self) -> list[Path]:
+        return [self.state] + [self.work_area(top) for top in HUB_KINDS]
 
     def _record_path(self, model: ModelEntry) -> Path:
         return self.state / "installed" / f"{model.root}.json"
@@ -230,7 +429,7 @@ class Cache:
         problems: list[str] = []
         to_hash: list[tuple[FileEntry, Path]] = []
         for entry in files:
-            path = self.home / entry.path
+            path = self.path_of(entry.path)
             try:
                 st = path.lstat()
             except FileNotFoundError:
@@ -257,7 +456,7 @@ class Cache:
         if not folder.is_dir():
             return []
         expected = {f.path for f in files}
-        found = (p.relative_to(self.home).as_posix() for p in _walk_files(folder))
+        found = (f"{model.root}/{p.relative_to(folder).as_posix()}" for p in _walk_files(folder))
         return sorted(a for a in found if a not in expected)
 
     # -- locking, staging, swapping ---------------------------------------------------
@@ -282,25 +481,37 @@ class Cache:
     def _recover(self) -> None:
         """Clean up after an install that was killed. Staging is always disposable; a model
         moved aside to trash goes back if its replacement never arrived."""
-        shutil.rmtree(self.state / "staging", ignore_errors=True)
-        trash = self.state / "trash"
-        for entry in sorted(trash.iterdir()) if trash.is_dir() else ():
-            journal = entry / "root"
-            try:
-                root = journal.read_text().strip()
-            except OSError:
-                root = ""
-            old, target = entry / "model", self.home / root
-            if root and old.is_dir() and not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(old, target)
-            shutil.rmtree(entry, ignore_errors=True)
+        for area in self._work_areas():
+            shutil.rmtree(area / "staging", ignore_errors=True)
+            trash = area / "trash"
+            for entry in sorted(trash.iterdir()) if trash.is_dir() else ():
+                journal = entry / "root"
+                try:
+                    root = journal.read_text().strip()
+                except OSError:
+                    root = ""
+                old = entry / "model"
+                target = self.path_of(root) if root.split("/", 1)[0] in self.tops else None
+                if target is not None and old.is_dir() and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(old, target)
+                shutil.rmtree(entry, ignore_errors=True)
+            if area != self.state:
+                _remove_empty(area / "trash", stop=area.parent.parent)
         self._recover_records()
 
-    def new_staging(self) -> Path:
-        path = self.state / "staging" / uuid.uuid4().hex
+    def new_staging(self, root: str = "models") -> Path:
+        """A fresh staging folder on the file system of the model folder ``root``."""
+        path = self.work_area(root) / "staging" / uuid.uuid4().hex
         path.mkdir(parents=True)
         return path
+
+    def drop_staging(self, staging: Path) -> None:
+        """Remove a staging folder, and the hub cache's work area if that leaves it empty."""
+        shutil.rmtree(staging, ignore_errors=True)
+        area = staging.parent.parent
+        if area != self.state:
+            _remove_empty(area / "staging", stop=area.parent.parent)
 
     def swap_in(self, staged: Path, model: ModelEntry) -> None:
         """Put the verified folder ``staged`` at the model's place, atomically.
@@ -323,13 +534,28 @@ class Cache:
             else:
                 shutil.rmtree(staged)  # now holds the old model
             return
-        aside = self.state / "trash" / uuid.uuid4().hex
+        aside = self.work_area(model.root) / "trash" / uuid.uuid4().hex
         aside.mkdir(parents=True)
         atomic_write_bytes(aside / "root", model.root.encode())
         os.rename(target, aside / "model")
         os.rename(staged, target)
         fsync_dir(target.parent)
         shutil.rmtree(aside)
+        area = self.work_area(model.root)
+        if area != self.state:
+            _remove_empty(area / "trash", stop=area.parent.parent)
+
+
+def _remove_empty(folder: Path, stop: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty, up to but not ``stop``."""
+    while folder != stop and is_within(folder.as_posix(), stop.as_posix()):
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def _walk_files(folder: Path) -> Iterator[Path]:
@@ -364,6 +590,26 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 _MODEL_MARKERS = ("config.json", "model_config.json", "tokenizer_config.json")
+
+
+def installed_hub_models(home: Path) -> dict[str, Path]:
+    """``hf:org/name`` / ``aistudio:org/name`` -> the snapshot folder a load by name reads,
+    for every hub model in this machine's hub caches (installed there by paddle-bundle, or
+    cached by the hub clients themselves). ``home`` only matters through nothing but the
+    environment today; it is taken for symmetry with :func:`installed_models`."""
+    cache = Cache(home)
+    found: dict[str, Path] = {}
+    for kind in HUB_KINDS:
+        base = cache.tops[kind]
+        for folder in sorted(base.glob("models--*")) if base.is_dir() else ():
+            try:
+                ref = hub_ref(kind, folder.name)
+            except ValueError:
+                continue
+            snapshot = hub_snapshot(folder, kind)
+            if snapshot is not None:
+                found[ref] = snapshot
+    return found
 
 
 def installed_models(home: Path) -> dict[str, Path]:

@@ -162,8 +162,10 @@ def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, thre
          quiet: bool) -> int:
     """Pack cached MODELS into one checksummed bundle.
 
-    MODEL is a community id (Salesforce/codegen-350M-mono), found in HOME/models/<id>, or a
-    Taskflow folder written taskflow:<path under HOME/taskflow>.
+    MODEL is a community id (Salesforce/codegen-350M-mono), found in HOME/models/<id>, a
+    Taskflow folder written taskflow:<path under HOME/taskflow>, or hf:org/name /
+    aistudio:org/name for a model PaddleNLP loaded with from_hf_hub=True / from_aistudio=True
+    (found in the Hugging Face or AI Studio cache; docs/format.md).
     """
     from bundler.pack import pack as do_pack
 
@@ -414,7 +416,8 @@ def list_(home: Path | None, as_json: bool) -> int:
         click.echo(f"no models installed by paddle-bundle in {cache.home}")
         return EXIT_OK
     for r in records:
-        click.echo(f"{r.model.id:<40} {_human(r.size):>10}  from {r.bundle} "
+        click.echo(f"{r.model.id:<40} {'[' + r.model.kind + ']':<11} {_human(r.size):>10}  "
+                   f"from {r.bundle} "
                    f"({r.installed_at})  {cache.model_path(r.model)}")
     return EXIT_OK
 
@@ -478,7 +481,7 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str) -> int:
     PATH is a .py file, a notebook (.ipynb) or a folder of them. Comments and formatting are
     kept; computed ids and Taskflow calls (which cannot take a path) are reported.
     """
-    from bundler.cache import default_home, installed_models
+    from bundler.cache import default_home, installed_hub_models, installed_models
     from bundler.rewrite import apply, plan_rewrites, unified_diff
 
     target = home if home is not None else default_home()
@@ -486,6 +489,7 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str) -> int:
     found = installed_models(lookup)
     base = Path(os.path.abspath(os.path.expanduser(target))) / "models"
     installed = {model_id: str(base / model_id) for model_id in found}
+    installed.update({ref: str(path) for ref, path in installed_hub_models(lookup).items()})
     plans = plan_rewrites(paths, installed, add_offline_import=(mode == "in-place"))
     changed = [p for p in plans if p.changed]
     parse_errors = 0

@@ -14,13 +14,13 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bundler._io import fsync_dir, read_chunks
 from bundler.archive import BundleReader
-from bundler.cache import Cache, InstallRecord, installed_models
+from bundler.cache import Cache, InstallRecord, hub_snapshot, installed_models
 from bundler.errors import (
     DeltaBaseMissingError,
     InstallConflictError,
@@ -28,7 +28,7 @@ from bundler.errors import (
     IntegrityError,
     ManifestError,
 )
-from bundler.manifest import KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
+from bundler.manifest import HUB_KINDS, KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
 from bundler.verify import stream_check
 from bundler.volumes import locate
@@ -120,15 +120,22 @@ class StagingSink:
     of this runs.
     """
 
-    def __init__(self, staging: Path, home: Path, roots: tuple[str, ...]) -> None:
+    def __init__(self, staging: Mapping[str, Path], installed: Callable[[str], Path]) -> None:
+        #: model root -> the staging folder it is written below (on its own file system)
         self.staging = staging
-        self.home = home
-        self.roots = roots
+        self.installed = installed  # arcname -> where it is installed now
         self._symlinks: list[FileEntry] = []
         self._written: list[tuple[Path, int]] = []
 
+    def _root(self, entry: FileEntry) -> str | None:
+        return next((root for root in self.staging if is_within(entry.path, root)), None)
+
     def _wanted(self, entry: FileEntry) -> bool:
-        return any(is_within(entry.path, root) for root in self.roots)
+        return self._root(entry) is not None
+
+    def staged(self, arcname: str) -> Path:
+        root = next(root for root in self.staging if is_within(arcname, root))
+        return self.staging[root] / arcname
 
     def _store(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         """Hash ``chunks``, writing them to the entry's staging path when it is wanted."""
@@ -137,7 +144,7 @@ class StagingSink:
             for chunk in chunks:
                 digest.update(chunk)
             return digest.hexdigest()
-        dest = self.staging / entry.path
+        dest = self.staged(entry.path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         fd = os.open(dest, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -156,8 +163,8 @@ class StagingSink:
         verified staging file, or from the installed copy when its model is unchanged."""
         if not self._wanted(entry):
             return entry.sha256 or ""
-        origin = self.staging if self._wanted(source) else self.home
-        return self._store(entry, read_chunks(origin / source.path))
+        origin = self.staged if self._wanted(source) else self.installed
+        return self._store(entry, read_chunks(origin(source.path)))
 
     def link_base(self, entries: tuple[FileEntry, ...]) -> None:
         """A delta's base files: hard-linked from the installed copy (checked by the plan),
@@ -165,12 +172,12 @@ class StagingSink:
         for entry in entries:
             if not self._wanted(entry):
                 continue
-            dest = self.staging / entry.path
+            dest = self.staged(entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.link(self.home / entry.path, dest)
+                os.link(self.installed(entry.path), dest)
             except OSError:
-                self._store(entry, read_chunks(self.home / entry.path))
+                self._store(entry, read_chunks(self.installed(entry.path)))
 
     def write_symlink(self, entry: FileEntry) -> None:
         if self._wanted(entry):
@@ -193,20 +200,36 @@ class StagingSink:
                 os.close(fd)
             os.chmod(path, mode & ~umask & 0o777)
         for entry in self._symlinks:
-            dest = self.staging / entry.path
+            dest = self.staged(entry.path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             assert entry.target is not None
             os.symlink(entry.target, dest)
 
 
 def check_space(cache: Cache, manifest: Manifest, models: tuple[ModelEntry, ...]) -> None:
-    need = sum(f.size for m in models for f in manifest.files_of(m))
-    free = shutil.disk_usage(cache.home).free
-    if need + SPACE_MARGIN > free:
-        raise InsufficientSpaceError(
-            f"not enough space in {cache.home}: the bundle needs {need / 1e6:.1f} MB, "
-            f"{free / 1e6:.1f} MB are free",
-            hint="free some space or install with --home on a larger disk")
+    """Each file system must hold what goes to it: hub caches may be on other disks than
+    the home."""
+    need: dict[int, tuple[Path, int]] = {}
+    for model in models:
+        where = _existing(cache.model_path(model))
+        device = os.stat(where).st_dev
+        shown, size = need.get(device, (where, 0))
+        need[device] = (shown, size + sum(f.size for f in manifest.files_of(model)))
+    for where, size in need.values():
+        free = shutil.disk_usage(where).free
+        if size + SPACE_MARGIN > free:
+            raise InsufficientSpaceError(
+                f"not enough space in {where}: the bundle needs {size / 1e6:.1f} MB there, "
+                f"{free / 1e6:.1f} MB are free",
+                hint="free some space, or install with --home (HF_HOME, AISTUDIO_HUB_CACHE "
+                     "for hub models) on a larger disk")
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where it will be created."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
 
 
 def install(bundle: Path, *, home: Path, force: bool = False,
@@ -244,9 +267,16 @@ def install(bundle: Path, *, home: Path, force: bool = False,
         if to_write:
             if on_start:
                 on_start(files.size)
-            staging = cache.new_staging()
+            # one staging folder per work area: each model is staged on its target's file
+            # system (hub caches may be elsewhere than the home)
+            areas: dict[Path, Path] = {}
             try:
-                sink = StagingSink(staging, cache.home, tuple(m.root for m in to_write))
+                for model in to_write:
+                    area = cache.work_area(model.root)
+                    if area not in areas:
+                        areas[area] = cache.new_staging(model.root)
+                staging = {m.root: areas[cache.work_area(m.root)] for m in to_write}
+                sink = StagingSink(staging, cache.path_of)
                 problems = stream_check(reader, manifest, sink)
                 if problems:
                     raise IntegrityError(
@@ -255,11 +285,13 @@ def install(bundle: Path, *, home: Path, force: bool = False,
                 sink.link_base(tuple(f for f in manifest.files if f.from_base))
                 sink.complete()
                 for model in to_write:
-                    for folder, _, _ in os.walk(staging / model.root):
+                    staged = sink.staged(model.root)
+                    for folder, _, _ in os.walk(staged):
                         fsync_dir(Path(folder))  # new entries durable before the rename
-                    cache.swap_in_recorded(staging / model.root, record(model))
+                    cache.swap_in_recorded(staged, record(model))
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                for staging_dir in areas.values():
+                    cache.drop_staging(staging_dir)
         for model in plan.unchanged:
             fresh = record(model)
             try:
@@ -292,6 +324,8 @@ def load_snippet(model: ModelEntry, path: Path) -> str:
     """Two lines of Python that load the installed model by its full path: that works
     offline with PaddleNLP as it is, no offline mode needed (loading by name probes the
     server first unless offline mode is on)."""
+    if model.kind in HUB_KINDS:
+        path = hub_snapshot(path, model.kind) or path
     literal = json.dumps(str(path))  # a JSON string is a valid Python literal
     if model.kind == KIND_TASKFLOW:
         task = model.root.split("/")[1]

@@ -35,6 +35,16 @@ KIND_COMMUNITY = "community"
 KIND_BUILTIN = "builtin"
 KIND_TASKFLOW = "taskflow"
 TASKFLOW_PREFIX = "taskflow:"
+#: Models from the Hugging Face hub (``from_hf_hub=True``) and AI Studio (``from_aistudio=True``)
+#: keep those libraries' own cache layout, ``models--org--name/{blobs,snapshots,refs}``, below
+#: these top folders of the bundle (each mapped to its cache on disk by bundler.cache).
+KIND_HF = "hf"
+KIND_AISTUDIO = "aistudio"
+HUB_KINDS = (KIND_HF, KIND_AISTUDIO)
+#: What may sit in a hub model folder: contents by hash, one folder of links per revision,
+#: branch -> revision files, and huggingface_hub's markers for files absent upstream.
+HUB_SUBFOLDERS = ("blobs", "snapshots", "refs", ".no_exist")
+_HUB_NAME = re.compile(r"[\w][\w.-]*")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: Stands in for a checksum not yet known; same length as a real one (see archive.py).
@@ -51,6 +61,9 @@ def root_for(model_id: str, kind: str | None = None) -> tuple[str, str]:
     (a built-in name lives where a community id would); the default is ``community``.
     """
     wanted = kind
+    prefix, sep, repo_id = model_id.partition(":")
+    if sep and prefix in HUB_KINDS:
+        return prefix, f"{prefix}/{hub_folder_name(prefix, repo_id)}"
     if model_id.startswith(TASKFLOW_PREFIX):
         kind, rel = KIND_TASKFLOW, model_id[len(TASKFLOW_PREFIX) :].strip("/")
         top = "taskflow"
@@ -67,6 +80,33 @@ def root_for(model_id: str, kind: str | None = None) -> tuple[str, str]:
     return kind, root
 
 
+def hub_folder_name(kind: str, repo_id: str) -> str:
+    """``models--org--name``: the folder huggingface_hub (and PaddleNLP's AI Studio client, a
+    copy of it) keeps a repository in. Raises ``ValueError`` for a repo id either hub refuses:
+    AI Studio needs ``org/name``; no part may hold ``--`` or ``..`` (the folder name would
+    stop naming one repository) or start with anything but a letter, digit or ``_``."""
+    parts = repo_id.split("/")
+    ref = f"{kind}:{repo_id}"
+    allowed = (2,) if kind == KIND_AISTUDIO else (1, 2)
+    if len(parts) not in allowed or len(repo_id) > 96:
+        shape = "'org/name'" if kind == KIND_AISTUDIO else "'org/name' or 'name'"
+        raise ValueError(f"{ref!r} is not a model id (expected {kind}:{shape})")
+    for part in parts:
+        if not _HUB_NAME.fullmatch(part) or "--" in part or ".." in part:
+            raise ValueError(f"{ref!r} is not a model id ({part!r} is not a repository name)")
+    return "--".join(["models", *parts])
+
+
+def hub_ref(kind: str, folder_name: str) -> str:
+    """The model ref (``hf:org/name``) of a hub cache folder ``models--org--name``; raises
+    ``ValueError`` for anything else."""
+    head, _, rest = folder_name.partition("--")
+    model_id = f"{kind}:{rest.replace('--', '/')}"
+    if head != "models" or root_for(model_id)[1] != f"{kind}/{folder_name}":
+        raise ValueError(f"{folder_name!r} is not a {kind} model folder (models--org--name)")
+    return model_id
+
+
 def parse_model_ids(ids: Iterable[str]) -> list[ModelEntry]:
     """Model ids from the command line, de-duplicated; a malformed one is a usage error."""
     models: list[ModelEntry] = []
@@ -75,7 +115,8 @@ def parse_model_ids(ids: Iterable[str]) -> list[ModelEntry]:
             model = ModelEntry.for_id(model_id)
         except ValueError as exc:
             raise UsageError(str(exc),
-                             hint="use 'org/name' or 'taskflow:<task>/<model>'") from None
+                             hint="use 'org/name', 'taskflow:<task>/<model>', 'hf:org/name' "
+                                  "or 'aistudio:org/name'") from None
         if model not in models:
             models.append(model)
     return models
@@ -410,6 +451,7 @@ def validate(manifest: Manifest) -> list[str]:
     """
     problems = _Problems()
     roots: set[str] = set()
+    hub_roots: set[str] = set()
     for model in manifest.models:
         try:
             kind, root = root_for(model.id, model.kind)
@@ -423,6 +465,8 @@ def validate(manifest: Manifest) -> list[str]:
         if root in roots:
             problems.add(f"model folder {root!r} is listed twice")
         roots.add(root)
+        if kind in HUB_KINDS:
+            hub_roots.add(root)
     for root in sorted(roots):
         clash = next((p for p in _parents(root) if p in roots), None)
         if clash:
@@ -458,6 +502,10 @@ def validate(manifest: Manifest) -> list[str]:
                          f"({entry.target!r})"
             if reason:
                 problems.add(f"{entry.path}: {reason}")
+        if owner in hub_roots:
+            reason = _hub_layout_problem(entry, owner, links, paths)
+            if reason:
+                problems.add(f"{entry.path}: {reason}")
         if entry.same_as is not None:
             for problem in _same_as_problems(entry, manifest):
                 problems.add(problem)
@@ -490,6 +538,35 @@ class _Problems:
         if self.full:
             return [*self.items, "... stopped counting: the manifest has more problems"]
         return self.items
+
+
+def _hub_layout_problem(entry: FileEntry, root: str, links: Mapping[str, str],
+                        paths: set[str]) -> str | None:
+    """Why ``entry`` does not belong in a hub cache folder, or ``None``.
+
+    Only what huggingface_hub writes is accepted: ``blobs/<hash>`` and ``refs/<branch>``
+    files, ``snapshots/<revision>/<file>`` (links into ``blobs/``, or plain files where the
+    cache could not link), and ``.no_exist/<revision>/<file>`` markers. A link anywhere else,
+    or one that does not end in this folder's ``blobs/``, is refused.
+    """
+    parts = entry.path[len(root) + 1:].split("/")
+    where = parts[0]
+    if where not in HUB_SUBFOLDERS:
+        return f"not part of a hub cache folder (expected one of {', '.join(HUB_SUBFOLDERS)})"
+    if where == "blobs" and len(parts) != 2:
+        return "blobs/ holds files directly, no folders"
+    if where in ("snapshots", ".no_exist") and len(parts) < 3:
+        return f"{where}/ holds one folder per revision"
+    if entry.target is None:
+        return None
+    if where != "snapshots":
+        return f"a symlink in {where}/; only snapshots/ links to blobs/"
+    resolved = resolve_within(entry.path, root, links)
+    if resolved is None or resolved.rsplit("/", 1)[0] != f"{root}/blobs":
+        return f"symlink {entry.target!r} does not lead to a file in {root}/blobs"
+    if resolved not in paths:
+        return f"symlink {entry.target!r} leads to a blob the bundle does not have"
+    return None
 
 
 def _same_as_problems(entry: FileEntry, manifest: Manifest) -> list[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 
-#: Top-level folders of a PaddleNLP home that a bundle may write into.
-ALLOWED_TOPS = ("models", "taskflow")
+#: Top-level folders of a bundle's arcnames. ``models`` and ``taskflow`` live in the PaddleNLP
+#: home; ``hf`` and ``aistudio`` stand for the Hugging Face hub cache and the AI Studio cache,
+#: which live wherever those libraries keep them (:func:`bundler.cache.top_dirs`).
+ALLOWED_TOPS = ("models", "taskflow", "hf", "aistudio")
 
 
 def unsafe_reason(arcname: str) -> str | None:

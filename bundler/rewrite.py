@@ -287,6 +287,16 @@ def _keyword(args: Sequence[cst.Arg], name: str) -> cst.Arg | None:
     return None
 
 
+def _hub_key(call: cst.Call, model_id: str) -> str:
+    """``hf:<id>`` / ``aistudio:<id>`` for a call with ``from_hf_hub=True`` /
+    ``from_aistudio=True``: those load from the hub caches, not from the community folder."""
+    for flag, kind in (("from_hf_hub", "hf"), ("from_aistudio", "aistudio")):
+        arg = _keyword(call.args, flag)
+        if arg is not None and isinstance(arg.value, cst.Name) and arg.value.value == "True":
+            return f"{kind}:{model_id}"
+    return model_id
+
+
 def _snippet(module: cst.Module, node: cst.CSTNode, limit: int = 60) -> str:
     text = " ".join(module.code_for_node(node).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -399,8 +409,9 @@ class _Collector(cst.CSTVisitor):
         literal = _static_str(id_node)
         if literal is not None:
             assert isinstance(id_node, (cst.SimpleString, cst.ConcatenatedString))
-            if literal in self.installed:
-                self._replace(id_node, literal)
+            key = _hub_key(call, literal)
+            if key in self.installed:
+                self._replace(id_node, key)
             return
         if isinstance(id_node, cst.Name):
             constant = self._resolve_constant(id_node)

@@ -152,5 +152,18 @@ def check(home: Path, model_ids: Sequence[str] = ()) -> list[CheckResult]:
             records.append(record)
     else:
         records = cache.records()
-    return [CheckResult(r, tuple(cache.differences(r.files)),
-                        tuple(cache.extra_files(r.model, r.files))) for r in records]
+    return [CheckResult(r, _drift(cache, r), tuple(cache.extra_files(r.model, r.files)))
+            for r in records]
+
+
+_HUB_CACHE_VARS = {"hf": "HF_HUB_CACHE / HF_HOME", "aistudio": "AISTUDIO_HUB_CACHE"}
+
+
+def _drift(cache: Cache, record: InstallRecord) -> tuple[str, ...]:
+    """Changed or missing files; for a hub model whose whole folder is gone, one line that
+    says where it was looked for and why that may differ (the cache variables)."""
+    folder = cache.model_path(record.model)
+    if record.model.kind in _HUB_CACHE_VARS and not folder.exists():
+        return (f"{folder} does not exist (all {len(record.files)} files missing); is "
+                f"{_HUB_CACHE_VARS[record.model.kind]} set as it was at install?",)
+    return tuple(cache.differences(record.files))
