@@ -8,7 +8,8 @@ PaddleNLP to download.
 PaddleNLP's own loaders (``AutoConfig``, ``AutoTokenizer`` slow and fast, ``AutoModel``,
 ``GenerationConfig``, or ``Taskflow`` built and run once) do the resolving, so the cache
 ends up holding exactly what PaddleNLP would load, byte for byte. Wrappers installed around
-PaddleNLP's download helpers record what happened (tools/FINDINGS-internals.md section 4):
+PaddleNLP's download helpers (:mod:`bundler.capture.recorder`, shared with ``fetch -- CMD``)
+record what happened (tools/FINDINGS-internals.md section 4):
 
 * every file a loader was handed, already cached or downloaded, with its model folder;
 * every optional file the server answered 404 for ("absent upstream");
@@ -24,9 +25,11 @@ task is loaded for real instead: which weights it reads is only known by running
 every weight file it reads must be one the bundle will hold (:class:`_WeightWatch`).
 
 Protocol: ``argv[1]`` is a JSON request ``{"models": [...], "task": str | null,
-"task_args": {...}, "report": path, "events_fd": int | null}``. The child writes a JSON
-report to ``report`` (see :func:`bundler.fetch.parse_report`) and exits 0 whenever it could
-write one, failure or not; progress events go to ``events_fd`` as JSON lines.
+"task_args": {...}, "report": path, "events_fd": int | null, "prove": bool,
+"expect": [[model, step]...]}``. With ``prove`` the same loads run with nothing recorded,
+in the offline mode the environment switches on (``fetch``'s proof). The child writes a
+JSON report to ``report`` (see :func:`bundler.fetch.parse_report`) and exits 0 whenever it
+could write one, failure or not; progress events go to ``events_fd`` as JSON lines.
 """
 
 from __future__ import annotations
@@ -36,267 +39,30 @@ import gc
 import json
 import os
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-REPORT_VERSION = 1
+from bundler.capture import recorder
+from bundler.capture.recorder import REPORT_VERSION, Recorder, one_line, reason
 
-#: Exception class names that mean "the network is not there" rather than "the server said no".
-_NETWORK_ERRORS = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
-                   "OfflineModeIsEnabled", "ProxyError", "SSLError")
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _reason(exc: BaseException) -> str:
-    """A short human reason for a network failure, without requests' nested reprs."""
-    text = str(exc).lower()
-    for needle, reason in (("connection refused", "connection refused"),
-                           ("name or service not known", "name resolution failed"),
-                           ("temporary failure in name resolution", "name resolution failed"),
-                           ("failed to resolve", "name resolution failed"),
-                           ("network is unreachable", "network is unreachable"),
-                           ("no route to host", "no route to host"),
-                           ("timed out", "timed out"), ("read timeout", "timed out"),
-                           ("incompleteread", "connection broken mid-transfer"),
-                           ("connection broken", "connection broken mid-transfer"),
-                           ("connection reset", "connection reset"),
-                           ("remotedisconnected", "server closed the connection"),
-                           ("offline", "offline mode is enabled")):
-        if needle in text:
-            return reason
-    return f"{type(exc).__name__}: {_one_line(exc, 160)}"
-
-
-def _is_404(exc: BaseException) -> bool:
-    """PaddleNLP's ``raise_for_status`` turns a 404, and only a 404, into EntryNotFoundError
-    (by name: huggingface_hub moved the class between versions)."""
-    return any(cls.__name__ == "EntryNotFoundError" for cls in type(exc).__mro__)
-
-
-def _is_network(exc: BaseException) -> bool:
-    return any(cls.__name__ in _NETWORK_ERRORS for cls in type(exc).__mro__)
-
-
-class _SizeMismatch(OSError):
-    """A download ended without error but not at the size the server announced."""
-
-
-class Recorder:
-    """What the loaders used, what upstream lacks, and what went wrong."""
-
-    def __init__(self, home: str, events_fd: int | None) -> None:
-        self.home = os.path.abspath(home)
-        self.files: dict[str, dict[str, str]] = {}  # abs path -> {"root", "how"}
-        self.absent: dict[str, set[str]] = {}  # root -> names the server answered 404 for
-        self.failures: list[dict[str, str]] = []
-        self.head_sizes: dict[str, int] = {}
-        self.last_probe: dict[str, BaseException | None] = {}
-        self.transferred = False
-        self.task_root: str | None = None
-        self._events = os.fdopen(events_fd, "w", buffering=1) if events_fd is not None else None
-
-    # -- recording ----------------------------------------------------------------------
-    def use(self, root: str, path: str, how: str) -> None:
-        path = os.path.abspath(path)
-        entry = self.files.setdefault(path, {"root": root, "how": how})
-        if how == "downloaded":
-            entry["how"] = how
-
-    def fail(self, kind: str, message: str, url: str = "") -> None:
-        self.failures.append({"kind": kind, "message": message, "url": url})
-
-    def event(self, **data: Any) -> None:
-        if self._events is None:
-            return
-        try:
-            self._events.write(json.dumps(data) + "\n")
-        except OSError:  # the parent stopped listening; downloading matters more
-            self._events = None
-
-    def rel(self, path: str) -> str:
-        return os.path.relpath(os.path.abspath(path), self.home).replace(os.sep, "/")
-
-
-class _CountingFile:
-    """Stands in for the temp file ``http_get`` writes, to report bytes as they arrive."""
-
-    def __init__(self, inner: Any, recorder: Recorder) -> None:
-        self._inner = inner
-        self._recorder = recorder
-        self._pending = 0
-        self._last = time.monotonic()
-
-    def write(self, data: bytes) -> int:
-        n: int = self._inner.write(data)
-        self._pending += len(data)
-        now = time.monotonic()
-        if now - self._last >= 0.25:
-            self.flush_events()
-            self._last = now
-        return n
-
-    def flush_events(self) -> None:
-        if self._pending:
-            self._recorder.event(event="bytes", amount=self._pending)
-            self._pending = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+# The recorder lives in bundler.capture.recorder (shared with ``fetch -- CMD``); these names
+# stay importable from here.
+_one_line = one_line
+_reason = reason
 
 
 def install(rec: Recorder, *, task_mode: bool) -> None:
     """Wrap PaddleNLP's download helpers (recording) and model loading (memory)."""
-    import paddlenlp.utils.download as dl
-    import paddlenlp.utils.downloader as downloader
+    recorder.install(rec, task_mode=task_mode)
+    if not task_mode:  # a task loads for real (see _load_task); the rest is for plain loads
+        _limit_memory()
+
+
+def _limit_memory() -> None:
+    """Resolve the weight files, never read them."""
     from paddlenlp.transformers import model_utils
 
-    # The package attribute ``bos_download`` is the function; the submodule is shadowed.
-    bmod: Any = sys.modules["paddlenlp.utils.download.bos_download"]
-
-    # -- HEAD probes: the size announced, and why a probe said "no" ---------------------
-    orig_meta = bmod.get_bos_file_metadata
-
-    def get_bos_file_metadata(url: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            meta = orig_meta(url, *args, **kwargs)
-        except BaseException as exc:
-            rec.last_probe["exc"] = exc
-            raise
-        rec.last_probe["exc"] = None
-        if isinstance(getattr(meta, "size", None), int):
-            rec.head_sizes[url] = meta.size
-        return meta
-
-    bmod.get_bos_file_metadata = get_bos_file_metadata
-
-    orig_exist = dl.bos_aistudio_hf_file_exist
-
-    def file_exist(repo_id: str, filename: str, **kwargs: Any) -> Any:
-        rec.last_probe.clear()
-        url = bmod.bos_url(repo_id, filename, subfolder=kwargs.get("subfolder") or None,
-                           endpoint=kwargs.get("endpoint"))
-        try:
-            ok = orig_exist(repo_id, filename, **kwargs)
-        except BaseException as exc:
-            kind = "network" if _is_network(exc) else "probe"
-            rec.fail(kind, _reason(exc) if kind == "network" else _one_line(exc), url)
-            raise
-        if not ok:
-            why = rec.last_probe.get("exc")
-            rel = "/".join(p for p in (kwargs.get("subfolder") or "", filename) if p)
-            if why is None or _is_404(why):
-                rec.absent.setdefault(f"models/{repo_id}", set()).add(rel)
-            else:  # PaddleNLP takes a 403 or a 500 for "absent"; a bundle must not
-                rec.fail("http", _one_line(why, 200), url)
-        return ok
-
-    dl.bos_aistudio_hf_file_exist = file_exist
-
-    # -- cache hits -----------------------------------------------------------------------
-    orig_cache = dl.bos_aistudio_hf_try_to_load_from_cache
-
-    def try_cache(repo_id: str, filename: str, *args: Any, **kwargs: Any) -> Any:
-        found = orig_cache(repo_id, filename, *args, **kwargs)
-        if isinstance(found, str):
-            rec.use(f"models/{repo_id}", found, "cached")
-        return found
-
-    dl.bos_aistudio_hf_try_to_load_from_cache = try_cache
-
-    # -- downloads: the transfer itself, then the file handed to the loader --------------
-    orig_http_get = bmod.http_get
-
-    community = f"{bmod.ENDPOINT}/models/community/"
-
-    def http_get(url: str, temp_file: Any, *args: Any, **kwargs: Any) -> Any:
-        rec.transferred = True
-        name = f"models/{url[len(community):]}" if url.startswith(community) else url
-        rec.event(event="start", name=name, size=rec.head_sizes.get(url))
-        counting = _CountingFile(temp_file, rec)
-        try:
-            result = orig_http_get(url, counting, *args, **kwargs)
-            counting.flush_events()
-            temp_file.flush()
-            got = os.fstat(temp_file.fileno()).st_size
-            want = rec.head_sizes.get(url)
-            if want is not None and got != want:
-                raise _SizeMismatch(f"it arrived with {got} bytes, the server announced "
-                                    f"{want}")
-            return result
-        except BaseException as exc:
-            if isinstance(exc, _SizeMismatch):
-                rec.fail("download", str(exc), url)
-            elif _is_network(exc) or "ChunkedEncodingError" in type(exc).__name__:
-                rec.fail("download", _reason(exc), url)
-            else:
-                rec.fail("download", _one_line(exc), url)
-            # PaddleNLP leaves its temp file behind (renaming it into place only on
-            # success); remove it so a failed fetch leaves no partial download at all.
-            partial = getattr(temp_file, "name", None)
-            if isinstance(partial, str):
-                with contextlib.suppress(OSError):
-                    temp_file.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(partial)
-            raise
-        finally:
-            rec.event(event="done")
-
-    bmod.http_get = http_get
-
-    orig_bos_download = dl.bos_download
-
-    def bos_download(*args: Any, **kwargs: Any) -> Any:
-        rec.transferred = False
-        repo_id = kwargs.get("repo_id") or (args[0] if args else None)
-        path = orig_bos_download(*args, **kwargs)
-        if isinstance(path, str) and repo_id:
-            rec.use(f"models/{repo_id}", path, "downloaded" if rec.transferred else "cached")
-        return path
-
-    dl.bos_download = bos_download
-
-    def unsupported(name: str) -> Callable[..., Any]:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            rec.fail("unsupported", f"a loader asked for {name}; fetch records downloads "
-                     "from PaddleNLP's BOS server only")
-            raise OSError(f"{name} is not supported by paddle-bundle fetch")
-        return refuse
-
-    dl.aistudio_hub_download = unsupported("aistudio_hub_download")
-    dl.hf_hub_download = unsupported("hf_hub_download")
-
-    # -- the legacy URL downloader (Taskflow's static files) -----------------------------
-    orig_download = downloader._download
-
-    def _download(url: str, path: str, md5sum: Any = None) -> Any:
-        rec.transferred = True
-        rec.event(event="start", name=rec.rel(os.path.join(path, url.rsplit("/", 1)[-1])),
-                  size=None)
-        try:
-            return orig_download(url, path, md5sum)
-        except BaseException as exc:
-            rec.fail("network" if _is_network(exc) else "download", _reason(exc), url)
-            with contextlib.suppress(OSError):  # written as <name>_tmp, then moved
-                os.unlink(os.path.join(path, url.rsplit("/", 1)[-1]) + "_tmp")
-            raise
-        finally:
-            rec.event(event="done")
-
-    downloader._download = _download
-    downloader.DOWNLOAD_CHECK = True  # True means "already sent": no telemetry request
-
-    if task_mode:  # a task loads for real (see _load_task); the rest is for plain loads
-        _install_taskflow(rec)
-        return
-
-    # -- memory: resolve the weight files, never read them --------------------------------
     base = model_utils.PretrainedModel
     orig_from_pretrained = base.from_pretrained.__func__
 
@@ -315,54 +81,6 @@ def install(rec: Recorder, *, task_mode: bool) -> None:
     model_utils.load_state_dict = load_state_dict
 
 
-def _install_taskflow(rec: Recorder) -> None:
-    """Record the files Taskflow's static tasks keep under ``taskflow/``."""
-    import paddlenlp.taskflow  # noqa: F401 - imports every task module
-    from paddlenlp.taskflow.task import Task
-
-    tfu: Any = sys.modules["paddlenlp.taskflow.utils"]
-
-    tfu.DOWNLOAD_CHECK = True  # no /paddlehub/stat telemetry
-
-    orig_init = Task.__init__
-
-    def task_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, *args, **kwargs)
-        rec.task_root = rec.rel(self._task_path)
-
-    Task.__init__ = task_init
-
-    orig_check = Task._check_task_files
-
-    def check_task_files(self: Any) -> None:
-        orig_check(self)
-        dygraph = (["model_state.pdparams"] if self.task == "information_extraction"
-                   else ["model_state.pdparams", "config.json"])
-        for file_name in self.resource_files_names.values():
-            if self.is_static_model and file_name in dygraph:
-                continue  # PaddleNLP skips these too
-            path = os.path.join(self._task_path, file_name)
-            if os.path.isfile(path):
-                rec.use(rec.rel(self._task_path), path, "cached")
-
-    Task._check_task_files = check_task_files
-
-    orig_download_file = tfu.download_file
-
-    def download_file(save_dir: str, filename: str, url: str, md5: Any = None) -> Any:
-        rec.transferred = False
-        path = orig_download_file(save_dir, filename, url, md5)
-        root = rec.task_root
-        if root is None or not rec.rel(path).startswith(root + "/"):
-            root = rec.rel(save_dir)
-        if os.path.isfile(path):
-            rec.use(root, path, "downloaded" if rec.transferred else "cached")
-        return path
-
-    for name, module in list(sys.modules.items()):
-        if name.startswith("paddlenlp.taskflow") and \
-                getattr(module, "download_file", None) is orig_download_file:
-            setattr(module, "download_file", download_file)  # noqa: B010 - typed Module
 
 
 # -- the loaders ---------------------------------------------------------------------------
@@ -584,6 +302,8 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     task: str | None = request.get("task")
     task_args: dict[str, Any] = dict(request.get("task_args") or {})
     rec = Recorder(home, request.get("events_fd"))
+    if request.get("prove"):
+        return prove(request, rec)
     install(rec, task_mode=task is not None)
     bmod: Any = sys.modules["paddlenlp.utils.download.bos_download"]
     steps: list[dict[str, Any]] = []
@@ -607,6 +327,33 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     }
     report["error"] = judge(models, task, report)
     return report
+
+
+def prove(request: dict[str, Any], rec: Recorder) -> dict[str, Any]:
+    """The same loads, in offline mode (switched on by the environment), with nothing recorded:
+    ``fetch``'s proof of a new bundle installed in a scratch home. Every required step, and
+    every step that worked online (``request["expect"]``), must work."""
+    task: str | None = request.get("task")
+    task_args: dict[str, Any] = dict(request.get("task_args") or {})
+    steps: list[dict[str, Any]] = []
+    if task is None:
+        _limit_memory()
+        for model_id in request["models"]:
+            _load_plain(model_id, rec, steps)
+    else:  # built and run for real, as online
+        wanted: list[str | None] = list(request["models"]) or [None]
+        for model_id in wanted:
+            _load_task(task, model_id, task_args, rec, steps)
+    expect = {(str(m), str(s)) for m, s in request.get("expect", [])}
+    error = None
+    for step in steps:
+        if not step["ok"] and (step["required"] or (step["model"], step["step"]) in expect):
+            error = {"kind": "proof", "model": step["model"], "url": "",
+                     "message": f"{step['step']} failed offline for {step['model']}: "
+                                f"{step['error']}"}
+            break
+    return {"version": REPORT_VERSION, "endpoint": "", **_versions(), "files": [],
+            "absent": {}, "failures": [], "steps": steps, "error": error}
 
 
 def judge(models: list[str], task: str | None, report: dict[str, Any]) -> dict[str, str] | None:

@@ -107,6 +107,29 @@ def env_flag(name: str, default: str = "") -> bool:
     return os.environ.get(name, default).strip().lower() not in _FALSE
 
 
+#: Set to a folder: every refusal of offline mode (a model not installed, a file missing from
+#: the bundle, a blocked network access) is also appended there, one JSON line per refusal, to
+#: ``<pid>.jsonl``. ``fetch``'s proof reads it to say what the offline run needed.
+ENV_REPORT = "PADDLE_BUNDLE_OFFLINE_REPORT"
+
+
+def refused(error: BaseException) -> BaseException:
+    """Note ``error`` in the refusal report (:data:`ENV_REPORT`), if asked for; return it."""
+    folder = os.environ.get(ENV_REPORT)
+    if folder:
+        import json
+
+        line = json.dumps({"error": type(error).__name__, "message": str(error),
+                           "model": getattr(error, "model_id", "")})
+        try:
+            with open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a",
+                      encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
+    return error
+
+
 # -- which PaddleNLP ------------------------------------------------------------------------
 def is_supported_version(version: str) -> bool:
     """``3.0.0b4`` and every ``2.8.x`` release, with or without PaddleNLP's ``.post`` suffix.
@@ -288,9 +311,9 @@ class OfflineResolver:
     def require_installed(self, model_id: str, cache_dir: Any = None) -> None:
         """Raise unless ``<cache>/<model_id>`` is a folder: the model is not installed."""
         if _is_url(model_id):
-            raise OfflineBlockedError(
+            raise refused(OfflineBlockedError(
                 f"offline mode cannot download {model_id}",
-                hint="download the file on a machine with internet and pass its local path")
+                hint="download the file on a machine with internet and pass its local path"))
         folder = self.model_folder(model_id, cache_dir)
         if folder.is_dir() or (self._recover(folder) and folder.is_dir()):
             return
@@ -303,12 +326,12 @@ class OfflineResolver:
                  model_id, hub, model_id)
             return
         if os.path.isabs(model_id) or model_id.startswith((".", "~")):
-            raise ModelNotInstalledError(
+            raise refused(ModelNotInstalledError(
                 model_id, f"{model_id!r} is not a folder, and offline mode loads models only "
-                          "from folders and from the cache", hint="check the path")
-        raise ModelNotInstalledError(
+                          "from folders and from the cache", hint="check the path"))
+        raise refused(ModelNotInstalledError(
             model_id, f"model {model_id!r} is not installed: {folder} does not exist "
-                      "(paddle-bundle offline mode)", hint=_fetch_hint(model_id))
+                      "(paddle-bundle offline mode)", hint=_fetch_hint(model_id)))
 
     def require_hub_installed(self, kind: str, repo_id: str, cache_dir: Any = None) -> None:
         """Rule 1 for the hubs: raise unless the hub cache has ``models--org--name/snapshots``
@@ -353,17 +376,17 @@ class OfflineResolver:
         if record is not None:
             wanted = f"{record.model.root}/{rel}"
             if any(f.path == wanted for f in record.files):
-                raise MissingFromBundleError(
+                raise refused(MissingFromBundleError(
                     f"{rel} of model {model_id} was installed but is missing from {folder}",
                     hint=f"run 'paddle-bundle check {model_id}', then install its bundle "
-                         f"({record.bundle}) again with --force")
+                         f"({record.bundle}) again with --force"))
         if filename.endswith(_WEIGHT_SUFFIXES):
             index = _index_naming(folder / subfolder if subfolder else folder, filename)
             if index is not None:
-                raise MissingFromBundleError(
+                raise refused(MissingFromBundleError(
                     f"{rel} of model {model_id} is missing from the bundle: {index} names "
                     f"it but it is not in {folder}",
-                    hint=_fetch_hint(model_id, force=True))
+                    hint=_fetch_hint(model_id, force=True)))
         if record is not None and rel in record.model.absent_upstream:
             _log("debug", "offline: %s/%s recorded as absent upstream", model_id, rel)
         else:
@@ -537,7 +560,7 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         path = os.path.join(str(cache_dir or resolver.model_home()), repo_id, rel)
         if os.path.exists(path):
             return path
-        raise resolver.missing_resource(repo_id, rel, url, cache_dir)
+        raise refused(resolver.missing_resource(repo_id, rel, url, cache_dir))
 
     def refuse_hub_download(*args: Any, **kwargs: Any) -> str:
         # PaddleNLP reports this as "Cannot find the requested files in the cached path
@@ -574,7 +597,7 @@ def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
         return
 
     def _download(url: str, path: str, md5sum: str | None = None) -> str:
-        raise resolver.legacy_download(url, path, md5sum)
+        raise refused(resolver.legacy_download(url, path, md5sum))
 
     setattr(_download, _MARK, True)
     vars(mod)["_download"] = _download
@@ -619,9 +642,9 @@ def patch_module(name: str, module: ModuleType,
 class _PatchingLoader:
     """Runs the real loader, then the patch; everything else goes to the real loader."""
 
-    def __init__(self, loader: Any, name: str) -> None:
+    def __init__(self, loader: Any, patch: Callable[[ModuleType], None]) -> None:
         self._loader = loader
-        self._name = name
+        self._patch = patch
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         module: ModuleType | None = self._loader.create_module(spec)
@@ -629,7 +652,7 @@ class _PatchingLoader:
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        patch_module(self._name, module)
+        self._patch(module)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -639,12 +662,31 @@ class PatchOnImport:
     """A ``sys.meta_path`` finder that wraps the loaders of the modules offline mode patches.
 
     It finds nothing itself: it asks the finders after it, so PaddleNLP is imported from
-    wherever it would have been, and only its three modules get the patching loader.
+    wherever it would have been, and only the modules in ``patches`` (name -> function that
+    patches the module once it has run; default: offline mode's) get the patching loader.
+    The recorder of ``fetch -- CMD`` (:mod:`bundler.capture`) uses it with its own table;
+    the two are never active in the same process.
     """
+
+    def __init__(self, patches: Mapping[str, Callable[[ModuleType], None]] | None = None
+                 ) -> None:
+        self.patches = patches
+
+    def _patch_for(self, fullname: str) -> Callable[[ModuleType], None] | None:
+        if self.patches is not None:
+            return self.patches.get(fullname)
+        if fullname not in _PATCHES:
+            return None
+
+        def patch(module: ModuleType) -> None:
+            patch_module(fullname, module)
+
+        return patch
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
-        if fullname not in _PATCHES:
+        patch = self._patch_for(fullname)
+        if patch is None:
             return None
         for finder in sys.meta_path:
             if isinstance(finder, PatchOnImport):
@@ -659,7 +701,7 @@ class PatchOnImport:
             return None
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             raise _refuse_shape(fullname, f"its loader {spec.loader!r} cannot be wrapped")
-        spec.loader = _PatchingLoader(spec.loader, fullname)  # type: ignore[assignment]
+        spec.loader = _PatchingLoader(spec.loader, patch)  # type: ignore[assignment]
         return spec
 
     def invalidate_caches(self) -> None:
@@ -725,9 +767,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         return
     if len(_BLOCKED) < _BLOCKED_KEEP:
         _BLOCKED.append((event, target))
-    raise OfflineBlockedError(
+    raise refused(OfflineBlockedError(
         f"paddle-bundle offline mode blocked network access to {target!r} ({event})",
-        hint=f"set {ENV_GUARD}=0 to allow sockets while PaddleNLP stays offline")
+        hint=f"set {ENV_GUARD}=0 to allow sockets while PaddleNLP stays offline"))
 
 
 def blocked_attempts() -> tuple[tuple[str, str], ...]:
@@ -754,7 +796,7 @@ def activate() -> None:
     if env_flag(ENV_GUARD, "1"):
         sys.addaudithook(_audit)
         _GUARDED = True
-    if not any(isinstance(f, PatchOnImport) for f in sys.meta_path):
+    if not any(isinstance(f, PatchOnImport) and f.patches is None for f in sys.meta_path):
         sys.meta_path.insert(0, PatchOnImport())
     for name in _PATCHES:
         module = sys.modules.get(name)

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bundler import __version__
-from bundler.errors import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, EXIT_USAGE, BundleError
+from bundler.errors import (
+    EXIT_ERROR,
+    EXIT_INTEGRITY,
+    EXIT_OK,
+    EXIT_USAGE,
+    BundleError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from bundler.fetch import DownloadEvent
@@ -148,7 +155,7 @@ def cli() -> None:
     """Carry PaddleNLP models across an air gap.
 
     \b
-    Online:   paddle-bundle fetch Salesforce/codegen-350M-mono -o bundle.tar.zst
+    Online:   paddle-bundle fetch -o bundle.tar.zst -- python app.py
     Offline:  paddle-bundle verify bundle.tar.zst && paddle-bundle install bundle.tar.zst
               paddle-bundle run -- python app.py   (load by name, no network)
 
@@ -259,7 +266,18 @@ class _DownloadBars:
             self._bar = None
 
 
-@cli.command()
+class _FetchCommand(click.Command):
+    """``fetch``: what follows ``--`` is the user's command, kept apart from MODELS."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["paddle_bundle.command"] = tuple(args[cut + 1:])
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_FetchCommand)
 @click.argument("models", nargs=-1)
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
@@ -270,37 +288,72 @@ class _DownloadBars:
 @click.option("--task-arg", "task_args", multiple=True, metavar="KEY=VALUE",
               help="A Taskflow argument (repeatable); VALUE is JSON if it parses, else a "
                    "string: --task-arg 'schema=[\"时间\"]' --task-arg precision=float32.")
+@click.option("--prove/--no-prove", default=True, show_default=True,
+              help="Before writing the bundle, install it into a scratch home and run the "
+                   "same command (or loads) offline with no network; write it only if that "
+                   "succeeds.")
+@click.option("--mirror", default=None, metavar="URL",
+              help="A mirror of PaddleNLP's bucket (bj.bcebos.com/paddlenlp) for community, "
+                   "built-in and Taskflow downloads [env: PADDLE_BUNDLE_FETCH_MIRROR].")
 @_output_options
 @_quiet_option
-def fetch(models: tuple[str, ...], out: Path, home: Path | None, task: str | None,
-          task_args: tuple[str, ...], level: int, threads: int, split_size: str | None,
-          fat32: bool, state: Path | None, portable: bool, quiet: bool) -> int:
-    """Download MODELS with PaddleNLP into HOME, then pack exactly the files it used.
+@click.pass_context
+def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | None,
+          task: str | None, task_args: tuple[str, ...], prove: bool, mirror: str | None,
+          level: int, threads: int, split_size: str | None, fat32: bool, state: Path | None,
+          portable: bool, quiet: bool) -> int:
+    """Bundle what PaddleNLP obtains for a program, or for MODELS, into one bundle.
 
-    PaddleNLP's own loaders resolve each MODEL by name (config, slow and fast tokenizer,
-    weights, generation config; with --task, Taskflow(TASK, model=MODEL, **task args) built
-    and run once) from $PPNLP_ENDPOINT into the normal cache. The bundle holds the cache files
-    they used and records which optional files the server does not have. Needs paddlenlp;
-    without --task, weights are never loaded into memory.
+    \b
+    paddle-bundle fetch -o app.tar.zst -- python app.py      (your program, unchanged)
+    paddle-bundle fetch Salesforce/codegen-350M-mono -o codegen.tar.zst
+    paddle-bundle fetch --task information_extraction paddlenlp/PP-UIE-0.5B \\
+        --task-arg 'schema=["时间"]' --task-arg precision=float32 -o uie.tar.zst
+
+    With a command after --, runs it with a recorder in every Python it starts and bundles
+    every file PaddleNLP obtained for it (downloads and cache hits, community ids, built-in
+    names, Taskflow's files); its output and exit code pass through, and a command that fails
+    writes no bundle. With MODELS, PaddleNLP's own loaders resolve each by name (config, slow
+    and fast tokenizer, weights, generation config; with --task, Taskflow(TASK, model=MODEL,
+    KEY=VALUE...) built and run once). Either way, by default the bundle is written only after
+    the same command (or loads) ran offline from a scratch install of it. Needs paddlenlp.
     """
     from bundler.fetch import fetch as do_fetch
-    from bundler.fetch import parse_task_args
+    from bundler.fetch import fetch_command, parse_task_args
 
-    command = (PROG, "fetch", *models, *(("--task", task) if task else ()),
-               *(arg for pair in task_args for arg in ("--task-arg", pair)))
-    options = _pack_options(command, level, threads, split_size, fat32, state, portable)
+    command: tuple[str, ...] = ctx.meta.get("paddle_bundle.command", ())
+    if "paddle_bundle.command" in ctx.meta and not command:
+        raise UsageError("no command after --: paddle-bundle fetch -o OUT -- python app.py")
+    if command and (models or task or task_args):
+        raise UsageError("give MODELS (and --task) or a command after --, not both")
+    if not command and not models and not task:
+        raise UsageError("fetch needs a MODEL (or --task TASK), or a command after --: "
+                         "paddle-bundle fetch -o OUT -- python app.py")
+    if command:
+        tool = (PROG, "fetch", *(("--mirror", mirror) if mirror else ()), "--", *command)
+    else:
+        tool = (PROG, "fetch", *models, *(("--task", task) if task else ()),
+                *(arg for pair in task_args for arg in ("--task-arg", pair)))
+    options = _pack_options(tool, level, threads, split_size, fat32, state, portable)
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:
-            result = do_fetch(models, out, home=_resolve_home(home), task=task,
-                              task_args=parse_task_args(task_args), options=options,
-                              progress=bar.update, on_start=bar.start,
-                              on_download=downloads.event)
+            if command:
+                result = fetch_command(command, out, home=_resolve_home(home), options=options,
+                                       prove=prove, mirror=mirror, progress=bar.update,
+                                       on_start=bar.start)
+            else:
+                result = do_fetch(models, out, home=_resolve_home(home), task=task,
+                                  task_args=parse_task_args(task_args), options=options,
+                                  progress=bar.update, on_start=bar.start,
+                                  on_download=downloads.event, prove=prove, mirror=mirror)
     finally:
         downloads.close()
     if not quiet:
+        proven = (f"proven offline ({result.proof.isolation}); " if result.proof else
+                  "not proven (--no-prove); ")
         _echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
-                   f"downloaded, {len(result.cached)} already cached); "
+              f"downloaded, {len(result.cached)} already cached); {proven}"
                    f"{_packed_summary(result.pack)}")
     return EXIT_OK
 
@@ -365,6 +418,11 @@ def inspect(bundle: Path, as_json: bool) -> int:
         _echo(f"command:  {' '.join(o.command)}")
     if o.endpoint:
         _echo(f"endpoint: {o.endpoint}")
+    if o.proof is not None:
+        p = o.proof
+        _echo(f"proven:   {' '.join(p.command)} ran offline from a scratch install "
+              f"({p.isolation}; paddle-bundle {p.tool_version}, paddlenlp "
+              f"{p.paddlenlp or '-'}, paddlepaddle {p.paddlepaddle or '-'})")
     for model in manifest.models:
         files = manifest.files_of(model)
         size_m = sum(f.size for f in files)

@@ -143,3 +143,21 @@ class OfflineBlockedError(BundleError, ConnectionError):
 class UnsupportedPaddleNLPError(BundleError, RuntimeError):
     """Offline mode does not know this PaddleNLP version, or its download functions have
     changed, so patching them could silently do nothing. Raised while PaddleNLP is imported."""
+
+
+# -- fetch -- CMD (bundler.capture) -----------------------------------------------------------
+class CommandFailedError(BundleError):
+    """The command ``fetch -- CMD`` ran exited non-zero, so no bundle was written.
+
+    Its exit code becomes paddle-bundle's, as a wrapper's should.
+    """
+
+    def __init__(self, returncode: int, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.returncode = returncode
+        self.exit_code = returncode if 0 < returncode < 256 else EXIT_ERROR
+
+
+class ProofFailedError(BundleError):
+    """The offline proof of a new bundle failed: the program, run again offline from a scratch
+    install of the bundle, did not succeed. Nothing was written."""

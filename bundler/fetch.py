@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -31,8 +32,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bundler.cache import LocalFile
-from bundler.errors import BundleError, ModelNotFoundError, NetworkError, UsageError
-from bundler.manifest import KIND_COMMUNITY, TASKFLOW_PREFIX, ModelEntry, parse_model_ids
+from bundler.capture import session
+from bundler.capture.recorder import ENV_MIRROR
+from bundler.errors import (
+    BundleError,
+    CommandFailedError,
+    ModelNotFoundError,
+    NetworkError,
+    ProofFailedError,
+    UsageError,
+)
+from bundler.manifest import (
+    KIND_BUILTIN,
+    KIND_COMMUNITY,
+    TASKFLOW_PREFIX,
+    ModelEntry,
+    Proof,
+    parse_model_ids,
+)
 from bundler.pack import PackOptions, PackResult, check_output, write_bundle
 from bundler.paths import is_within, unsafe_reason
 
@@ -61,6 +78,8 @@ class UsedFile:
     path: str
     root: str
     how: str  # "downloaded" | "cached"
+    kind: str = KIND_COMMUNITY  # "community" | "builtin" | "taskflow"
+    url: str = ""  # where it was downloaded from (after --mirror), when known
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,8 @@ class ChildReport:
     files: tuple[UsedFile, ...]
     absent: Mapping[str, tuple[str, ...]]
     error: Mapping[str, str] | None
+    #: (model, loader step, worked) of ``fetch MODEL``'s loads
+    steps: tuple[tuple[str, str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,8 @@ class FetchResult:
     endpoint: str
     downloaded: tuple[str, ...]  # arcnames transferred from the server in this run
     cached: tuple[str, ...]  # arcnames the loaders found already cached
+    proof: Proof | None = None  # how the bundle was proven offline, if it was
+    processes: int = 1  # Python processes that recorded (fetch -- CMD)
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -104,15 +127,19 @@ def parse_report(raw: Any) -> ChildReport:
             if not (isinstance(item, dict) and all(
                     isinstance(item.get(k), str) for k in ("path", "root", "how"))):
                 raise bad("files")
-            files.append(UsedFile(item["path"], item["root"], item["how"]))
+            files.append(UsedFile(item["path"], item["root"], item["how"],
+                                  str(item.get("kind") or KIND_COMMUNITY),
+                                  str(item.get("url") or "")))
         for root, names in raw.get("absent", {}).items():
             if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
                 raise bad("absent")
             absent[root] = tuple(names)
+    steps = tuple((str(s.get("model")), str(s.get("step")), bool(s.get("ok")))
+                  for s in raw.get("steps", []) if isinstance(s, dict))
     return ChildReport(endpoint=str(raw.get("endpoint") or ""),
                        paddlenlp=str(raw.get("paddlenlp") or ""),
                        paddle=str(raw.get("paddle") or ""), files=tuple(files),
-                       absent=absent, error=error)
+                       absent=absent, error=error, steps=steps)
 
 
 def error_for(report: ChildReport, endpoint: str) -> BundleError:
@@ -135,8 +162,9 @@ def error_for(report: ChildReport, endpoint: str) -> BundleError:
                             hint="check the network or set PPNLP_ENDPOINT to a reachable "
                                  "mirror; nothing was packed")
     if kind == "download":
-        return NetworkError(f"download of {_short(url, endpoint)} from {endpoint} failed "
-                            f"({message})",
+        short = _short(url, endpoint)
+        where = f"{short} from {endpoint}" if short != url else (url or "a file")
+        return NetworkError(f"download of {where} failed ({message})",
                             hint="nothing was packed and the partial file was removed; run "
                                  "fetch again, finished files are reused")
     if kind in ("http", "probe"):
@@ -153,6 +181,8 @@ def error_for(report: ChildReport, endpoint: str) -> BundleError:
     if kind == "loader":
         return BundleError(f"PaddleNLP could not load the model: {message}",
                            hint="nothing was packed")
+    if kind == "unsupported":
+        return BundleError(f"fetch cannot record this: {message}", hint="nothing was packed")
     return BundleError(f"fetch failed inside PaddleNLP: {message or 'no reason given'}",
                        hint="set PADDLE_BUNDLE_DEBUG=1 to see PaddleNLP's output")
 
@@ -165,11 +195,11 @@ def _short(url: str, endpoint: str) -> str:
     return url or "a file"
 
 
-def _model_for_root(root: str) -> ModelEntry:
+def _model_for_root(root: str, kind: str | None = None) -> ModelEntry:
     top, _, rel = root.partition("/")
     model_id = rel if top == "models" else f"{TASKFLOW_PREFIX}{rel}"
     try:
-        model = ModelEntry.for_id(model_id)
+        model = ModelEntry.for_id(model_id, kind=kind)
     except ValueError:
         model = None
     if model is None or top not in ("models", "taskflow") or model.root != root:
@@ -205,18 +235,30 @@ def _local_file(home: Path, root: str, path: str) -> LocalFile:
 
 
 def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
-                     task: str | None = None) -> tuple[list[ModelEntry], list[LocalFile]]:
+                     task: str | None = None, *, command: bool = False
+                     ) -> tuple[list[ModelEntry], list[LocalFile]]:
     """Models (with what upstream lacks) and files to bundle, from a successful report.
 
-    Every requested model must have files (for ``--task``: the run as a whole); a model the
+    Every requested model must have files (for ``--task``: the run as a whole; for a
+    ``command``: there is nothing requested, every folder used is a model); a model the
     loaders touched besides the requested ones (a task's own folder, a built-in tokenizer)
-    comes along as a model of its own, because loading needs it.
+    comes along as a model of its own, because loading needs it. A folder whose files came
+    from built-in resource URLs is a ``builtin`` model.
     """
     by_root: dict[str, list[LocalFile]] = {}
+    kinds: dict[str, str] = {}
     for used in report.files:
         model = _model_for_root(used.root)
         by_root.setdefault(model.root, []).append(_local_file(home, model.root, used.path))
-    if task is None:
+        if used.kind == KIND_BUILTIN:
+            kinds[model.root] = KIND_BUILTIN
+    if command:
+        if not by_root:
+            raise BundleError("the command obtained no model file through PaddleNLP: "
+                              "nothing to bundle",
+                              hint="does it load a model by name? (a local path needs no "
+                                   "bundle)")
+    elif task is None:
         for model_id in model_ids:
             if ModelEntry.for_id(model_id).root not in by_root:
                 raise ModelNotFoundError(
@@ -233,18 +275,21 @@ def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
         present = {f.arcname[len(root) + 1:] for f in mine}
         absent = [n for n in report.absent.get(root, ()) if n not in present
                   and not unsafe_reason(n)]
-        base = _model_for_root(root)
-        models.append(ModelEntry.for_id(base.id, absent))
+        base = _model_for_root(root, kinds.get(root))
+        models.append(ModelEntry.for_id(base.id, absent, kind=base.kind))
         files.extend(mine)
     return models, files
 
 
 # -- the child ---------------------------------------------------------------------------
-def _child_env(home: Path) -> dict[str, str]:
-    """The loaders' environment: this home, and never offline mode (an exported
-    ``PADDLE_BUNDLE_OFFLINE=1`` would forbid the very downloads fetch is asked for)."""
-    env = {k: v for k, v in os.environ.items() if k != "PADDLE_BUNDLE_OFFLINE"}
+def _child_env(home: Path, mirror: str | None = None) -> dict[str, str]:
+    """The loaders' environment: this home, the mirror if any, and never offline mode (an
+    exported ``PADDLE_BUNDLE_OFFLINE=1`` would forbid the very downloads fetch is asked for)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PADDLE_BUNDLE_OFFLINE", ENV_MIRROR)}
     env["PPNLP_HOME"] = str(home)
+    if mirror:
+        env[ENV_MIRROR] = mirror
+        env["PPNLP_ENDPOINT"] = mirror
     src = str(Path(__file__).resolve().parent.parent)  # bundler importable even uninstalled
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return env
@@ -276,7 +321,8 @@ def _read_events(fd: int, on_download: Callable[[DownloadEvent], None] | None) -
 
 def run_child(home: Path, model_ids: Sequence[str], task: str | None,
               on_download: Callable[[DownloadEvent], None] | None = None,
-              task_args: Mapping[str, Any] | None = None) -> ChildReport:
+              task_args: Mapping[str, Any] | None = None,
+              mirror: str | None = None) -> ChildReport:
     """Run the PaddleNLP loaders in a child process and return its report.
 
     The child's output goes to a log file (shown only through ``PADDLE_BUNDLE_DEBUG=1``): the
@@ -299,7 +345,7 @@ def run_child(home: Path, model_ids: Sequence[str], task: str | None,
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "bundler._fetch_child", str(work / "request.json")],
-                    cwd=work / "cwd", env=_child_env(home), stdin=subprocess.DEVNULL,
+                    cwd=work / "cwd", env=_child_env(home, mirror), stdin=subprocess.DEVNULL,
                     stdout=out, stderr=out, pass_fds=(write_fd,))
             finally:
                 os.close(write_fd)
@@ -364,12 +410,20 @@ def parse_task_args(pairs: Sequence[str]) -> dict[str, Any]:
     return args
 
 
+def _check_prove(prove: bool, options: PackOptions) -> None:
+    if prove and options.exclude_installed:
+        raise UsageError("a delta bundle (--exclude-installed) cannot be proven in a scratch "
+                         "home: it lacks the files the target already has",
+                         hint="add --no-prove")
+
+
 def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None = None,
           task_args: Mapping[str, Any] | None = None,
           options: PackOptions | None = None,
           progress: Callable[[int], None] | None = None,
           on_start: Callable[[int], None] | None = None,
-          on_download: Callable[[DownloadEvent], None] | None = None) -> FetchResult:
+          on_download: Callable[[DownloadEvent], None] | None = None,
+          prove: bool = False, mirror: str | None = None) -> FetchResult:
     """Download with PaddleNLP what loading ``model_ids`` needs into ``home``, then pack it.
 
     Without ``task`` each model is resolved the way ``AutoConfig``, ``AutoTokenizer`` (slow
@@ -379,7 +433,9 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     optional files the server answered 404 for, plus the endpoint and the PaddleNLP and Paddle
     versions.
     ``progress``/``on_start`` are as for :func:`bundler.pack.pack` (the packing part);
-    ``on_download`` receives the child's download progress.
+    ``on_download`` receives the child's download progress. With ``prove`` the same loads
+    must work offline from a scratch install of the bundle before it is written
+    (:func:`write_proven`); ``mirror`` stands in for PaddleNLP's bucket.
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
     if not model_ids and task is None:
@@ -393,20 +449,217 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
         raise UsageError("fetch takes model ids (org/name); Taskflow folders come with --task",
                          hint="e.g. paddle-bundle fetch uie-base --task information_extraction")
     out = Path(os.path.abspath(out))
+    options = options or PackOptions()
+    _check_prove(prove, options)
+    mirror = mirror_setting(mirror)
     # before any download: an -o that pack would refuse (see pack.check_output)
-    check_output(out, home=home, models=models,
-                 split=bool(options is not None and options.split_size))
+    check_output(out, home=home, models=models, split=bool(options.split_size))
     ids = [m.id for m in models]
-    report = run_child(home, ids, task, on_download, task_args)
+    report = run_child(home, ids, task, on_download, task_args, mirror=mirror)
     endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, ids, task)
-    options = replace(options or PackOptions(), endpoint=endpoint)
-    result = write_bundle(entries, files, out, home=home, options=options,
+    options = replace(options, endpoint=endpoint)
+    prover = None
+    if prove:
+        expect = [[m, step] for m, step, ok in report.steps if ok]
+        prover = _LoaderProof(ids, task, expect, task_args)
+        options = replace(options, proof=_proof(prover.describe(), report))
+    result = write_proven(entries, files, out, home=home, options=options, prover=prover,
                           progress=progress, on_start=on_start)
-    home_rel = {os.path.abspath(u.path): u.how for u in report.files}
-    downloaded = tuple(sorted(f.arcname for f in files
-                              if home_rel.get(str(f.path)) == "downloaded"))
+    return _result(result, report, files, endpoint, options.proof)
+
+
+def fetch_command(command: Sequence[str], out: Path, *, home: Path,
+                  options: PackOptions | None = None, prove: bool = True,
+                  mirror: str | None = None,
+                  progress: Callable[[int], None] | None = None,
+                  on_start: Callable[[int], None] | None = None) -> FetchResult:
+    """Run ``command`` with the recorder in every Python it starts, then bundle every file
+    PaddleNLP obtained for it (:mod:`bundler.capture`); with ``prove`` (the default) only
+    once the same command has run offline from a scratch install of the bundle.
+
+    A command that exits non-zero means no bundle: :class:`CommandFailedError` carries its
+    exit code.
+    """
+    if not command:
+        raise UsageError("no command given", hint="paddle-bundle fetch -o OUT -- python app.py")
+    home = Path(os.path.abspath(os.path.expanduser(home)))
+    out = Path(os.path.abspath(out))
+    options = options or PackOptions()
+    _check_prove(prove, options)
+    mirror = mirror_setting(mirror)
+    check_output(out, home=home, models=[], split=bool(options.split_size))
+    with tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
+        code, raw = session.capture(command, home, Path(tmp), mirror)
+    report = parse_report(raw)
+    endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
+    if code != 0:
+        # A download PaddleNLP failed at is the likely reason: name it (and its URL).
+        why = f" ({error_for(report, endpoint).message})" if report.error else ""
+        raise CommandFailedError(code, f"{' '.join(command)} exited with code {code}{why}: "
+                                       "no bundle was written",
+                                 hint="fix the command so it succeeds online first")
+    if report.error is not None:
+        raise error_for(report, endpoint)
+    entries, files = plan_from_report(home, report, [], command=True)
+    options = replace(options, endpoint=endpoint)
+    prover = None
+    if prove:
+        prover = _CommandProof(tuple(command))
+        options = replace(options, proof=_proof(prover.describe(), report))
+    result = write_proven(entries, files, out, home=home, options=options, prover=prover,
+                          progress=progress, on_start=on_start)
+    return replace(_result(result, report, files, endpoint, options.proof),
+                   processes=int(raw.get("processes") or 0))
+
+
+def mirror_setting(mirror: str | None) -> str | None:
+    """``--mirror``, else ``$PADDLE_BUNDLE_FETCH_MIRROR``; an http(s) URL or nothing."""
+    value = mirror if mirror is not None else os.environ.get(ENV_MIRROR) or None
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--mirror {value!r} is not an http(s) URL",
+                         hint="give the URL that serves PaddleNLP's bucket, e.g. "
+                              "http://mirror.example.com/paddlenlp")
+    return value.rstrip("/")
+
+
+def _result(result: PackResult, report: ChildReport, files: Sequence[LocalFile],
+            endpoint: str, proof: Proof | None) -> FetchResult:
+    how = {os.path.abspath(u.path): u.how for u in report.files}
+    downloaded = tuple(sorted(f.arcname for f in files if how.get(str(f.path)) == "downloaded"))
     cached = tuple(sorted(f.arcname for f in files if f.arcname not in downloaded))
-    return FetchResult(pack=result, endpoint=endpoint, downloaded=downloaded, cached=cached)
+    return FetchResult(pack=result, endpoint=endpoint, downloaded=downloaded, cached=cached,
+                       proof=proof)
+
+
+def _proof(command: tuple[str, ...], report: ChildReport) -> Proof:
+    from bundler import __version__
+    from bundler.capture.prove import isolation
+
+    return Proof(command=command, isolation=isolation()[0], tool_version=__version__,
+                 paddlenlp=report.paddlenlp or None, paddlepaddle=report.paddle or None)
+
+
+# -- the proof -----------------------------------------------------------------------------
+class _CommandProof:
+    """``fetch -- CMD``: the same command, offline."""
+
+    def __init__(self, command: tuple[str, ...]) -> None:
+        self.command = command
+
+    def describe(self) -> tuple[str, ...]:
+        return self.command
+
+    def run(self, bundle: Path, scratch_parent: Path) -> None:
+        from bundler.capture.prove import run_offline
+
+        debug = bool(os.environ.get("PADDLE_BUNDLE_DEBUG"))
+        outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, debug=debug)
+        if outcome.returncode != 0:
+            raise _proof_failed(outcome.refusals, outcome.isolation,
+                                f"{' '.join(self.command)} exited with code "
+                                f"{outcome.returncode} offline", outcome.tail)
+
+
+class _LoaderProof:
+    """``fetch MODEL`` / ``fetch --task``: the same loads by name, offline."""
+
+    def __init__(self, ids: Sequence[str], task: str | None,
+                 expect: Sequence[Sequence[str]],
+                 task_args: Mapping[str, Any] | None = None) -> None:
+        self.ids = list(ids)
+        self.task = task
+        self.expect = [list(e) for e in expect]
+        self.task_args = dict(task_args or {})
+
+    def describe(self) -> tuple[str, ...]:
+        """What ran offline, for the manifest: the loads by name of ``fetch MODEL``."""
+        if self.task:
+            return ("Taskflow", self.task, *self.ids)
+        return ("from_pretrained", *self.ids)
+
+    def run(self, bundle: Path, scratch_parent: Path) -> None:
+        from bundler.capture.prove import run_offline
+
+        raw: dict[str, Any] = {}
+        argv = [sys.executable, "-m", "bundler._fetch_child"]
+
+        def prepare(scratch: Path, env: dict[str, str]) -> None:
+            request = {"models": self.ids, "task": self.task, "task_args": self.task_args,
+                       "prove": True,
+                       "expect": self.expect, "report": str(scratch / "proof.json")}
+            (scratch / "request.json").write_text(json.dumps(request), encoding="utf-8")
+            argv.append(str(scratch / "request.json"))
+            (scratch / "cwd").mkdir()  # an empty cwd, as for the fetch child
+
+        def collect(scratch: Path) -> None:
+            with contextlib.suppress(OSError, ValueError):
+                raw.update(json.loads((scratch / "proof.json").read_text(encoding="utf-8")))
+
+        outcome = run_offline(bundle, argv, scratch_parent=scratch_parent,
+                              debug=bool(os.environ.get("PADDLE_BUNDLE_DEBUG")),
+                              prepare=prepare, collect=collect, cwd="cwd")
+        error = raw.get("error") if isinstance(raw.get("error"), dict) else None
+        if outcome.returncode != 0 or error is not None or not raw:
+            detail = str((error or {}).get("message") or "")
+            raise _proof_failed(outcome.refusals, outcome.isolation,
+                                detail or f"the offline loads exited with code "
+                                          f"{outcome.returncode}", outcome.tail)
+
+
+def _proof_failed(refusals: Sequence[Mapping[str, str]], isolation_name: str, what: str,
+                  tail: str) -> ProofFailedError:
+    """What the offline run needed that the capture did not get, as one line."""
+    if refusals:
+        first = refusals[0]
+        more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
+        detail = f"offline mode refused: {first['message']}{more}"
+    else:
+        detail = f"{what}" + (f": {tail}" if tail else "")
+    return ProofFailedError(
+        f"the offline proof failed ({isolation_name}): {detail}; no bundle was written",
+        hint="the program needs something the capture did not see (a file read outside "
+             "PaddleNLP, a path in the cache); run it so it loads what it needs by name, or "
+             "use --no-prove")
+
+
+def write_proven(entries: Sequence[ModelEntry], files: Sequence[LocalFile], out: Path, *,
+                 home: Path, options: PackOptions,
+                 prover: _CommandProof | _LoaderProof | None,
+                 progress: Callable[[int], None] | None = None,
+                 on_start: Callable[[int], None] | None = None) -> PackResult:
+    """Write the bundle under a temporary folder beside ``out``, prove it there (if
+    ``prover``), and only then move it (volumes first, sidecar last) to ``out``.
+
+    ``out`` is checked as ``pack`` checks it (:func:`bundler.pack.check_output`): only an
+    earlier bundle of that name (its file, volumes and sidecar) is replaced or removed.
+    """
+    target = check_output(out, home=home, models=entries, split=bool(options.split_size))
+    staging = Path(tempfile.mkdtemp(prefix=".paddle-bundle-fetch-", dir=out.parent))
+    try:
+        result = write_bundle(entries, files, staging / out.name, home=home, options=options,
+                              progress=progress, on_start=on_start)
+        if prover is not None:
+            prover.run(result.path, out.parent)
+        return _move_into_place(result, out, target.replaceable)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(result: PackResult, out: Path, replaceable: frozenset[str]) -> PackResult:
+    """Rename the proven files over ``out``; of what was there, remove only the files of an
+    earlier bundle of that name that the new one does not overwrite."""
+    parts = [out.parent / p.name for p in result.parts]
+    for src, dst in zip(result.parts, parts):
+        os.replace(src, dst)
+    sidecar = out.parent / result.sidecar.name
+    for name in sorted(replaceable - {p.name for p in parts} - {sidecar.name}):
+        with contextlib.suppress(FileNotFoundError):
+            (out.parent / name).unlink()  # an earlier bundle's file or volume: would shadow
+    os.replace(result.sidecar, sidecar)
+    return replace(result, path=out, parts=tuple(parts), sidecar=sidecar)

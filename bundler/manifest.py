@@ -29,6 +29,9 @@ MANIFEST_ARCNAME = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 KIND_COMMUNITY = "community"
+#: A PaddleNLP built-in name (``bert-base-chinese``) whose files come from fixed resource URLs
+#: on PaddleNLP's bucket rather than ``$PPNLP_ENDPOINT/models/community``; same folder.
+KIND_BUILTIN = "builtin"
 KIND_TASKFLOW = "taskflow"
 TASKFLOW_PREFIX = "taskflow:"
 #: Models from the Hugging Face hub (``from_hf_hub=True``) and AI Studio (``from_aistudio=True``)
@@ -47,27 +50,31 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 PLACEHOLDER_SHA256 = "0" * 64
 
 
-def root_for(model_id: str) -> tuple[str, str]:
+def root_for(model_id: str, kind: str | None = None) -> tuple[str, str]:
     """``(kind, root)`` of a model id, with ``root`` relative to the home.
 
     ``Salesforce/codegen-350M-mono`` lives in ``models/Salesforce/codegen-350M-mono`` (as
     PaddleNLP's ``os.path.join(MODEL_HOME, name)``), ``taskflow:information_extraction/uie-base``
     in ``taskflow/information_extraction/uie-base``. Raises ``ValueError`` for ids that would
-    not name a folder below those two.
+    not name a folder below those two. ``kind`` ``builtin`` is accepted for an unprefixed id
+    (a built-in name lives where a community id would); the default is ``community``.
     """
-    kind, sep, repo_id = model_id.partition(":")
-    if sep and kind in HUB_KINDS:
-        return kind, f"{kind}/{hub_folder_name(kind, repo_id)}"
+    wanted = kind
+    prefix, sep, repo_id = model_id.partition(":")
+    if sep and prefix in HUB_KINDS:
+        return prefix, f"{prefix}/{hub_folder_name(prefix, repo_id)}"
     if model_id.startswith(TASKFLOW_PREFIX):
         kind, rel = KIND_TASKFLOW, model_id[len(TASKFLOW_PREFIX) :].strip("/")
         top = "taskflow"
     else:
         kind, rel, top = KIND_COMMUNITY, model_id, "models"
+        if wanted == KIND_BUILTIN:
+            kind = KIND_BUILTIN
     root = f"{top}/{rel}"
     reason = unsafe_reason(rel) or unsafe_reason(root)
     if reason:
         raise ValueError(f"{model_id!r} is not a model id ({reason})")
-    if kind == KIND_COMMUNITY and rel.count("/") > 1:
+    if kind in (KIND_COMMUNITY, KIND_BUILTIN) and rel.count("/") > 1:
         raise ValueError(f"{model_id!r} is not a model id (expected 'org/name' or 'name')")
     return kind, root
 
@@ -161,13 +168,32 @@ class ModelEntry:
     absent_upstream: tuple[str, ...] = ()
 
     @classmethod
-    def for_id(cls, model_id: str, absent_upstream: Iterable[str] = ()) -> ModelEntry:
-        kind, root = root_for(model_id)
+    def for_id(cls, model_id: str, absent_upstream: Iterable[str] = (),
+               kind: str | None = None) -> ModelEntry:
+        kind, root = root_for(model_id, kind)
         return cls(model_id, kind, root, tuple(sorted(set(absent_upstream))))
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "root": self.root,
                 "absent_upstream": list(self.absent_upstream)}
+
+
+@dataclass(frozen=True)
+class Proof:
+    """How ``fetch`` proved the bundle before writing it: ``command`` ran offline from a
+    scratch install of the bundle and exited 0, with the network cut by ``isolation``
+    (``network namespace`` or ``socket guard``), with these versions."""
+
+    command: tuple[str, ...]
+    isolation: str
+    tool_version: str
+    paddlenlp: str | None = None
+    paddlepaddle: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": list(self.command), "isolation": self.isolation,
+                "tool_version": self.tool_version, "paddlenlp": self.paddlenlp,
+                "paddlepaddle": self.paddlepaddle}
 
 
 @dataclass(frozen=True)
@@ -184,13 +210,17 @@ class Origin:
     paddlepaddle: str | None = None
     command: tuple[str, ...] = ()
     endpoint: str | None = None
+    proof: Proof | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tool": "paddle-bundle", "tool_version": self.tool_version,
+        data: dict[str, Any] = {"tool": "paddle-bundle", "tool_version": self.tool_version,
                 "created": self.created, "user": self.user, "host": self.host,
                 "platform": self.platform, "python": self.python,
                 "paddlenlp": self.paddlenlp, "paddlepaddle": self.paddlepaddle,
                 "command": list(self.command), "endpoint": self.endpoint}
+        if self.proof is not None:
+            data["proof"] = self.proof.to_dict()
+        return data
 
 
 @dataclass(frozen=True)
@@ -346,13 +376,33 @@ def _parse_origin(value: Any, problems: list[str]) -> Origin | None:
         problems.append("origin.command must be a list of strings")
     if strings["tool_version"] is None or strings["created"] is None:
         problems.append("origin.tool_version and origin.created are required")
+    proof = _parse_proof(value.get("proof"), problems)
     if len(problems) != ok:
         return None
     return Origin(tool_version=strings["tool_version"] or "", created=strings["created"] or "",
                   user=strings["user"] or "", host=strings["host"] or "",
                   platform=strings["platform"] or "", python=strings["python"] or "",
                   paddlenlp=strings["paddlenlp"], paddlepaddle=strings["paddlepaddle"],
-                  command=tuple(command), endpoint=strings["endpoint"])
+                  command=tuple(command), endpoint=strings["endpoint"], proof=proof)
+
+
+def _parse_proof(value: Any, problems: list[str]) -> Proof | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.append("origin.proof must be an object")
+        return None
+    ok = len(problems)
+    command = value.get("command")
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        problems.append("origin.proof.command must be a list of strings")
+    isolation = _str(value, "isolation", "origin.proof", problems)
+    tool = _str(value, "tool_version", "origin.proof", problems)
+    pnlp = _str(value, "paddlenlp", "origin.proof", problems, optional=True)
+    paddle = _str(value, "paddlepaddle", "origin.proof", problems, optional=True)
+    if len(problems) != ok or isolation is None or tool is None or not isinstance(command, list):
+        return None
+    return Proof(tuple(command), isolation, tool, pnlp, paddle)
 
 
 def _parse_model(value: Any, where: str, problems: list[str]) -> ModelEntry | None:
@@ -429,7 +479,7 @@ def validate(manifest: Manifest) -> list[str]:
     hub_roots: set[str] = set()
     for model in manifest.models:
         try:
-            kind, root = root_for(model.id)
+            kind, root = root_for(model.id, model.kind)
         except ValueError as exc:
             problems.add(str(exc))
             continue

@@ -35,6 +35,7 @@ from bundler.manifest import (
     Manifest,
     ModelEntry,
     Origin,
+    Proof,
     parse_model_ids,
     validate,
 )
@@ -66,6 +67,7 @@ class PackOptions:
     #: path -> (size, sha256) installed on the target: those files are left out (a delta)
     exclude_installed: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     portable: bool = False  # refuse names that break on FAT/Windows instead of warning
+    proof: Proof | None = None  # fetch's offline proof, recorded in the origin
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def origin_now(created: int, options: PackOptions) -> Origin:
     return Origin(tool_version=__version__, created=stamp, user=user,
                   host=socket.gethostname(), platform=platform.platform(),
                   python=platform.python_version(), paddlenlp=_version("paddlenlp"),
-                  paddlepaddle=paddle, command=options.command, endpoint=options.endpoint)
+                  paddlepaddle=paddle, command=options.command, endpoint=options.endpoint,
+                  proof=options.proof)
 
 
 def plan(home: Path, models: Sequence[ModelEntry]) -> tuple[list[ModelEntry], list[LocalFile]]:

@@ -17,14 +17,14 @@ import pytest
 import zstandard
 from hypothesis import settings
 
+from bundler.cli import _main
+
+ROOT = Path(__file__).resolve().parent.parent
+
 # Property tests check what holds, not how fast: a 2-core machine shared with other work must
 # not turn hypothesis's per-example deadline into a flaky failure (speed lives in make bench).
 settings.register_profile("paddle-bundle", deadline=None)
 settings.load_profile("paddle-bundle")
-
-from bundler.cli import _main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_model(home: Path, model_id: str, files: Mapping[str, bytes | str]) -> Path:

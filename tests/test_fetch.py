@@ -306,6 +306,10 @@ def test_fetch_bundles_exactly_what_the_loaders_used(
     origin = manifest["origin"]
     assert origin["endpoint"] == server.endpoint
     assert origin["command"] == ["paddle-bundle", "fetch", CODEGEN, ERNIE]
+    # proven: the same loads by name ran offline from a scratch install before it was written
+    assert origin["proof"]["command"] == ["from_pretrained", CODEGEN, ERNIE]
+    assert origin["proof"]["isolation"] in ("network namespace", "socket guard")
+    assert "proven offline" in proc.stdout
     assert origin["paddlenlp"] == "3.0.0b4" and origin["paddlepaddle"]
     assert leftovers(home) == []
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole air-gap story on a tiny but real PaddleNLP CodeGen model, end to end:
-# a local stand-in for PaddleNLP's download server -> fetch -> the stick -> install with no
-# network -> load by full path, and by name (offline mode, Taskflow included).
+# a local stand-in for PaddleNLP's download server -> fetch -- python app.py (the user's own
+# program, recorded, then proven offline) -> the stick -> install with no network -> the same
+# program by name (offline mode, Taskflow included).
 # Run through `make demo`, which sets up .venv first and puts it on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +32,21 @@ trap 'python tools/mirror.py stop --state "$WORK/mirror.json" >/dev/null 2>&1 ||
 source "$WORK/mirror.env"
 echo "PPNLP_ENDPOINT=$PPNLP_ENDPOINT"
 
-say "online machine: PaddleNLP's own loaders download the model, the bundle holds what they used"
-paddle-bundle fetch "$MODEL" -o "$WORK/stick/bundle.tar.zst" --home "$ONLINE"
+# The user's program, unchanged: it loads models by name, as programs do.
+cat > "$WORK/app.py" <<'PY'
+from paddlenlp import Taskflow
+from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
+name = "Salesforce/codegen-350M-mono"
+tokenizer = AutoTokenizer.from_pretrained(name)
+model = AutoModelForCausalLM.from_pretrained(name)
+print("by name: loaded", type(model).__name__)
+codegen = Taskflow("code_generation", model=name, max_length=8)
+print("Taskflow code_generation:", codegen(["def hello():"]))
+PY
+
+say "online machine: fetch -- python app.py records what PaddleNLP obtains, proves it offline"
+paddle-bundle fetch -o "$WORK/stick/bundle.tar.zst" --home "$ONLINE" -- python "$WORK/app.py" \
+    2>&1 | quiet_paddle
 cat "$WORK/stick/bundle.tar.zst.sha256"
 
 say "the stick: check the copy with nothing but coreutils, then with paddle-bundle"
@@ -45,30 +59,7 @@ say "offline machine: install, $offline_note"
 paddle-bundle list --home "$OFFLINE"
 paddle-bundle check --home "$OFFLINE"
 
-say "offline machine: load by full path and generate, $offline_note"
-"${OFFLINE_RUN[@]}" env PPNLP_HOME="$OFFLINE" MODEL_DIR="$OFFLINE/models/$MODEL" python - <<'PY' 2>&1 | quiet_paddle
-import os
-from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
-path = os.environ["MODEL_DIR"]
-tokenizer = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path)
-model.eval()
-inputs = tokenizer("def hello():", return_tensors="pd")
-ids, _ = model.generate(**inputs, max_new_tokens=8, decode_strategy="greedy_search")
-print("by full path, generated token ids:", ids.numpy().tolist()[0])
-PY
-
-say "offline machine: unchanged code that loads by NAME, with offline mode, $offline_note"
-cat > "$WORK/app.py" <<'PY'
-from paddlenlp import Taskflow
-from paddlenlp.transformers import AutoModelForCausalLM, AutoTokenizer
-name = "Salesforce/codegen-350M-mono"
-tokenizer = AutoTokenizer.from_pretrained(name)
-model = AutoModelForCausalLM.from_pretrained(name)
-print("by name: loaded", type(model).__name__)
-codegen = Taskflow("code_generation", model=name, max_length=8)
-print("Taskflow code_generation:", codegen(["def hello():"]))
-PY
+say "offline machine: the same app.py, loading by NAME, with offline mode, $offline_note"
 "${OFFLINE_RUN[@]}" paddle-bundle run --home "$OFFLINE" -- python "$WORK/app.py" 2>&1 | quiet_paddle
 
 say "done: fetched online, carried on the stick, installed and run with no network"

@@ -30,6 +30,14 @@ partial one and caches the corrupt result (see FINDINGS-paddlenlp.md).
 ``honor_range=False`` (CLI ``--ignore-range``) restores the plain
 ``http.server`` behaviour to reproduce that.
 
+The same tree also serves PaddleNLP's *fixed* URLs: built-in models' resources
+(``https://bj.bcebos.com/paddlenlp/models/transformers/...``) and Taskflow's static files
+(``https://paddlenlp.bj.bcebos.com/taskflow/...``) live in one BOS bucket, ``paddlenlp``,
+addressed path-style or host-style, and ``ROOT/paddlenlp/`` is that bucket: put a file at
+``bucket_path(root, url)`` and ``paddle-bundle fetch --mirror <server.endpoint>`` (which
+rewrites both spellings of the bucket to the mirror) downloads it from here. Community models
+are in the same bucket, below ``models/community/``, so one mirror URL serves all three.
+
 Library use::
 
     from tools.mirror import serve, start, paddlenlp_env
@@ -75,6 +83,22 @@ ENDPOINT_SUBDIR = "paddlenlp"
 _LOG_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 
 
+#: The two spellings of PaddleNLP's BOS bucket (must match bundler/capture/recorder.py).
+BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/paddlenlp/",
+                   "https://paddlenlp.bj.bcebos.com/", "http://paddlenlp.bj.bcebos.com/")
+
+
+def bucket_path(root: Path | str, url: str) -> Path:
+    """Where the mirror of ``root`` serves the fixed URL ``url`` of PaddleNLP's bucket."""
+    for prefix in BUCKET_PREFIXES:
+        if url.startswith(prefix):
+            rel = url[len(prefix):]
+            if not rel or any(p in ("", ".", "..") for p in rel.split("/")):
+                break
+            return Path(root) / ENDPOINT_SUBDIR / rel
+    raise ValueError(f"{url!r} is not a file URL of PaddleNLP's bucket")
+
+
 @dataclass(frozen=True)
 class Request:
     """One line of the server's access log."""
@@ -117,7 +141,7 @@ class MirrorServer:
 
     @property
     def endpoint(self) -> str:
-        """Value for ``PPNLP_ENDPOINT``."""
+        """Value for ``PPNLP_ENDPOINT``, and for ``paddle-bundle fetch --mirror``."""
         return f"{self.base_url}/{ENDPOINT_SUBDIR}"
 
     def env(self) -> dict[str, str]:

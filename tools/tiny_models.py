@@ -691,6 +691,47 @@ def run_ernie(ref: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- #
+# A built-in name at its fixed URLs (added for fetch --mirror; h-capture).
+# --------------------------------------------------------------------------- #
+
+#: A PaddleNLP built-in name: its files come from fixed URLs on PaddleNLP's bucket
+#: (``https://bj.bcebos.com/paddlenlp/models/transformers/ernie_3.0/...``), not from
+#: ``$PPNLP_ENDPOINT/models/community``; its config is in PaddleNLP's code.
+BUILTIN_ERNIE_ID = "ernie-3.0-nano-zh"
+
+
+def build_builtin_ernie(root: Path) -> dict[str, Path]:
+    """Serve ``ernie-3.0-nano-zh`` below a mirror ``root`` at its fixed URLs' paths.
+
+    The vocabulary is the tiny ERNIE one; the weights file holds only the model's small
+    LayerNorm tensors (real names and shapes, values fixed), so loading works (PaddleNLP
+    initialises the rest and warns) without 70 MB of embeddings. Returns URL -> file.
+    """
+    import paddle
+    from paddlenlp.transformers import ErnieModel, ErnieTokenizer
+
+    _seed_everything()
+
+    vocab_url = ErnieTokenizer.pretrained_resource_files_map["vocab_file"][BUILTIN_ERNIE_ID]
+    weights_url = ErnieModel.pretrained_resource_files_map["model_state"][BUILTIN_ERNIE_ID]
+    placed: dict[str, Path] = {}
+    bucket = "https://bj.bcebos.com/paddlenlp/"
+    for url in (vocab_url, weights_url):
+        if not url.startswith(bucket):
+            raise ValueError(f"{url} is not on PaddleNLP's bucket")
+        placed[url] = root / ENDPOINT_SUBDIR / url[len(bucket):]
+        placed[url].parent.mkdir(parents=True, exist_ok=True)
+    placed[vocab_url].write_text("\n".join(ERNIE_VOCAB) + "\n", encoding="utf-8")
+    with paddle.LazyGuard():
+        names = {k: list(v.shape) for k, v in ErnieModel.from_config(
+            ErnieModel.config_class.from_pretrained(BUILTIN_ERNIE_ID)).state_dict().items()}
+    small = {k: paddle.full(shape, 0.5) for k, shape in names.items()
+             if "norm" in k and len(shape) == 1}
+    paddle.save(small, str(placed[weights_url]))
+    return placed
+
+
+# --------------------------------------------------------------------------- #
 # CLI
 # --------------------------------------------------------------------------- #
 
