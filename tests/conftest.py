@@ -136,6 +136,17 @@ def build_raw_bundle(tmp_path: Path) -> Callable[..., Path]:
     return build
 
 
+@pytest.fixture(scope="session")
+def families_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue-8 families (tools/tiny_models.py families-tree) as a BOS mirror tree, built
+    once per session: tests/test_fetch_families.py and tests/test_capture_families.py serve it."""
+    root = tmp_path_factory.mktemp("families")
+    proc = subprocess.run([sys.executable, "tools/tiny_models.py", "families-tree", str(root)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
 def have_unshare() -> bool:
     if shutil.which("unshare") is None:
         return False

@@ -136,15 +136,8 @@ def test_weight_watch_tells_bundled_derived_and_foreign_weights_apart(
 
 
 # -- with Paddle: the families through the mirror ----------------------------------------
-@pytest.fixture(scope="module")
-def families_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("families")
-    proc = subprocess.run([sys.executable, "tools/tiny_models.py", "families-tree", str(root)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root
-
-
+# families_root: tests/conftest.py, built once per session and shared with
+# tests/test_capture_families.py.
 @pytest.fixture(scope="module")
 def server(families_root: Path) -> Iterator[mirror.MirrorServer]:
     with mirror.start(families_root) as srv:
