@@ -1,0 +1,74 @@
+"""Regression tests for what a second adversarial review of the issue 9 fixes found: each
+fails on the code before its fix.
+
+Like ``test_pack_hardening.py`` they use real archives, the real command line and, where the
+claim is "standard tools agree", real GNU tar.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from tests.conftest import manifest_for, run_cli, tarinfo
+
+
+def _with_checksum(header: bytearray) -> bytes:
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def _bundle_of_blocks(path: Path, manifest: dict[str, object], blocks: bytes) -> Path:
+    """``manifest.json`` then raw tar ``blocks`` (headers and data as given), zstd'ed."""
+    data = json.dumps(manifest).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(tarinfo("manifest.json", size=len(data)), io.BytesIO(data))
+    head = buf.getvalue()[:512 + len(data) + (-len(data)) % 512]
+    body = head + blocks + b"\0" * 1024
+    body += b"\0" * (-len(body) % tarfile.RECORDSIZE)
+    path.write_bytes(zstandard.ZstdCompressor(level=3).compress(body))
+    return path
+
+
+# -- a ustar name prefix in a header that is not ustar ------------------------------------
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+@pytest.mark.parametrize("fmt", [pytest.param(tarfile.GNU_FORMAT, id="old-gnu-magic"),
+                                 pytest.param("v7", id="v7-no-magic")])
+def test_a_name_prefix_standard_tar_ignores_is_refused(tmp_path: Path,
+                                                       fmt: int | str) -> None:
+    """Python's tarfile joins the 155-byte prefix field to the name whatever the header's
+    magic; GNU tar only for POSIX ustar magic. A GNU (or v7) header with a prefix
+    ``models/Org/evil`` and the name ``.bashrc`` was verified and installed as
+    ``models/Org/evil/.bashrc``, while ``zstd -dc | tar -x`` writes ``.bashrc`` in the
+    current folder: the bundle is not what was checked."""
+    content = b"echo pwned\n"
+    info = tarinfo(".bashrc", size=len(content))
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT if fmt != "v7" else
+                                  tarfile.USTAR_FORMAT))
+    if fmt == "v7":
+        header[257:265] = b"\0" * 8  # no magic, no version: a V7 header
+    header[345:345 + len("models/Org/evil")] = b"models/Org/evil"
+    blocks = _with_checksum(header) + content + b"\0" * (-len(content) % 512)
+    bundle = _bundle_of_blocks(tmp_path / "evil.tar.zst", manifest_for({".bashrc": content}),
+                               blocks)
+
+    (tmp_path / "x").mkdir()  # what standard tools make of it
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(bundle.read_bytes())
+    subprocess.run(["tar", "-xf", "-"], input=plain, cwd=tmp_path / "x", check=True)
+    assert (tmp_path / "x/.bashrc").read_bytes() == content
+    assert not (tmp_path / "x/models").exists()
+
+    for args in (["verify", bundle], ["install", bundle, "--home", tmp_path / "off"]):
+        rc, _, err = run_cli(*args)
+        assert rc == 3 and "prefix" in err, (args, err)
+        assert len(err.strip().splitlines()) <= 2, err
+    assert not (tmp_path / "off/models").exists()
