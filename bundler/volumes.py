@@ -529,10 +529,8 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
         raise UsageError(problem, hint="choose a plain file name with -o")
     if not out.parent.is_dir():
         raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
-    real = Path(os.path.realpath(out.parent)) / out.name
     for folder, what in protected:
-        inside = Path(os.path.realpath(folder))
-        if real == inside or inside in real.parents:
+        if _within(out.parent, folder):
             raise UsageError(f"{out} is inside {folder}, {what}: refusing to write a bundle "
                              "there (it would replace or join the model's files)",
                              hint="write the bundle outside the PaddleNLP home's models/ and "
@@ -568,6 +566,38 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
                                f"(not listed in its {sidecar.name})")
         # else: a single-file bundle does not need that name; it is left alone
     return OutputPlan(out, frozenset(replaceable))
+
+
+def _within(directory: Path, folder: Path) -> bool:
+    """Whether ``directory`` is ``folder`` or inside it, however it is reached.
+
+    By path after resolving symbolic links first; then by inode, which also sees through
+    names that differ only in case on a case-insensitive file system and through bind
+    mounts (a folder mounted elsewhere keeps its device and inode numbers), of ``folder``
+    itself, one of its parents, or one of the folders inside it.
+    """
+    real, inside = Path(os.path.realpath(directory)), Path(os.path.realpath(folder))
+    if real == inside or inside in real.parents:
+        return True
+    try:
+        here, there = os.stat(directory), os.stat(folder)
+    except OSError:
+        return False
+    if here.st_dev != there.st_dev:
+        return False
+    for parent in (real, *real.parents):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(parent), there):
+                return True
+    pending = [str(folder)]
+    while pending:  # folders only, inode numbers as readdir gives them: no stat per entry
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.inode() == here.st_ino:
+                        return True
+                    pending.append(entry.path)
+    return False
 
 
 def _owned_regular(path: Path, owners: Container[int]) -> bool:

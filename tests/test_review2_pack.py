@@ -11,13 +11,14 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from tests.conftest import manifest_for, run_cli, tarinfo
+from tests.conftest import ROOT, manifest_for, run_cli, tarinfo, tree
 
 
 def _with_checksum(header: bytearray) -> bytes:
@@ -72,3 +73,35 @@ def test_a_name_prefix_standard_tar_ignores_is_refused(tmp_path: Path,
         assert rc == 3 and "prefix" in err, (args, err)
         assert len(err.strip().splitlines()) <= 2, err
     assert not (tmp_path / "off/models").exists()
+
+
+# -- pack -o through a bind mount of a model folder ----------------------------------------
+def _can_bind_mount() -> bool:
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "mount", "--bind", "/", "/mnt"],
+                           capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_bind_mount(), reason="needs unshare -m and mount --bind (root)")
+@pytest.mark.parametrize("mounted", [pytest.param("models/Org/small", id="the-model-folder"),
+                                     pytest.param("models/Org/small/sub", id="a-folder-in-it"),
+                                     pytest.param("models", id="the-home-models-folder")])
+def test_output_through_a_bind_mount_of_a_model_folder_is_refused(
+        online_home: Path, tmp_path: Path, mounted: str) -> None:
+    """The protected folders were compared by resolved path only: ``-o`` through a bind
+    mount of the model being packed wrote the bundle and its sidecar into the model's
+    folder with exit 0 (and the next pack shipped them as part of the model)."""
+    (online_home / "models/Org/small/sub").mkdir()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    before = tree(online_home)
+    script = ('mount --bind "$1" "$2" && exec "$3" -m bundler pack Org/small -o "$2/b.tar.zst" '
+              '--home "$4" -q')
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", online_home / mounted,
+                           mnt, sys.executable, online_home], capture_output=True, text=True,
+                          check=False, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert "refusing to write a bundle there" in proc.stderr
+    assert tree(online_home) == before
