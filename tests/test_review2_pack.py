@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.conftest import ROOT, manifest_for, run_cli, tarinfo, tree
+from tests.conftest import ROOT, make_model, manifest_for, run_cli, tarinfo, tree
 
 
 def _with_checksum(header: bytearray) -> bytes:
@@ -105,3 +105,32 @@ def test_output_through_a_bind_mount_of_a_model_folder_is_refused(
     assert proc.returncode == 2, proc.stderr
     assert "refusing to write a bundle there" in proc.stderr
     assert tree(online_home) == before
+
+
+# -- rewrite: sources nested deeper than Python's parser allows ----------------------------
+@pytest.mark.parametrize("deep", [
+    pytest.param("x = " + "-" * 20000 + "1\n", id="unary-minus"),
+    pytest.param("x = " + "[" * 5000 + "]" * 5000 + "\n", id="brackets"),
+    pytest.param("x = 1" + " + 1" * 20000 + "\n", id="long-sum"),
+    pytest.param("x = a" + ".b" * 20000 + "\n", id="attribute-chain"),
+])
+def test_rewrite_reports_a_source_nested_too_deeply(tmp_path: Path, deep: str) -> None:
+    """CPython's parser refuses these (the pre-filter's ``ast.parse`` fails, so the file
+    went on to libcst), and libcst's parser then ran for minutes or overflowed the stack:
+    one such file (generated data, a minified module) killed ``rewrite`` of a whole tree
+    with SIGSEGV and no message, or hung it. Now it is a parse error like any other, and
+    the rest of the tree is still rewritten."""
+    home = tmp_path / "home"
+    make_model(home, "Org/small", {"config.json": "{}"})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "app.py").write_text(
+        "from paddlenlp.transformers import AutoModel\n"
+        "model = AutoModel.from_pretrained('Org/small')  # from_pretrained\n")
+    (project / "deep.py").write_text("# from_pretrained\n" + deep)
+    proc = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(project), "--home",
+                           str(home), "--check", "-j", "1"], capture_output=True, text=True,
+                          check=False, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "deep.py:" in proc.stderr and "nested too deeply" in proc.stderr
+    assert "1 of 2 file(s) would change" in proc.stderr
