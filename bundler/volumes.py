@@ -284,8 +284,9 @@ def locate(path: Path) -> BundleFiles:
     path = Path(path)
     _refuse_non_regular(path, "bundle")
     match = _VOLUME.match(path.name)
-    if match and not volume_path(path.with_name(match.group("base")), 0).is_file() \
-            and path.is_file():
+    if match and path.is_file() and (
+            not volume_path(path.with_name(match.group("base")), 0).is_file()
+            or _own_bundle(path, path.with_name(match.group("base")))):
         match = None  # a one-file bundle whose name ends in digits, like rel.20240101
     base = path.with_name(match.group("base")) if match else path
     if not match and base.is_file():
@@ -330,6 +331,14 @@ def locate(path: Path) -> BundleFiles:
         raise IntegrityError(f"volume {parts[-1]} has the wrong size ({sizes[-1]} bytes)",
                              hint="copy that volume again")
     return BundleFiles(base, parts, expected, sidecar, split=True, sidecar_problem=problem)
+
+
+def _own_bundle(path: Path, base: Path) -> bool:
+    """Whether ``path`` (named like a volume of ``base``) is a one-file bundle of its own
+    name: it has its own sidecar, and ``base``'s sidecar does not list it."""
+    if not _is_regular(sidecar_path(path)):
+        return False
+    return path.name not in _read_sidecar(base)[1]
 
 
 def _refuse_non_regular(path: Path, what: str) -> None:
@@ -558,7 +567,11 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
     head_is_bundle = _is_regular(head) and is_bundle(head)
     for name in sorted(n for n in os.listdir(out.parent) if _volume_of(n, out.name) is not None):
         path = out.parent / name
-        if head_is_bundle and (name == head.name or name in listed) and _is_regular(path):
+        # a one-file bundle whose own name ends in digits (``rel.000`` beside its own
+        # ``rel.000.sha256``) is not a volume of ``out``, unless out's sidecar lists it
+        own_bundle = name not in listed and _is_regular(sidecar_path(path))
+        if head_is_bundle and (name == head.name or name in listed) and _is_regular(path) \
+                and not own_bundle:
             replaceable.add(name)
         elif split:
             _existing(path, name)

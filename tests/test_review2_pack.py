@@ -134,3 +134,49 @@ def test_rewrite_reports_a_source_nested_too_deeply(tmp_path: Path, deep: str) -
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "deep.py:" in proc.stderr and "nested too deeply" in proc.stderr
     assert "1 of 2 file(s) would change" in proc.stderr
+
+
+# -- pack -o NAME and a one-file bundle named NAME.000 ------------------------------------
+@pytest.mark.parametrize("split", [pytest.param((), id="one-file"),
+                                   pytest.param(("--split-size", "64K"), id="split")])
+def test_a_one_file_bundle_named_like_a_volume_is_not_replaced(online_home: Path,
+                                                               tmp_path: Path,
+                                                               split: tuple[str, ...]) -> None:
+    """``rel.000`` with its own ``rel.000.sha256`` is a bundle of its own (a name ending in
+    digits, which every command accepts), not volume 0 of ``rel``: ``pack -o rel`` deleted
+    it (one file) or overwrote it (split), exit 0, leaving its sidecar behind."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, _, err = run_cli("pack", "Org/small", "-o", out / "rel.000", "--home", online_home,
+                         "-q")
+    assert rc == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc, _, err = run_cli("pack", "Org/small", "-o", out / "rel", "--home", online_home, "-q",
+                         *split)
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {n: after.get(n) for n in before} == before, err  # rel.000 and its sidecar kept
+    if split:
+        assert rc == 2 and "refusing to overwrite or delete it" in err
+    else:
+        assert rc == 0, err
+        assert run_cli("verify", out / "rel.000")[0] == 0
+        assert run_cli("verify", out / "rel")[0] == 0
+
+
+def test_a_one_file_bundle_named_like_a_volume_is_checked_against_its_own_sidecar(
+        online_home: Path, tmp_path: Path) -> None:
+    """``rel.000`` was always taken for volume 0 of a split bundle ``rel``: its own
+    ``rel.000.sha256`` was ignored ("OK ...; no .sha256 sidecar"), so a copy damaged on the
+    stick was not caught by the sidecar, and ``verify --quick`` could not check it at all."""
+    bundle = tmp_path / "rel.000"
+    rc, _, err = run_cli("pack", "Org/small", "-o", bundle, "--home", online_home, "-q")
+    assert rc == 0, err
+    rc, out, err = run_cli("verify", bundle)
+    assert rc == 0 and "matches rel.000.sha256" in out, out + err
+    assert run_cli("verify", bundle, "--quick")[0] == 0
+    data = bytearray(bundle.read_bytes())
+    data[-1] ^= 0xFF  # damage the last byte, which holds only tar padding
+    bundle.write_bytes(bytes(data))
+    for args in (["verify", bundle, "--quick"], ["verify", bundle]):
+        rc, out, err = run_cli(*args)
+        assert rc == 3 and "rel.000.sha256" in err, (args, out, err)
