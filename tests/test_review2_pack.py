@@ -180,3 +180,29 @@ def test_a_one_file_bundle_named_like_a_volume_is_checked_against_its_own_sideca
     for args in (["verify", bundle, "--quick"], ["verify", bundle]):
         rc, out, err = run_cli(*args)
         assert rc == 3 and "rel.000.sha256" in err, (args, out, err)
+
+
+@pytest.mark.parametrize("deep", [
+    pytest.param("x = " + "[" * 5000 + "]" * 5000 + "\n", id="brackets"),
+    pytest.param("x = " + "-" * 20000 + "1\n%time y = 1\n", id="unary-minus-and-a-magic"),
+])
+def test_rewrite_reports_a_notebook_cell_nested_too_deeply(tmp_path: Path, deep: str) -> None:
+    """Notebook cells are parsed with libcst directly (to decide whether to mask magics),
+    past the pre-filter: the same cells killed or hung ``rewrite`` of the notebook."""
+    home = tmp_path / "home"
+    make_model(home, "Org/small", {"config.json": "{}"})
+    cells = ["from paddlenlp.transformers import AutoModel\n"
+             "model = AutoModel.from_pretrained('Org/small')\n", deep]
+    notebook = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [],
+                           "execution_count": None, "source": text} for text in cells],
+                "metadata": {"kernelspec": {"language": "python", "name": "python3"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "deep.ipynb"
+    path.write_text(json.dumps(notebook))
+    proc = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(path), "--home",
+                           str(home), "--check", "-j", "1"], capture_output=True, text=True,
+                          check=False, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "[cell 2]:1: warning [parse-error]: cannot parse, skipped: " in proc.stderr
+    assert "skipped: \n" not in proc.stderr  # says why
+    assert "1 of 1 file(s) would change" in proc.stderr

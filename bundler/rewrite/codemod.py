@@ -540,7 +540,9 @@ def parse_error_message(source: str, error: Exception) -> tuple[int, str]:
     except SyntaxError as syntax_error:
         line = syntax_error.lineno or 1
         return line, f"cannot parse, skipped: {syntax_error.msg}"
-    except (ValueError, RecursionError, MemoryError) as other:
+    except (RecursionError, MemoryError):
+        return 1, "cannot parse, skipped: nested too deeply for Python's parser"
+    except ValueError as other:
         return 1, f"cannot parse, skipped: {other}"
     if isinstance(error, cst.ParserSyntaxError):
         return error.raw_line, f"cannot parse (libcst), skipped: {error.message}"
@@ -591,7 +593,7 @@ def may_act(source: str) -> bool:
     return any(isinstance(node, ast.Call) and _is_acted_on(node) for node in ast.walk(tree))
 
 
-def _too_deep(source: str) -> int | None:
+def too_deep(source: str) -> int | None:
     """The line where ``source`` nests deeper than CPython's parser allows, or ``None``.
 
     libcst's parser recurses without such a limit: on these sources (``-`` repeated 20,000
@@ -630,9 +632,9 @@ def rewrite_python(
     """
     if prefilter and not may_act(source):
         return RewriteResult(source)
-    too_deep = _too_deep(source)
-    if too_deep is not None:
-        finding = Finding("parse-error", too_deep, "cannot parse, skipped: nested too deeply "
+    deep_line = too_deep(source)
+    if deep_line is not None:
+        finding = Finding("parse-error", deep_line, "cannot parse, skipped: nested too deeply "
                           "for Python's parser", file=filename, cell=cell)
         return RewriteResult(source, (), (finding,))
     try:
