@@ -206,3 +206,38 @@ def test_rewrite_reports_a_notebook_cell_nested_too_deeply(tmp_path: Path, deep:
     assert "[cell 2]:1: warning [parse-error]: cannot parse, skipped: " in proc.stderr
     assert "skipped: \n" not in proc.stderr  # says why
     assert "1 of 1 file(s) would change" in proc.stderr
+
+
+# -- pack -o into paddle-bundle's own records; a damaged record's warning -------------------
+def test_output_inside_the_records_folder_is_refused(online_home: Path, tmp_path: Path
+                                                     ) -> None:
+    """``-o <home>/.paddle-bundle/installed/models/Org/x.json`` was written with exit 0:
+    every later ``list`` and ``check`` then warned about a damaged record."""
+    bundle = tmp_path / "b.tar.zst"
+    assert run_cli("pack", "Org/small", "-o", bundle, "--home", online_home, "-q")[0] == 0
+    home = tmp_path / "off"
+    assert run_cli("install", bundle, "--home", home, "-q")[0] == 0
+    records = home / ".paddle-bundle/installed/models/Org"
+    before = tree(home)
+    rc, _, err = run_cli("pack", "Org/small", "-o", records / "other.json", "--home", home,
+                         "-q")
+    assert rc == 2 and "refusing to write a bundle there" in err, err
+    assert tree(home) == before
+    rc, out, err = run_cli("list", "--home", home)
+    assert rc == 0 and not err and "Org/small" in out
+
+
+def test_a_damaged_record_is_named_in_one_short_line(online_home: Path, tmp_path: Path
+                                                      ) -> None:
+    """The warning quoted the exception's repr, which for a record that is not UTF-8 holds
+    the whole file: a 300 KB line on the terminal for one damaged record."""
+    bundle = tmp_path / "b.tar.zst"
+    assert run_cli("pack", "Org/small", "-o", bundle, "--home", online_home, "-q")[0] == 0
+    home = tmp_path / "off"
+    assert run_cli("install", bundle, "--home", home, "-q")[0] == 0
+    (home / ".paddle-bundle/installed/models/Org/junk.json").write_bytes(
+        b"\xb5" + bytes(range(256)) * 400)
+    for command in ("list", "check"):
+        rc, out, err = run_cli(command, "--home", home)
+        assert "junk.json is damaged" in err, (command, err[:500])
+        assert max(len(line) for line in err.splitlines()) < 500, (command, len(err))
