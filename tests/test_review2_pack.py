@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -241,3 +242,27 @@ def test_a_damaged_record_is_named_in_one_short_line(online_home: Path, tmp_path
         rc, out, err = run_cli(command, "--home", home)
         assert "junk.json is damaged" in err, (command, err[:500])
         assert max(len(line) for line in err.splitlines()) < 500, (command, len(err))
+
+
+# -- rewrite over a folder holding a FIFO or a link to a device ----------------------------
+@pytest.mark.parametrize("kind", ["fifo", "link-to-dev-zero"])
+def test_rewrite_skips_a_source_that_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """``rewrite DIR`` read every ``*.py`` with ``read_bytes``: a FIFO named ``x.py``
+    blocked it for ever, a symlink to ``/dev/zero`` read until memory ran out."""
+    home = tmp_path / "home"
+    make_model(home, "Org/small", {"config.json": "{}"})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "app.py").write_text("m = AutoModel.from_pretrained('Org/small')\n")
+    odd = project / "odd.py"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.symlink_to("/dev/zero")
+    proc = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(project), "--home",
+                           str(home), "--check", "-j", "1"], capture_output=True, text=True,
+                          check=False, cwd=ROOT, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "odd.py:1: warning [parse-error]: cannot read, skipped: " in proc.stderr
+    assert "not a regular file" in proc.stderr
+    assert "1 of 2 file(s) would change" in proc.stderr
