@@ -39,6 +39,7 @@ from bundler.volumes import BundleFiles, ChainReader, locate
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240, as GNU tar pads
+USTAR_MAGIC = b"ustar\0"  # POSIX ustar (and pax) headers; GNU tar's own is "ustar  \0"
 #: What may follow the end-of-archive block: tar pads to its 10 KiB record.
 MAX_TAIL = 64 * 1024
 #: pax and GNU long-name headers of one member, all together (pack writes a few hundred
@@ -374,6 +375,12 @@ class _TarReader:
             if info.type == tarfile.GNUTYPE_SPARSE:
                 raise RefusedHeader(f"{info.name!r} is a GNU sparse member: standard tar "
                                     "would fill in holes that were not checked")
+            if block[345:346] != b"\0" and block[257:263] != USTAR_MAGIC:
+                # tarfile joins the prefix field to the name whatever the magic; GNU tar
+                # only under POSIX ustar magic, and would write the file somewhere else
+                raise RefusedHeader(f"{info.name!r} has a name prefix in a header that is "
+                                    "not ustar: standard tar would ignore it and extract "
+                                    "the member elsewhere")
             if (long_name is not None and "path" in pax) or \
                     (long_link is not None and "linkpath" in pax):
                 raise RefusedHeader("a member named both by a GNU long name and a pax path")

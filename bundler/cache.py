@@ -333,7 +333,8 @@ class InstallRecord:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ManifestError):
                 raise
-            raise ManifestError(f"install record {source} is damaged ({exc!r})",
+            why = f"{type(exc).__name__}: {exc}"  # not repr: it would quote the whole file
+            raise ManifestError(f"install record {source} is damaged ({why[:200]})",
                                 hint="install the model's bundle again") from None
 
 

@@ -26,7 +26,7 @@ from typing import BinaryIO
 from bundler import __version__
 from bundler._io import atomic_output, open_regular, sha256_file
 from bundler.archive import BundleWriter, Compression, looks_like_bundle
-from bundler.cache import LocalFile, path_of, scan_model, top_dirs
+from bundler.cache import STATE_DIRNAME, LocalFile, path_of, scan_model, top_dirs
 from bundler.errors import BundleError, ModelNotFoundError, UsageError
 from bundler.manifest import (
     MAX_PROBLEMS,
@@ -164,6 +164,7 @@ def check_output(out: Path, *, home: Path, models: Sequence[ModelEntry],
                   "packed") for m in models]
     protected += [(folder, _TOP_NAMES.get(top, f"the cache folder of {top}/"))
                   for top, folder in tops.items()]
+    protected.append((home / STATE_DIRNAME, "paddle-bundle's own records of this home"))
     return plan_output(out, split=split, protected=protected, is_bundle=looks_like_bundle)
 
 

@@ -284,8 +284,9 @@ def locate(path: Path) -> BundleFiles:
     path = Path(path)
     _refuse_non_regular(path, "bundle")
     match = _VOLUME.match(path.name)
-    if match and not volume_path(path.with_name(match.group("base")), 0).is_file() \
-            and path.is_file():
+    if match and path.is_file() and (
+            not volume_path(path.with_name(match.group("base")), 0).is_file()
+            or _own_bundle(path, path.with_name(match.group("base")))):
         match = None  # a one-file bundle whose name ends in digits, like rel.20240101
     base = path.with_name(match.group("base")) if match else path
     if not match and base.is_file():
@@ -330,6 +331,14 @@ def locate(path: Path) -> BundleFiles:
         raise IntegrityError(f"volume {parts[-1]} has the wrong size ({sizes[-1]} bytes)",
                              hint="copy that volume again")
     return BundleFiles(base, parts, expected, sidecar, split=True, sidecar_problem=problem)
+
+
+def _own_bundle(path: Path, base: Path) -> bool:
+    """Whether ``path`` (named like a volume of ``base``) is a one-file bundle of its own
+    name: it has its own sidecar, and ``base``'s sidecar does not list it."""
+    if not _is_regular(sidecar_path(path)):
+        return False
+    return path.name not in _read_sidecar(base)[1]
 
 
 def _refuse_non_regular(path: Path, what: str) -> None:
@@ -529,10 +538,8 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
         raise UsageError(problem, hint="choose a plain file name with -o")
     if not out.parent.is_dir():
         raise BundleError(f"cannot write {out}: folder {out.parent} does not exist")
-    real = Path(os.path.realpath(out.parent)) / out.name
     for folder, what in protected:
-        inside = Path(os.path.realpath(folder))
-        if real == inside or inside in real.parents:
+        if _within(out.parent, folder):
             raise UsageError(f"{out} is inside {folder}, {what}: refusing to write a bundle "
                              "there (it would replace or join the model's files)",
                              hint="write the bundle outside the PaddleNLP home's models/ and "
@@ -560,7 +567,11 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
     head_is_bundle = _is_regular(head) and is_bundle(head)
     for name in sorted(n for n in os.listdir(out.parent) if _volume_of(n, out.name) is not None):
         path = out.parent / name
-        if head_is_bundle and (name == head.name or name in listed) and _is_regular(path):
+        # a one-file bundle whose own name ends in digits (``rel.000`` beside its own
+        # ``rel.000.sha256``) is not a volume of ``out``, unless out's sidecar lists it
+        own_bundle = name not in listed and _is_regular(sidecar_path(path))
+        if head_is_bundle and (name == head.name or name in listed) and _is_regular(path) \
+                and not own_bundle:
             replaceable.add(name)
         elif split:
             _existing(path, name)
@@ -568,6 +579,38 @@ def plan_output(out: Path, *, split: bool, protected: Sequence[tuple[Path, str]]
                                f"(not listed in its {sidecar.name})")
         # else: a single-file bundle does not need that name; it is left alone
     return OutputPlan(out, frozenset(replaceable))
+
+
+def _within(directory: Path, folder: Path) -> bool:
+    """Whether ``directory`` is ``folder`` or inside it, however it is reached.
+
+    By path after resolving symbolic links first; then by inode, which also sees through
+    names that differ only in case on a case-insensitive file system and through bind
+    mounts (a folder mounted elsewhere keeps its device and inode numbers), of ``folder``
+    itself, one of its parents, or one of the folders inside it.
+    """
+    real, inside = Path(os.path.realpath(directory)), Path(os.path.realpath(folder))
+    if real == inside or inside in real.parents:
+        return True
+    try:
+        here, there = os.stat(directory), os.stat(folder)
+    except OSError:
+        return False
+    if here.st_dev != there.st_dev:
+        return False
+    for parent in (real, *real.parents):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(parent), there):
+                return True
+    pending = [str(folder)]
+    while pending:  # folders only, inode numbers as readdir gives them: no stat per entry
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.inode() == here.st_ino:
+                        return True
+                    pending.append(entry.path)
+    return False
 
 
 def _owned_regular(path: Path, owners: Container[int]) -> bool:

@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundler._io import open_regular
 from bundler.errors import BundleError
 from bundler.rewrite.codemod import rewrite_python
 from bundler.rewrite.notebooks import rewrite_notebook
@@ -125,7 +126,12 @@ def _plan_file(
     path: Path, installed: Mapping[str, str], add_offline_import: bool, prefilter: bool
 ) -> FileRewrite:
     name = str(path)
-    raw = path.read_bytes()
+    try:  # a FIFO would block for ever, a link to /dev/zero fill the memory
+        with open_regular(path) as fh:
+            raw = fh.read()
+    except BundleError as error:
+        finding = Finding("parse-error", 1, f"cannot read, skipped: {error.message}", file=name)
+        return FileRewrite(path, "", "", RewriteResult("", (), (finding,)))
     notebook = path.suffix == ".ipynb"
     try:
         if notebook:

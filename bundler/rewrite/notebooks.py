@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import libcst as cst
 
-from bundler.rewrite.codemod import parse_error_message, rewrite_python
+from bundler.rewrite.codemod import parse_error_message, rewrite_python, too_deep
 from bundler.rewrite.results import Change, Finding, RewriteResult
 
 __all__ = ["rewrite_notebook"]
@@ -280,6 +280,8 @@ _CELL_END_RE = re.compile(r"pass  # " + re.escape(_CELL_MARK) + r"(\d+)(\r\n|\r|
 
 
 def _parses(source: str) -> Exception | None:
+    if too_deep(source) is not None:  # libcst would hang or crash on it (see too_deep)
+        return ValueError("nested too deeply for Python's parser")
     try:
         cst.parse_module(source)
     except (cst.ParserSyntaxError, RecursionError, ValueError) as error:
