@@ -188,3 +188,134 @@ def test_fetch_command_captures_hub_loads_proves_and_runs_them_offline(tmp_path:
     assert result["net"] == []
     assert result["hf"] == want["hf"]
     assert result["aistudio"] == want["aistudio"]
+
+
+# -- the recorder's hub wrappers, on stand-in modules (no Paddle) ----------------------------
+class _Response:
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+
+
+class EntryNotFoundError(Exception):
+    def __init__(self, status: int | None = 404) -> None:
+        super().__init__(f"{status} Client Error. Entry Not Found")
+        self.response = _Response(status) if status is not None else None
+
+
+class RepositoryNotFoundError(Exception):  # huggingface_hub's name for a 401, too
+    def __init__(self, status: int) -> None:
+        super().__init__(f"{status} Client Error. Repository Not Found")
+        self.response = _Response(status)
+
+
+class HfHubHTTPError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"{status} Server Error")
+        self.response = _Response(status)
+
+
+class ConnectionError(OSError):  # noqa: A001 - the name requests gives it
+    pass
+
+
+def _stand_in_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       answers: dict[str, BaseException | None]) -> tuple[object, Path]:
+    """``paddlenlp.utils.download`` as the recorder sees it: the hub probes call the metadata
+    functions through their modules and turn every error into False, as the real ones do;
+    ``answers[filename]`` is what the metadata call raises (None: the file is there)."""
+    import types
+
+    hf_api = types.ModuleType("huggingface_hub.hf_api")
+    amod = types.ModuleType("paddlenlp.utils.download.aistudio_hub_download")
+    bmod = types.ModuleType("paddlenlp.utils.download.bos_download")
+
+    def metadata(url: str, **kwargs: object) -> object:
+        exc = answers.get(url.rsplit("/", 1)[-1])
+        if exc is not None:
+            raise exc
+        return object()
+
+    hf_api.get_hf_file_metadata = metadata  # type: ignore[attr-defined]
+    amod.get_aistudio_file_metadata = metadata  # type: ignore[attr-defined]
+    for name in ("get_bos_file_metadata", "http_get"):
+        setattr(bmod, name, lambda *a, **k: None)
+    bmod.ENDPOINT = bmod.ENDPOINT_v2 = "http://bos"  # type: ignore[attr-defined]
+    bmod.bos_url = lambda repo_id, filename, **kw: f"http://bos/{repo_id}/{filename}"  # type: ignore[attr-defined]
+    for module in (hf_api, amod, bmod):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    cache = tmp_path / "hf" / "hub" / "models--Org--m" / "snapshots" / REV
+    cache.mkdir(parents=True)
+
+    def file_exist(repo_id: str, filename: str, **kwargs: object) -> bool:
+        probe = (sys.modules[amod.__name__].get_aistudio_file_metadata
+                 if kwargs.get("from_aistudio")
+                 else sys.modules[hf_api.__name__].get_hf_file_metadata)
+        try:
+            probe(f"http://hub/{repo_id}/{filename}")
+        except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError):
+            return False
+        return True
+
+    def hub_download(repo_id: str, filename: str, **kwargs: object) -> str:
+        exc = answers.get(filename)
+        if exc is not None:
+            raise exc
+        (cache / filename).write_text("x")
+        return str(cache / filename)
+
+    no_exist = object()  # huggingface_hub's _CACHED_NO_EXIST
+
+    def try_cache(repo_id: str, filename: str, *args: object) -> object:
+        if filename == "cached.json":
+            (cache / filename).write_text("x")
+            return str(cache / filename)
+        return no_exist if filename == "remembered.json" else None
+
+    dl = types.SimpleNamespace(
+        bos_download=lambda *a, **k: None, bos_aistudio_hf_file_exist=file_exist,
+        bos_aistudio_hf_try_to_load_from_cache=try_cache,
+        hf_hub_download=hub_download, aistudio_hub_download=hub_download)
+    return dl, cache
+
+
+@pytest.mark.parametrize("kind", ["hf", "aistudio"])
+def test_recorder_hub_404_is_absent_other_answers_fail_and_downloads_are_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    from bundler.capture.recorder import Recorder, patch_download
+
+    answers: dict[str, BaseException | None] = {
+        "config.json": None, "added_tokens.json": EntryNotFoundError(404),
+        "gone.json": EntryNotFoundError(None),  # AI Studio's client drops the response
+        "private.json": RepositoryNotFoundError(401), "busy.json": HfHubHTTPError(503),
+        "cut.json": ConnectionError("Connection refused")}
+    dl, cache = _stand_in_download(tmp_path, monkeypatch, answers)
+    rec = Recorder(str(tmp_path / "home"))
+    patch_download(rec, dl)
+    flag = {"from_aistudio": True} if kind == "aistudio" else {"from_hf_hub": True}
+    root = f"{kind}/models--Org--m"
+    exist = dl.bos_aistudio_hf_file_exist  # type: ignore[attr-defined]
+    assert exist("Org/m", "config.json", **flag) is True
+    assert exist("Org/m", "added_tokens.json", **flag) is False
+    assert exist("Org/m", "gone.json", **flag) is False
+    assert rec.absent == {root: {"added_tokens.json", "gone.json"}} and not rec.failures
+    for name, why in (("private.json", "401"), ("busy.json", "503")):
+        assert exist("Org/m", name, **flag) is False
+        assert rec.failures[-1]["kind"] == "http" and why in rec.failures[-1]["message"]
+        assert name not in rec.absent[root]
+    download = dl.hf_hub_download if kind == "hf" else dl.aistudio_hub_download  # type: ignore[attr-defined]
+    path = download(repo_id="Org/m", filename="config.json", subfolder="")
+    assert rec.files[path] == {"root": root, "how": "downloaded", "kind": kind,
+                               "url": rec.files[path]["url"]}
+    # the cache look-up resolve_file_path makes first, positionally, as PaddleNLP calls it
+    look = dl.bos_aistudio_hf_try_to_load_from_cache  # type: ignore[attr-defined]
+    hit = look("Org/m", "cached.json", None, "", None, None, True, kind == "aistudio",
+               kind == "hf")
+    assert rec.files[hit]["how"] == "cached" and rec.files[hit]["kind"] == kind
+    assert rec.files[hit]["root"] == root
+    look("Org/m", "remembered.json", None, "", None, None, True, kind == "aistudio",
+         kind == "hf")
+    assert "remembered.json" in rec.absent[root]
+    with pytest.raises(ConnectionError):
+        download(repo_id="Org/m", filename="cut.json", subfolder="")
+    assert rec.failures[-1]["kind"] == "network"
+    assert rec.failures[-1]["message"] == "connection refused"
