@@ -319,3 +319,39 @@ def test_recorder_hub_404_is_absent_other_answers_fail_and_downloads_are_recorde
         download(repo_id="Org/m", filename="cut.json", subfolder="")
     assert rec.failures[-1]["kind"] == "network"
     assert rec.failures[-1]["message"] == "connection refused"
+
+
+def test_the_proof_installs_hub_models_into_its_scratch_caches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proof installs in this process: hub models must land in the scratch caches the
+    offline run reads, not in the user's own caches, and the user's variables come back."""
+    from bundler.capture.prove import run_offline
+    from bundler.cli import _main
+
+    online = tmp_path / "online"
+    for name, value in _env(online).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    make_hub_model(online / "hf" / "hub", "Org/m", FILES)
+    make_hub_model(online / "aistudio", "Org/e", FILES, revision="master", branch="master")
+    bundle = tmp_path / "b.tar.zst"
+    assert _main(["pack", "hf:Org/m", "aistudio:Org/e", "-o", str(bundle),
+                  "--home", str(online / "home"), "-q"]) == 0
+    user = tmp_path / "user"  # the proof's user: caches of their own, without these models
+    for name, value in _env(user).items():
+        monkeypatch.setenv(name, value)
+    check = textwrap.dedent("""
+        import os, sys
+        hf = os.path.join(os.environ["HF_HOME"], "hub", "models--Org--m", "snapshots",
+                          sys.argv[1], "config.json")
+        ais = os.path.join(os.environ["AISTUDIO_HUB_CACHE"], "models--Org--e", "snapshots",
+                           "master", "vocab.txt")
+        sys.exit(0 if open(hf, "rb").read() == sys.argv[2].encode()
+                 and os.path.isfile(ais) else 1)
+    """)
+    outcome = run_offline(bundle, [sys.executable, "-c", check, REV,
+                                   FILES["config.json"].decode()], scratch_parent=tmp_path)
+    assert outcome.returncode == 0, outcome.tail
+    assert not (user / "hf").exists() and not (user / "aistudio").exists()
+    assert os.environ["HF_HOME"] == str(user / "hf")
+    assert os.environ["AISTUDIO_HUB_CACHE"] == str(user / "aistudio")
