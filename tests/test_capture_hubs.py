@@ -138,7 +138,15 @@ def test_fetch_command_captures_hub_loads_proves_and_runs_them_offline(tmp_path:
                                "--", sys.executable, "app.py"], env=env, cwd=work,
                               capture_output=True, text=True)
         seen = hub.requests()
+        # again, over the filled caches: cache hits are bundled just the same
+        again = subprocess.run([sys.executable, "-m", "bundler", "fetch", "-o",
+                                str(tmp_path / "again.tar.zst"), "--", sys.executable,
+                                "app.py"], env=env, cwd=work, capture_output=True, text=True)
+        seen_again = hub.requests()[len(seen):]
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert not [r for r in seen_again if r.method == "GET" and (
+        "/resolve/" in r.path or "/media/" in r.path)], seen_again
     want = script_result(proc)  # the command's own output passes through
     assert want["net"], "the online run must have used the network (the stand-ins)"
     assert any(r.path.startswith(f"/hf/{HF_ID}/resolve/") and r.method == "GET"
@@ -149,7 +157,6 @@ def test_fetch_command_captures_hub_loads_proves_and_runs_them_offline(tmp_path:
                           env=clean, capture_output=True, text=True, cwd=ROOT)
     assert show.returncode == 0, show.stderr
     manifest = json.loads(show.stdout)
-    manifest = manifest.get("manifest", manifest)
     proof = manifest["origin"]["proof"]
     assert proof["command"] == [sys.executable, "app.py"]
     assert proof["isolation"] == "network namespace"
@@ -167,6 +174,16 @@ def test_fetch_command_captures_hub_loads_proves_and_runs_them_offline(tmp_path:
               and (".pdparams" in p or ".safetensors" in p)]
     assert shards, sorted(paths)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    show = subprocess.run([sys.executable, "-m", "bundler", "inspect", "--json",
+                           str(tmp_path / "again.tar.zst")], env=clean, capture_output=True,
+                          text=True, cwd=ROOT)
+    cached = json.loads(show.stdout)
+    assert sorted((f["path"], f.get("sha256")) for f in cached["files"]) == \
+        sorted((f["path"], f.get("sha256")) for f in manifest["files"])
+    # the same models; absent names only where the run probed (over a filled cache
+    # PaddleNLP finds model_state.pdparams before it asks the hub for model.safetensors)
+    assert [(m["id"], m["kind"], m["root"]) for m in cached["models"]] == \
+        [(m["id"], m["kind"], m["root"]) for m in manifest["models"]]
     for ref in (hf_ref, ais_ref):  # what the hub answered 404 for is recorded, never bundled
         snaps = {p.split("/snapshots/", 1)[1].split("/", 1)[1] for p in paths
                  if p.startswith(models[ref]["root"] + "/snapshots/")}
