@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bundler.cache import LocalFile
+from bundler.cache import LocalFile, hub_capture
 from bundler.capture import session
 from bundler.capture.recorder import ENV_MIRROR
 from bundler.errors import (
@@ -43,6 +43,7 @@ from bundler.errors import (
     UsageError,
 )
 from bundler.manifest import (
+    HUB_KINDS,
     KIND_BUILTIN,
     KIND_COMMUNITY,
     TASKFLOW_PREFIX,
@@ -78,7 +79,7 @@ class UsedFile:
     path: str
     root: str
     how: str  # "downloaded" | "cached"
-    kind: str = KIND_COMMUNITY  # "community" | "builtin" | "taskflow"
+    kind: str = KIND_COMMUNITY  # "community" | "builtin" | "taskflow" | "hf" | "aistudio"
     url: str = ""  # where it was downloaded from (after --mirror), when known
 
 
@@ -234,8 +235,41 @@ def _local_file(home: Path, root: str, path: str) -> LocalFile:
     return LocalFile.regular(arcname, where, st)
 
 
+def _hub_files(used: Sequence[UsedFile], env: Mapping[str, str] | None
+               ) -> dict[str, tuple[ModelEntry, list[LocalFile]]]:
+    """Hub root -> (model, files) for the files PaddleNLP got from the Hugging Face hub or AI
+    Studio: the snapshot entries it was handed, the blobs they lead to and the refs naming
+    their revision (:func:`bundler.cache.hub_capture`), found in the hub caches ``env`` names
+    (the environment the command ran with)."""
+    if not used:
+        return {}
+    try:
+        captured = hub_capture([u.path for u in used], env=env)
+    except ValueError as exc:
+        raise BundleError(f"cannot bundle a file PaddleNLP got from a hub: {exc}",
+                          hint="PaddleNLP was pointed at another cache (cache_dir?); load by "
+                               "name with HF_HOME / HF_HUB_CACHE / AISTUDIO_HUB_CACHE "
+                               "naming the cache instead; nothing was packed") from None
+    except OSError as exc:
+        raise BundleError(f"cannot bundle a file PaddleNLP got from a hub: {exc}",
+                          hint="is another process cleaning the cache? run fetch again"
+                          ) from None
+    return {model.root: (model, files) for model, files in captured.items()}
+
+
+def _hub_present(root: str, files: Sequence[LocalFile]) -> set[str]:
+    """File names (as the model's absent names spell them) a hub model's snapshots hold."""
+    names: set[str] = set()
+    for f in files:
+        rel = f.arcname[len(root) + 1:]
+        if rel.startswith("snapshots/"):
+            names.add(rel.split("/", 2)[2] if rel.count("/") >= 2 else "")
+    return names
+
+
 def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
-                     task: str | None = None, *, command: bool = False
+                     task: str | None = None, *, command: bool = False,
+                     env: Mapping[str, str] | None = None
                      ) -> tuple[list[ModelEntry], list[LocalFile]]:
     """Models (with what upstream lacks) and files to bundle, from a successful report.
 
@@ -243,11 +277,18 @@ def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
     ``command``: there is nothing requested, every folder used is a model); a model the
     loaders touched besides the requested ones (a task's own folder, a built-in tokenizer)
     comes along as a model of its own, because loading needs it. A folder whose files came
-    from built-in resource URLs is a ``builtin`` model.
+    from built-in resource URLs is a ``builtin`` model; files from the Hugging Face hub or AI
+    Studio make ``hf:org/name`` / ``aistudio:org/name`` models of their caches' folders, as
+    found in the caches ``env`` (default: this process's environment) names.
     """
     by_root: dict[str, list[LocalFile]] = {}
     kinds: dict[str, str] = {}
+    hubs = _hub_files([u for u in report.files if u.kind in HUB_KINDS], env)
+    for root, (_, hub_files) in hubs.items():
+        by_root[root] = hub_files
     for used in report.files:
+        if used.kind in HUB_KINDS:
+            continue
         model = _model_for_root(used.root)
         by_root.setdefault(model.root, []).append(_local_file(home, model.root, used.path))
         if used.kind == KIND_BUILTIN:
@@ -272,10 +313,11 @@ def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
     files: list[LocalFile] = []
     for root in order:
         mine = by_root[root]
-        present = {f.arcname[len(root) + 1:] for f in mine}
+        present = (_hub_present(root, mine) if root in hubs
+                   else {f.arcname[len(root) + 1:] for f in mine})
         absent = [n for n in report.absent.get(root, ()) if n not in present
                   and not unsafe_reason(n)]
-        base = _model_for_root(root, kinds.get(root))
+        base = hubs[root][0] if root in hubs else _model_for_root(root, kinds.get(root))
         models.append(ModelEntry.for_id(base.id, absent, kind=base.kind))
         files.extend(mine)
     return models, files
@@ -503,7 +545,7 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
                                  hint="fix the command so it succeeds online first")
     if report.error is not None:
         raise error_for(report, endpoint)
-    entries, files = plan_from_report(home, report, [], command=True)
+    entries, files = plan_from_report(home, report, [], command=True, env=os.environ)
     options = replace(options, endpoint=endpoint)
     prover = None
     if prove:
@@ -531,7 +573,12 @@ def mirror_setting(mirror: str | None) -> str | None:
 def _result(result: PackResult, report: ChildReport, files: Sequence[LocalFile],
             endpoint: str, proof: Proof | None) -> FetchResult:
     how = {os.path.abspath(u.path): u.how for u in report.files}
-    downloaded = tuple(sorted(f.arcname for f in files if how.get(str(f.path)) == "downloaded"))
+    for u in report.files:  # a hub snapshot entry is a link: its blob came the same way
+        if u.kind in HUB_KINDS:
+            how.setdefault(os.path.realpath(u.path), u.how)
+    downloaded = tuple(sorted(f.arcname for f in files
+                              if "downloaded" in (how.get(str(f.path)),
+                                                  how.get(os.path.realpath(f.path)))))
     cached = tuple(sorted(f.arcname for f in files if f.arcname not in downloaded))
     return FetchResult(pack=result, endpoint=endpoint, downloaded=downloaded, cached=cached,
                        proof=proof)

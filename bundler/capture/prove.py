@@ -15,12 +15,13 @@ failed proof can say what the offline run needed that the capture did not get.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,12 +63,16 @@ class ProofRun:
     scratch_home: Path
 
 
+#: The variables that say where the hub caches are (bundler.cache.hf_hub_cache and
+#: aistudio_hub_cache read them).
+HUB_CACHE_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "AISTUDIO_HUB_CACHE")
+
+
 def offline_environment(scratch: Path, hook_folder: Path, refusals: Path,
                         base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Offline mode over the scratch home and caches (docs/fetch.md, the proof)."""
     env = base_environment(hook_folder, base)
-    for name in ("PPNLP_ENDPOINT", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME",
-                 "AISTUDIO_HUB_CACHE"):
+    for name in ("PPNLP_ENDPOINT", *HUB_CACHE_VARS):
         env.pop(name, None)
     env.update({"PPNLP_HOME": str(scratch / "home"), "HF_HOME": str(scratch / "hf"),
                 "AISTUDIO_HUB_CACHE": str(scratch / "aistudio"), ENV_OFFLINE: "1",
@@ -89,10 +94,11 @@ def run_offline(bundle: Path, command: Sequence[str], *, scratch_parent: Path,
     name, prefix = isolation()
     scratch = Path(tempfile.mkdtemp(prefix=".paddle-bundle-proof-", dir=scratch_parent))
     try:
-        install(bundle, home=scratch / "home")
         refusals = scratch / "refusals"
         refusals.mkdir()
         env = offline_environment(scratch, write_hook(scratch / "hook"), refusals)
+        with hub_caches_of(env):  # hf: and aistudio: models go to the scratch caches
+            install(bundle, home=scratch / "home")
         if prepare is not None:
             prepare(scratch, env)
         log = scratch / "output.log"
@@ -105,6 +111,26 @@ def run_offline(bundle: Path, command: Sequence[str], *, scratch_parent: Path,
         return ProofRun(code, name, _read_refusals(refusals), _tail(log), scratch / "home")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def hub_caches_of(env: Mapping[str, str]) -> Iterator[None]:
+    """This process's hub cache variables as ``env`` has them, for the duration: ``install``
+    (in this process) puts hub models where the command run with ``env`` looks for them."""
+    saved = {name: os.environ.get(name) for name in HUB_CACHE_VARS}
+    try:
+        for name in HUB_CACHE_VARS:
+            if env.get(name) is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = env[name]
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _read_refusals(folder: Path) -> tuple[dict[str, str], ...]:

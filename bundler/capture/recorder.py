@@ -19,6 +19,14 @@ section 4), and what it records:
 * ``paddlenlp.utils.download.bos_aistudio_hf_file_exist`` +
   ``bos_download.get_bos_file_metadata``: names the server answered 404 for; any other answer
   (403, 5xx) is a failure, never "absent";
+* ``paddlenlp.utils.download.hf_hub_download`` / ``aistudio_hub_download`` (and the cache
+  look-up above with ``from_hf_hub`` / ``from_aistudio``): files from the Hugging Face hub and
+  AI Studio, kinds ``hf`` / ``aistudio``, reported with the path in the hub's own cache
+  (``<cache>/models--org--name/snapshots/<rev>/<file>``) and the hub root
+  ``hf/models--org--name``; the probes' answers come from ``huggingface_hub.hf_api.
+  get_hf_file_metadata`` and ``...aistudio_hub_download.get_aistudio_file_metadata``, since both
+  ``file_exists`` helpers turn every "no" into ``False``: only a 404 is "absent", a 401/403/5xx
+  is a failure;
 * ``paddlenlp.utils.downloader._download``, ``paddlenlp.taskflow.utils.download_file``,
   ``paddlenlp.taskflow.task.Task._check_task_files``: Taskflow's static files under
   ``taskflow/<task>/<model>``.
@@ -54,6 +62,8 @@ BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/pad
 KIND_COMMUNITY = "community"
 KIND_BUILTIN = "builtin"
 KIND_TASKFLOW = "taskflow"
+KIND_HF = "hf"
+KIND_AISTUDIO = "aistudio"
 
 #: Exception class names that mean "the network is not there" rather than "the server said no".
 _NETWORK_ERRORS = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout",
@@ -103,6 +113,42 @@ def is_404(exc: BaseException) -> bool:
 
 def is_network(exc: BaseException) -> bool:
     return any(cls.__name__ in _NETWORK_ERRORS for cls in type(exc).__mro__)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (huggingface_hub wraps a refused connection in
+    LocalEntryNotFoundError)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def is_network_chain(exc: BaseException) -> bool:
+    return any(is_network(e) for e in _chain(exc))
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status a hub client's error carries, if it kept the response."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def is_hub_404(exc: BaseException) -> bool:
+    """A hub's "no such file / repo / revision": status 404, or (PaddleNLP's AI Studio client,
+    which drops the response) EntryNotFoundError, which it raises for a 404 only. A 401 that
+    huggingface_hub reports as RepositoryNotFoundError is not one."""
+    status = status_of(exc)
+    if status is not None:
+        return status == 404
+    return is_404(exc)
+
+
+def hub_root(kind: str, repo_id: str) -> str:
+    """The bundle root of a hub model: ``hf/models--org--name`` (manifest.root_for's rule)."""
+    return f"{kind}/models--{repo_id.replace('/', '--')}"
 
 
 class SizeMismatch(OSError):
@@ -255,18 +301,30 @@ def patch_download(rec: Recorder, dl: Any) -> None:
 
     def file_exist(repo_id: str, filename: str, **kwargs: Any) -> Any:
         rec.last_probe.clear()
-        url = bmod.bos_url(repo_id, filename, subfolder=kwargs.get("subfolder") or None,
-                           endpoint=kwargs.get("endpoint"))
+        hub = (KIND_AISTUDIO if kwargs.get("from_aistudio")
+               else KIND_HF if kwargs.get("from_hf_hub") else None)
+        rel = "/".join(p for p in (kwargs.get("subfolder") or "", filename) if p)
+        if hub is None:
+            url = bmod.bos_url(repo_id, filename, subfolder=kwargs.get("subfolder") or None,
+                               endpoint=kwargs.get("endpoint"))
+        else:
+            url = _hub_url(hub, repo_id, rel, kwargs.get("revision"))
         try:
             ok = orig_exist(repo_id, filename, **kwargs)
         except BaseException as exc:
-            kind = "network" if is_network(exc) else "probe"
+            kind = "network" if is_network_chain(exc) else "probe"
             rec.fail(kind, reason(exc) if kind == "network" else one_line(exc), url)
             raise
         if not ok:
             why = rec.last_probe.get("exc")
-            rel = "/".join(p for p in (kwargs.get("subfolder") or "", filename) if p)
-            if why is None or is_404(why):
+            if hub is not None:
+                if why is not None and is_network_chain(why):
+                    rec.fail("network", reason(why), url)
+                elif why is None or is_hub_404(why):
+                    rec.mark_absent(hub_root(hub, repo_id), rel)
+                else:  # AI Studio's client takes any HTTP error for "absent"
+                    rec.fail("http", one_line(why, 200), url)
+            elif why is None or is_404(why):
                 rec.mark_absent(f"models/{repo_id}", rel)
             else:  # PaddleNLP takes a 403 or a 500 for "absent"; a bundle must not
                 rec.fail("http", one_line(why, 200), url)
@@ -277,10 +335,21 @@ def patch_download(rec: Recorder, dl: Any) -> None:
     # -- cache hits -----------------------------------------------------------------------
     orig_cache = dl.bos_aistudio_hf_try_to_load_from_cache
 
-    def try_cache(repo_id: str, filename: str, *args: Any, **kwargs: Any) -> Any:
-        found = orig_cache(repo_id, filename, *args, **kwargs)
-        if isinstance(found, str):
-            rec.use(f"models/{repo_id}", found, "cached")
+    def try_cache(repo_id: str, filename: str, cache_dir: Any = None,
+                  subfolder: str | None = None, revision: str | None = None,
+                  repo_type: str | None = None, from_bos: bool = True,
+                  from_aistudio: bool = False, from_hf_hub: bool = False) -> Any:
+        found = orig_cache(repo_id, filename, cache_dir, subfolder, revision, repo_type,
+                           from_bos, from_aistudio, from_hf_hub)
+        kind = KIND_AISTUDIO if from_aistudio else KIND_HF if from_hf_hub else None
+        if kind is None:
+            if isinstance(found, str):
+                rec.use(f"models/{repo_id}", found, "cached")
+        elif isinstance(found, str):
+            rec.use(hub_root(kind, repo_id), found, "cached", kind)
+        elif found is not None:  # huggingface_hub's _CACHED_NO_EXIST: a 404 remembered
+            rel = "/".join(p for p in (subfolder or "", filename) if p)
+            rec.mark_absent(hub_root(kind, repo_id), rel)
         return found
 
     dl.bos_aistudio_hf_try_to_load_from_cache = try_cache
@@ -352,15 +421,76 @@ def patch_download(rec: Recorder, dl: Any) -> None:
 
     dl.bos_download = _marked(bos_download)
 
-    def unsupported(name: str) -> Callable[..., Any]:
-        def refuse(*args: Any, **kwargs: Any) -> Any:
-            rec.fail("unsupported", f"a loader asked for {name}; fetch records downloads "
-                     "from PaddleNLP's BOS server only")
-            raise OSError(f"{name} is not supported by paddle-bundle fetch")
-        return refuse
+    patch_hubs(rec, dl)
 
-    dl.aistudio_hub_download = unsupported("aistudio_hub_download")
-    dl.hf_hub_download = unsupported("hf_hub_download")
+
+def _hub_url(kind: str, repo_id: str, rel: str, revision: str | None) -> str:
+    """The URL a hub client asks for ``rel`` of ``repo_id`` (for messages only)."""
+    if kind == KIND_HF:
+        hub = sys.modules.get("huggingface_hub")
+        make = getattr(hub, "hf_hub_url", None)
+        if make is not None:
+            with contextlib.suppress(Exception):
+                return str(make(repo_id, rel, revision=revision))
+        return f"hf:{repo_id}/{rel}"
+    amod: Any = sys.modules.get("paddlenlp.utils.download.aistudio_hub_download")
+    make = getattr(amod, "aistudio_hub_url", None)
+    if make is not None:
+        with contextlib.suppress(Exception):
+            return str(make(repo_id=repo_id, filename=rel, revision=revision))
+    return f"aistudio:{repo_id}/{rel}"
+
+
+def patch_hubs(rec: Recorder, dl: Any) -> None:
+    """Record what ``hf_hub_download`` / ``aistudio_hub_download`` return (kinds ``hf`` and
+    ``aistudio``), and note why a hub probe said "no" (see the module docstring)."""
+
+    def noting(func: Callable[..., Any]) -> Callable[..., Any]:
+        def metadata(*args: Any, **kwargs: Any) -> Any:
+            try:
+                meta = func(*args, **kwargs)
+            except BaseException as exc:
+                rec.last_probe["exc"] = exc
+                raise
+            rec.last_probe["exc"] = None
+            return meta
+        return _marked(metadata)
+
+    hf_api: Any = sys.modules.get("huggingface_hub.hf_api")
+    if hf_api is not None and callable(getattr(hf_api, "get_hf_file_metadata", None)) \
+            and not _is_marked(hf_api.get_hf_file_metadata):
+        hf_api.get_hf_file_metadata = noting(hf_api.get_hf_file_metadata)
+    amod: Any = sys.modules.get("paddlenlp.utils.download.aistudio_hub_download")
+    if amod is not None and callable(getattr(amod, "get_aistudio_file_metadata", None)) \
+            and not _is_marked(amod.get_aistudio_file_metadata):
+        amod.get_aistudio_file_metadata = noting(amod.get_aistudio_file_metadata)
+
+    def recording(kind: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def hub_download(*args: Any, **kwargs: Any) -> Any:
+            repo_id = str(kwargs.get("repo_id") or (args[0] if args else ""))
+            filename = str(kwargs.get("filename") or (args[1] if len(args) > 1 else ""))
+            rel = "/".join(p for p in (kwargs.get("subfolder") or "", filename) if p)
+            url = _hub_url(kind, repo_id, rel, kwargs.get("revision"))
+            rec.event(event="start", name=f"{kind}:{repo_id}/{rel}", size=None)
+            try:
+                path = func(*args, **kwargs)
+            except BaseException as exc:
+                if is_network_chain(exc):
+                    rec.fail("network", reason(next(e for e in _chain(exc) if is_network(e))),
+                             url)
+                else:
+                    rec.fail("download", one_line(exc), url)
+                raise
+            finally:
+                rec.event(event="done")
+            if isinstance(path, str) and repo_id:
+                # resolve_file_path asks the cache first: what reaches here was downloaded
+                rec.use(hub_root(kind, repo_id), path, "downloaded", kind, url)
+            return path
+        return _marked(hub_download)
+
+    dl.hf_hub_download = recording(KIND_HF, dl.hf_hub_download)
+    dl.aistudio_hub_download = recording(KIND_AISTUDIO, dl.aistudio_hub_download)
 
 
 # -- paddlenlp.utils.downloader (the legacy URL downloader: Taskflow's static files) -------
