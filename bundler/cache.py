@@ -370,7 +370,9 @@ class Cache:
         top = root.split("/", 1)[0]
         if top in ("models", "taskflow"):
             return self.state
-        tag = hashlib.sha256(os.fsencode(self.home)).hexdigest()[:16]
+        # the real path: a home reached through a link (/home -> /data/home) is one home,
+        # whose interrupted installs any path to it must find
+        tag = hashlib.sha256(os.fsencode(os.path.realpath(self.home))).hexdigest()[:16]
         return self.tops[top] / STATE_DIRNAME / tag
 
     def _work_areas(self) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ import pytest
 from bundler.cache import STATE_DIRNAME, Cache
 from bundler.cli import _main
 from bundler.install import install
+from bundler.manifest import ModelEntry
 from tests.conftest import tree
 from tests.test_install_hardening import listed, run_script, two_versions
+from tests.test_sources import FILES, caches, make_hub_model  # noqa: F401 (a fixture)
 
 
 def _victim(tmp_path: Path) -> Path:
@@ -159,3 +162,24 @@ def test_a_kill_while_the_old_model_leaves_trash_leaves_nothing_behind(
     trash = home / STATE_DIRNAME / "trash"
     assert not [p for p in trash.rglob("*") if not p.is_dir()], "the old model stayed in trash/"
     assert tree(home / "models") == tree(online / "models")
+
+
+# -- a home reached through a symlink ------------------------------------------------------
+def test_a_hub_model_moved_aside_is_put_back_whichever_path_names_the_home(
+        tmp_path: Path, caches: Callable[[str], dict[str, Path]]) -> None:
+    """``/home`` is often a link to ``/data/home``: a kill between the two renames of an
+    install run through one path must be repaired by a command run through the other."""
+    where = caches("c")
+    folder = make_hub_model(where["hf"], "Org/m", FILES)
+    before = tree(folder)
+    real = where["home"]
+    real.mkdir(parents=True)
+    link = tmp_path / "link-to-home"
+    link.symlink_to(real)
+    model = ModelEntry.for_id("hf:Org/m")
+    aside = Cache(link).work_area(model.root) / "trash" / "x"  # as install through the link
+    aside.mkdir(parents=True)
+    (aside / "root").write_text(model.root)
+    os.rename(folder, aside / "model")
+    Cache(real).records()
+    assert tree(folder) == before
