@@ -541,7 +541,17 @@ def _swap_all(cache: Cache, sink: StagingSink, models: tuple[ModelEntry, ...],
                 raise
             left = models[len(done):]  # swapped in order, stopping at the first failure
             cause = f"{exc.strerror or exc}: {exc.filename}" if isinstance(exc, OSError) \
-                and exc.filename else str(exc)
+                and exc.filename else (exc.strerror if isinstance(exc, OSError)
+                                       and exc.strerror else str(exc))
+            if not left:  # every swap landed; only writing the records failed
+                one = len(done) == 1
+                raise PartialInstallError(
+                    f"{', '.join(m.id for m in done)} {'is' if one else 'are'} in place, but "
+                    f"{'its install record' if one else 'their install records'} could not "
+                    f"be written in {cache.state} ({cause}); kept in "
+                    f"{cache.state / 'pending'}", installed=tuple(m.id for m in done),
+                    missing=(), hint="fix the cause (free some space there); the next "
+                    "paddle-bundle command in this home (list, say) writes them") from None
             raise PartialInstallError(
                 f"installed {len(done)} of {len(models)} model(s) "
                 f"({', '.join(m.id for m in done)}); not installed: "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from bundler.install import install
 from bundler.manifest import ModelEntry
 from tests.conftest import tree
 from tests.test_install_hardening import listed, run_script, two_versions
-from tests.test_sources import FILES, caches, make_hub_model  # noqa: F401 (a fixture)
+from tests.test_sources import FILES, make_hub_model
 
 
 def _victim(tmp_path: Path) -> Path:
@@ -166,10 +165,11 @@ def test_a_kill_while_the_old_model_leaves_trash_leaves_nothing_behind(
 
 # -- a home reached through a symlink ------------------------------------------------------
 def test_a_hub_model_moved_aside_is_put_back_whichever_path_names_the_home(
-        tmp_path: Path, caches: Callable[[str], dict[str, Path]]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``/home`` is often a link to ``/data/home``: a kill between the two renames of an
     install run through one path must be repaired by a command run through the other."""
-    where = caches("c")
+    where = {"hf": tmp_path / "hub", "home": tmp_path / "home"}
+    monkeypatch.setenv("HF_HUB_CACHE", str(where["hf"]))
     folder = make_hub_model(where["hf"], "Org/m", FILES)
     before = tree(folder)
     real = where["home"]
@@ -183,3 +183,32 @@ def test_a_hub_model_moved_aside_is_put_back_whichever_path_names_the_home(
     os.rename(folder, aside / "model")
     Cache(real).records()
     assert tree(folder) == before
+
+
+# -- the disk fills while the records are written ------------------------------------------
+def test_records_that_cannot_be_written_after_every_swap_are_reported_truly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Both models are in place, only their records hit a full disk (a small separate
+    ``.paddle-bundle``, or another writer): the message must not say "installed 2 of 2;
+    not installed: " with nothing after it."""
+    import errno
+
+    import bundler.cache as cache_mod
+
+    online, v1, v2 = two_versions(tmp_path)
+    home = tmp_path / "home"
+    install(v1, home=home)
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "_replace_unsynced", full)
+    assert _main(["install", str(v2), "--home", str(home), "--force", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "not installed:  (" not in err
+    assert "Org/small is in place" in err and "No space left on device" in err
+    assert "the next paddle-bundle command" in err
+    monkeypatch.undo()
+    assert listed(home, capsys) == {"Org/small": "v2.tar.zst"}
+    assert tree(home / "models") == tree(online / "models")
