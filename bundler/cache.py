@@ -500,9 +500,8 @@ class Cache:
 
     def _pending_records(self) -> list[InstallRecord]:
         """Records that recovery would commit (for readers when it could not run)."""
-        base = self.state / "pending"
         found: list[InstallRecord] = []
-        for path in sorted(base.rglob("*.json")) if base.is_dir() else ():
+        for path in _journals(self.state / "pending"):
             found.extend(record for record, in_place in self._read_pending(path) if in_place)
         return found
 
@@ -680,7 +679,7 @@ class Cache:
         base = self.state / "pending"
         if not base.is_dir():
             return
-        for path in sorted(base.rglob("*.json")):
+        for path in _journals(base):
             self._commit([r for r, in_place in self._read_pending(path) if in_place], path)
         shutil.rmtree(base, ignore_errors=True)  # dropped records, half-written temporaries
 
@@ -740,6 +739,15 @@ def _real_folder(path: Path) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def _journals(base: Path) -> list[Path]:
+    """The journals in ``pending/``: regular files only (a folder or link named like one,
+    which install never writes, is cleared with the rest of the folder, never read or
+    unlinked one by one)."""
+    if not _real_folder(base):
+        return []
+    return sorted(p for p in base.rglob("*.json") if stat.S_ISREG(p.lstat().st_mode))
 
 
 def _read_root(path: Path) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,21 @@ def test_records_that_cannot_be_written_after_every_swap_are_reported_truly(
     monkeypatch.undo()
     assert listed(home, capsys) == {"Org/small": "v2.tar.zst"}
     assert tree(home / "models") == tree(online / "models")
+
+
+# -- odd things in pending/ ----------------------------------------------------------------
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda p: p.mkdir(), id="folder"),
+    pytest.param(lambda p: p.symlink_to("/dev/null"), id="link"),
+])
+def test_something_named_like_a_journal_never_blocks_installs(
+        tmp_path: Path, make: Callable[[Path], None]) -> None:
+    """``pending/x.json`` that is not a journal file install wrote: every later install
+    failed with "Is a directory" before, forever."""
+    online, v1, v2 = two_versions(tmp_path)
+    home = tmp_path / "home"
+    install(v1, home=home)
+    make(home / STATE_DIRNAME / "pending" / "x.json")
+    assert [o.status for o in install(v2, home=home, force=True).outcomes] == ["replaced"]
+    assert tree(home / "models") == tree(online / "models")
+    assert not os.path.lexists(home / STATE_DIRNAME / "pending" / "x.json")
