@@ -173,6 +173,12 @@ def _existing_folder(cache: Cache, model: ModelEntry, files: tuple[FileEntry, ..
     version; otherwise a conflict saying truly what is there."""
     path = cache.model_path(model)
     if not os.path.lexists(path):
+        top = cache.path_of(model.root.split("/", 1)[0])
+        for parent in path.parents:  # a file where a folder of the path should be
+            if parent == top.parent or os.path.isdir(parent):
+                break
+            if os.path.lexists(parent):
+                return Conflict(model, f"{parent} is a file, not a folder", blocking=True)
         return None
     if not path.is_dir():
         return Conflict(model, f"{path} is a file, not a model folder", blocking=True)

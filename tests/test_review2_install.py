@@ -231,3 +231,20 @@ def test_something_named_like_a_journal_never_blocks_installs(
     assert [o.status for o in install(v2, home=home, force=True).outcomes] == ["replaced"]
     assert tree(home / "models") == tree(online / "models")
     assert not os.path.lexists(home / STATE_DIRNAME / "pending" / "x.json")
+
+
+# -- a file where a folder of the model's path should be -----------------------------------
+@pytest.mark.parametrize("in_the_way", ["models", "models/Org"])
+def test_a_file_where_a_parent_folder_should_be_is_named_before_anything_is_written(
+        bundle: Path, tmp_path: Path, in_the_way: str, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    home = tmp_path / "home"
+    (home / in_the_way).parent.mkdir(parents=True, exist_ok=True)
+    (home / in_the_way).write_bytes(b"not a folder")
+    before = tree(home)
+    for force in ([], ["--force"]):
+        assert _main(["install", str(bundle), "--home", str(home), "-q", *force]) == 1
+        err = capsys.readouterr().err
+        assert f"{home / in_the_way} is a file, not a folder" in err, err
+        assert "move those files out" in err
+        assert tree(home) == before
