@@ -112,9 +112,13 @@ class InstallPlan:
             return
         blocking = any(c.blocking for c in stopping)
         lines = [f"{c.model.id}: {c.reason}" for c in stopping]
+        # --home does not move hub models: their caches' variables do
+        elsewhere = ("into other hub caches (HF_HOME, AISTUDIO_HUB_CACHE)"
+                     if all(c.model.kind in HUB_KINDS for c in stopping if c.blocking)
+                     else "into another --home")
         hint = ("paddle-bundle replaces only what a bundle puts back: move those files out "
-                "of the folder (or delete them yourself) and run install again, or install "
-                "into another --home" if blocking else "add --force to replace it")
+                f"of the folder (or delete them yourself) and run install again, or install "
+                f"{elsewhere}" if blocking else "add --force to replace it")
         raise InstallConflictError("; ".join(lines), hint=hint)
 
 

@@ -248,3 +248,25 @@ def test_a_file_where_a_parent_folder_should_be_is_named_before_anything_is_writ
         assert f"{home / in_the_way} is a file, not a folder" in err, err
         assert "move those files out" in err
         assert tree(home) == before
+
+
+# -- a hub cache that already holds another revision ---------------------------------------
+def test_a_hub_folder_holding_another_revision_points_at_the_hub_caches_not_home(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused (the other revision's files are not in the bundle), but "install into another
+    --home" was no way out: --home does not move hub models, HF_HOME does."""
+    from bundler.pack import pack
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "online-hub"))
+    make_hub_model(tmp_path / "online-hub", "Org/m", FILES)
+    bundle = tmp_path / "hf.tar.zst"
+    pack(["hf:Org/m"], bundle, home=tmp_path / "online")
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    make_hub_model(hub, "Org/m", {**FILES, "model_state.pdparams": b"old"}, revision="b" * 40)
+    before = tree(hub)
+    assert _main(["install", str(bundle), "--home", str(tmp_path / "home"), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "snapshots/ (4 files)" in err and "HF_HOME" in err and "another --home" not in err
+    assert tree(hub) == before
