@@ -270,3 +270,24 @@ def test_a_hub_folder_holding_another_revision_points_at_the_hub_caches_not_home
     err = capsys.readouterr().err
     assert "snapshots/ (4 files)" in err and "HF_HOME" in err and "another --home" not in err
     assert tree(hub) == before
+
+
+# -- offline mode finishes a killed hub install too -----------------------------------------
+def test_offline_mode_puts_back_a_hub_model_a_killed_install_moved_aside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: the next command of any kind, offline mode included, finishes what a killed
+    install left. For ``from_hf_hub=True`` offline mode said "not installed" instead."""
+    from bundler._offline import OfflineResolver
+
+    hub, home = tmp_path / "hub", tmp_path / "home"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    folder = make_hub_model(hub, "Org/m", FILES)
+    before = tree(folder)
+    (home / STATE_DIRNAME).mkdir(parents=True)
+    model = ModelEntry.for_id("hf:Org/m")
+    aside = Cache(home).work_area(model.root) / "trash" / "x"  # killed between the renames
+    aside.mkdir(parents=True)
+    (aside / "root").write_text(model.root)
+    os.rename(folder, aside / "model")
+    OfflineResolver(lambda: str(home / "models")).require_hub_installed("hf", "Org/m")
+    assert tree(folder) == before
