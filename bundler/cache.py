@@ -661,8 +661,9 @@ class Cache:
     def _own_area(self, area: Path) -> bool:
         """Whether ``area`` and every state folder above it are real folders: recovery
         deletes inside them, so a symlink planted there (a hub cache may be shared with other
-        users) must never lead it to another folder."""
-        folders = [area] if area == self.state else [area.parent, area]
+        users) must never lead it to another folder. The home's own ``.paddle-bundle`` may
+        be a link its owner made; what is inside it may not."""
+        folders = [] if area == self.state else [area.parent, area]
         for folder in folders:
             if os.path.lexists(folder) and not _real_folder(folder):
                 log.warning("not recovering in %s: it is not a folder paddle-bundle made "
