@@ -336,8 +336,14 @@ class OfflineResolver:
     def require_hub_installed(self, kind: str, repo_id: str, cache_dir: Any = None) -> None:
         """Rule 1 for the hubs: raise unless the hub cache has ``models--org--name/snapshots``
         (``kind`` is ``hf`` or ``aistudio``)."""
+        from pathlib import Path
+
         folder = _hub_folder(kind, repo_id, cache_dir)
         if (folder / "snapshots").is_dir():
+            return
+        # an install killed in this home may have moved it aside in the hub cache's trash
+        # (which belongs to the home, not to the hub cache)
+        if self._recover(Path(self.model_home()) / repo_id) and (folder / "snapshots").is_dir():
             return
         ref = f"{kind}:{repo_id}"
         raise ModelNotInstalledError(

@@ -44,7 +44,7 @@ from bundler.manifest import (
     ModelEntry,
     hub_ref,
 )
-from bundler.paths import is_within, symlink_escape_reason
+from bundler.paths import ALLOWED_TOPS, is_within, symlink_escape_reason, unsafe_reason
 
 STATE_DIRNAME = ".paddle-bundle"
 log = logging.getLogger(__name__)
@@ -371,7 +371,9 @@ class Cache:
         top = root.split("/", 1)[0]
         if top in ("models", "taskflow"):
             return self.state
-        tag = hashlib.sha256(os.fsencode(self.home)).hexdigest()[:16]
+        # the real path: a home reached through a link (/home -> /data/home) is one home,
+        # whose interrupted installs any path to it must find
+        tag = hashlib.sha256(os.fsencode(os.path.realpath(self.home))).hexdigest()[:16]
         return self.tops[top] / STATE_DIRNAME / tag
 
     def _work_areas(self) -> list[Path]:
@@ -499,9 +501,8 @@ class Cache:
 
     def _pending_records(self) -> list[InstallRecord]:
         """Records that recovery would commit (for readers when it could not run)."""
-        base = self.state / "pending"
         found: list[InstallRecord] = []
-        for path in sorted(base.rglob("*.json")) if base.is_dir() else ():
+        for path in _journals(self.state / "pending"):
             found.extend(record for record, in_place in self._read_pending(path) if in_place)
         return found
 
@@ -625,37 +626,62 @@ class Cache:
         which is always disposable. In that order: staging may hold the folder a pending
         record names, so it goes last. In every work area (the home's, and this home's in
         each hub cache)."""
-        for area in self._work_areas():
+        areas = [area for area in self._work_areas() if self._own_area(area)]
+        for area in areas:
             trash = area / "trash"
-            for entry in sorted(trash.iterdir()) if trash.is_dir() else ():
-                try:
-                    root = (entry / "root").read_text().strip()
-                except (OSError, UnicodeDecodeError):
-                    root = ""
+            for entry in sorted(trash.iterdir()) if _real_folder(trash) else ():
+                if not _real_folder(entry):  # never ours: a link or file planted here
+                    log.warning("removed %s: not a folder paddle-bundle made", entry)
+                    entry.unlink(missing_ok=True)
+                    continue
+                root = _read_root(entry / "root")
                 old = entry / "model"
-                known = bool(root) and root.split("/", 1)[0] in self.tops
+                known = root is not None and self.work_area(root) == area
                 if not known and os.path.lexists(old):
                     log.warning("kept %s: a model moved aside whose place is unknown", old)
                     continue
-                target = self.path_of(root) if known else None
+                target = self.path_of(root) if root is not None and known else None
                 if target is not None and os.path.lexists(old) and not os.path.lexists(target):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(old, target)
                     fsync_dir(target.parent)
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove_trash_entry(entry)
             if area != self.state:
                 _remove_empty(area / "trash", stop=area.parent.parent)
-        self._recover_records()
-        for area in self._work_areas():
-            shutil.rmtree(area / "staging", ignore_errors=True)
+        if self.state in areas:
+            self._recover_records()
+        for area in areas:
+            staging = area / "staging"
+            if os.path.islink(staging):
+                log.warning("removed %s: a link where paddle-bundle keeps its staging", staging)
+                staging.unlink()
+            shutil.rmtree(staging, ignore_errors=True)
             if area != self.state:
-                _remove_empty(area / "staging", stop=area.parent.parent)
+                _remove_empty(staging, stop=area.parent.parent)
+
+    def _own_area(self, area: Path) -> bool:
+        """Whether ``area`` and every state folder above it are real folders: recovery
+        deletes inside them, so a symlink planted there (a hub cache may be shared with other
+        users) must never lead it to another folder. The home's own ``.paddle-bundle`` may
+        be a link its owner made; what is inside it may not."""
+        folders = [] if area == self.state else [area.parent, area]
+        for folder in folders:
+            if os.path.lexists(folder) and not _real_folder(folder):
+                log.warning("not recovering in %s: it is not a folder paddle-bundle made "
+                            "(a symlink?); remove it", folder)
+                return False
+        for name in ("trash", "pending"):
+            link = area / name
+            if os.path.islink(link):
+                log.warning("removed %s: a link where paddle-bundle keeps its state", link)
+                link.unlink()
+        return True
 
     def _recover_records(self) -> None:
         base = self.state / "pending"
         if not base.is_dir():
             return
-        for path in sorted(base.rglob("*.json")):
+        for path in _journals(base):
             self._commit([r for r, in_place in self._read_pending(path) if in_place], path)
         shutil.rmtree(base, ignore_errors=True)  # dropped records, half-written temporaries
 
@@ -703,10 +729,59 @@ class Cache:
         os.rename(target, aside / "model")
         os.rename(staged, target)
         fsync_dir(target.parent)  # the new model durable in place before the old one goes
-        shutil.rmtree(aside)
+        _remove_trash_entry(aside)
         area = self.work_area(model.root)
         if area != self.state:
             _remove_empty(area / "trash", stop=area.parent.parent)
+
+
+def _real_folder(path: Path) -> bool:
+    """A folder itself, not a symlink to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _journals(base: Path) -> list[Path]:
+    """The journals in ``pending/``: regular files only (a folder or link named like one,
+    which install never writes, is cleared with the rest of the folder, never read or
+    unlinked one by one)."""
+    if not _real_folder(base):
+        return []
+    return sorted(p for p in base.rglob("*.json") if stat.S_ISREG(p.lstat().st_mode))
+
+
+def _read_root(path: Path) -> str | None:
+    """The model root a trash journal names, if it is one: a small regular file (never read
+    through a link) holding a safe arcname below a known top folder, or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        root = os.read(fd, 4096).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
+    top = root.split("/", 1)[0]
+    if unsafe_reason(root) is not None or "/" not in root or top not in ALLOWED_TOPS:
+        return None
+    return root
+
+
+def _remove_trash_entry(entry: Path) -> None:
+    """Delete a trash entry, the model first and its journal last: killed half-way, the
+    entry still names its place (a journal gone first would leave the rest of the old model
+    kept forever as "place unknown")."""
+    shutil.rmtree(entry / "model", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.unlink(entry / "model")  # a model that was a symlink
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 def _remove_empty(folder: Path, stop: Path) -> None:

@@ -112,9 +112,13 @@ class InstallPlan:
             return
         blocking = any(c.blocking for c in stopping)
         lines = [f"{c.model.id}: {c.reason}" for c in stopping]
+        # --home does not move hub models: their caches' variables do
+        elsewhere = ("into other hub caches (HF_HOME, AISTUDIO_HUB_CACHE)"
+                     if all(c.model.kind in HUB_KINDS for c in stopping if c.blocking)
+                     else "into another --home")
         hint = ("paddle-bundle replaces only what a bundle puts back: move those files out "
-                "of the folder (or delete them yourself) and run install again, or install "
-                "into another --home" if blocking else "add --force to replace it")
+                f"of the folder (or delete them yourself) and run install again, or install "
+                f"{elsewhere}" if blocking else "add --force to replace it")
         raise InstallConflictError("; ".join(lines), hint=hint)
 
 
@@ -173,6 +177,12 @@ def _existing_folder(cache: Cache, model: ModelEntry, files: tuple[FileEntry, ..
     version; otherwise a conflict saying truly what is there."""
     path = cache.model_path(model)
     if not os.path.lexists(path):
+        top = cache.path_of(model.root.split("/", 1)[0])
+        for parent in path.parents:  # a file where a folder of the path should be
+            if parent == top.parent or os.path.isdir(parent):
+                break
+            if os.path.lexists(parent):
+                return Conflict(model, f"{parent} is a file, not a folder", blocking=True)
         return None
     if not path.is_dir():
         return Conflict(model, f"{path} is a file, not a model folder", blocking=True)
@@ -541,7 +551,17 @@ def _swap_all(cache: Cache, sink: StagingSink, models: tuple[ModelEntry, ...],
                 raise
             left = models[len(done):]  # swapped in order, stopping at the first failure
             cause = f"{exc.strerror or exc}: {exc.filename}" if isinstance(exc, OSError) \
-                and exc.filename else str(exc)
+                and exc.filename else (exc.strerror if isinstance(exc, OSError)
+                                       and exc.strerror else str(exc))
+            if not left:  # every swap landed; only writing the records failed
+                one = len(done) == 1
+                raise PartialInstallError(
+                    f"{', '.join(m.id for m in done)} {'is' if one else 'are'} in place, but "
+                    f"{'its install record' if one else 'their install records'} could not "
+                    f"be written in {cache.state} ({cause}); kept in "
+                    f"{cache.state / 'pending'}", installed=tuple(m.id for m in done),
+                    missing=(), hint="fix the cause (free some space there); the next "
+                    "paddle-bundle command in this home (list, say) writes them") from None
             raise PartialInstallError(
                 f"installed {len(done)} of {len(models)} model(s) "
                 f"({', '.join(m.id for m in done)}); not installed: "
