@@ -882,7 +882,6 @@ def run_offline(command: Sequence[str], home: Path | None = None) -> int:
     The switch is the environment variable, picked up by the start-up hook that the package
     installs, so the command's Python must have paddle-bundle installed too.
     """
-    import subprocess
     from pathlib import Path
 
     if not command:
@@ -899,17 +898,6 @@ def run_offline(command: Sequence[str], home: Path | None = None) -> int:
             f"the offline start-up hook {PTH_NAME} is not installed beside this Python's "
             f"packages ({sys.prefix})",
             hint="reinstall paddle-bundle with pip (pip install paddle-bundle, or make setup)")
-    try:
-        proc = subprocess.Popen(list(command), env=run_environment(home))
-    except FileNotFoundError:
-        raise BundleError(f"command not found: {command[0]}",
-                          hint="check its spelling, or give its full path") from None
-    except PermissionError:
-        raise BundleError(f"cannot run {command[0]}: permission denied",
-                          hint="make it executable, or run it through its interpreter") from None
-    while True:
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            continue  # the command got the same Ctrl-C; its exit decides ours
-        return 128 - code if code < 0 else code
+    from bundler.capture.session import run_command  # the same as fetch -- CMD runs it
+
+    return run_command(command, run_environment(home))
