@@ -285,6 +285,12 @@ def _normal_mode(st_mode: int) -> int:
     return 0o755 if st_mode & 0o111 else 0o644
 
 
+def _why(exc: BaseException) -> str:
+    """A damaged record's reason in one short line: never the exception's repr, which for a
+    decoding error quotes the whole file."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+
+
 @dataclass(frozen=True)
 class InstallRecord:
     """What ``install`` put in place for one model; ``list`` and ``check`` read these."""
@@ -317,7 +323,7 @@ class InstallRecord:
         except (ValueError, RecursionError) as exc:
             if isinstance(exc, ManifestError):
                 raise
-            raise ManifestError(f"install record {source} is damaged ({exc!r})",
+            raise ManifestError(f"install record {source} is damaged ({_why(exc)})",
                                 hint="install the model's bundle again") from None
 
     @classmethod
@@ -333,8 +339,7 @@ class InstallRecord:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ManifestError):
                 raise
-            why = f"{type(exc).__name__}: {exc}"  # not repr: it would quote the whole file
-            raise ManifestError(f"install record {source} is damaged ({why[:200]})",
+            raise ManifestError(f"install record {source} is damaged ({_why(exc)})",
                                 hint="install the model's bundle again") from None
 
 
