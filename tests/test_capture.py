@@ -494,3 +494,17 @@ def test_fetch_a_builtin_name_with_mirror_flag(server: mirror.MirrorServer, mirr
         mirror.bucket_path(mirror_root, VOCAB_URL))
     assert manifest["origin"]["proof"]["command"] == ["from_pretrained", BUILTIN]
     assert manifest["origin"]["command"][:3] == ["paddle-bundle", "fetch", BUILTIN]
+
+
+def test_the_proof_environment_drops_proxy_settings(tmp_path: Path) -> None:
+    """A proxy on 127.0.0.1 passes the socket guard (loopback) and would let the guard-only
+    proof reach the internet: the proof must run without any proxy setting."""
+    from bundler.capture.prove import offline_environment
+
+    base = {"PATH": "/usr/bin", "http_proxy": "http://127.0.0.1:3128",
+            "HTTPS_PROXY": "http://127.0.0.1:3128", "ALL_PROXY": "socks5://127.0.0.1:1080",
+            "No_Proxy": "localhost", "KEEP_ME": "1"}
+    env = offline_environment(tmp_path / "scratch", tmp_path / "hook", tmp_path / "refusals",
+                              base)
+    assert not [k for k in env if "proxy" in k.lower()], env
+    assert env["KEEP_ME"] == "1" and env["PADDLE_BUNDLE_OFFLINE"] == "1"

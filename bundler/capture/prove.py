@@ -68,12 +68,20 @@ class ProofRun:
 HUB_CACHE_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "AISTUDIO_HUB_CACHE")
 
 
+#: Proxy settings the proof drops (in any case): HTTP clients honour them unasked.
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy", "no_proxy")
+
+
 def offline_environment(scratch: Path, hook_folder: Path, refusals: Path,
                         base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Offline mode over the scratch home and caches (docs/fetch.md, the proof)."""
     env = base_environment(hook_folder, base)
     for name in ("PPNLP_ENDPOINT", *HUB_CACHE_VARS):
         env.pop(name, None)
+    # A proxy on loopback passes the socket guard (loopback is not "the network") and would
+    # carry the proof's requests to the internet: the offline machine has none.
+    for name in [k for k in env if k.lower() in _PROXY_VARIABLES]:
+        del env[name]
     env.update({"PPNLP_HOME": str(scratch / "home"), "HF_HOME": str(scratch / "hf"),
                 "AISTUDIO_HUB_CACHE": str(scratch / "aistudio"), ENV_OFFLINE: "1",
                 ENV_GUARD: "1", ENV_REPORT: str(refusals)})
