@@ -508,3 +508,20 @@ def test_the_proof_environment_drops_proxy_settings(tmp_path: Path) -> None:
                               base)
     assert not [k for k in env if "proxy" in k.lower()], env
     assert env["KEEP_ME"] == "1" and env["PADDLE_BUNDLE_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param({"files": 5}, id="files-not-a-list"),
+    pytest.param({"absent": ["x"]}, id="absent-not-an-object"),
+    pytest.param({"failures": "x"}, id="failures-not-a-list"),
+])
+def test_a_malformed_process_report_is_one_clear_error(tmp_path: Path,
+                                                       bad: dict[str, object]) -> None:
+    """A damaged per-process report was an 'unexpected AttributeError/TypeError' (review F10)."""
+    from bundler.capture.recorder import REPORT_VERSION
+    from bundler.capture.session import merge
+    from bundler.errors import BundleError
+
+    (tmp_path / "123.json").write_text(json.dumps({"version": REPORT_VERSION, **bad}))
+    with pytest.raises(BundleError, match="123.json is malformed"):
+        merge(tmp_path)

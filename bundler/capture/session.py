@@ -157,7 +157,10 @@ def merge(reports: Path) -> dict[str, Any]:
         except (OSError, ValueError) as exc:
             raise BundleError(f"fetch: cannot read the recorder's report {path.name}: {exc}",
                               hint="please report this with PADDLE_BUNDLE_DEBUG=1") from None
-        if not isinstance(raw, dict) or raw.get("version") != REPORT_VERSION:
+        if not isinstance(raw, dict) or raw.get("version") != REPORT_VERSION or not (
+                isinstance(raw.get("files", []), list)
+                and isinstance(raw.get("absent") or {}, dict)
+                and isinstance(raw.get("failures", []), list)):
             raise BundleError(f"fetch: the recorder's report {path.name} is malformed",
                               hint="please report this with PADDLE_BUNDLE_DEBUG=1")
         merged["processes"] += 1
