@@ -852,12 +852,18 @@ def run_environment(home: Path | None = None,
     env[ENV_OFFLINE] = "1"
     if home is not None:
         env["PPNLP_HOME"] = os.path.abspath(os.path.expanduser(home))
+    venv_first_on_path(env)
+    return env
+
+
+def venv_first_on_path(env: dict[str, str]) -> None:
+    """Put the running virtual environment's ``bin`` first on ``env["PATH"]`` (as its
+    ``activate`` would), so a command's ``python`` is the one paddle-bundle runs in."""
     if sys.prefix != sys.base_prefix:
         bin_dir = os.path.dirname(sys.executable)
         path = env.get("PATH", "")
         if path.split(os.pathsep)[0] != bin_dir:
             env["PATH"] = f"{bin_dir}{os.pathsep}{path}" if path else bin_dir
-    return env
 
 
 def hook_path() -> Path | None:

@@ -20,11 +20,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from bundler._offline import venv_first_on_path
 from bundler.capture import ENV_CAPTURE
 from bundler.capture.recorder import ENV_MIRROR, KIND_COMMUNITY, REPORT_VERSION
 from bundler.errors import BundleError, UsageError
@@ -88,11 +88,7 @@ def base_environment(hook_folder: Path, base: Mapping[str, str] | None = None
            if k not in _PADDLE_BUNDLE_SWITCHES}
     entries = [str(hook_folder), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(e for e in entries if e)
-    if sys.prefix != sys.base_prefix:
-        bin_dir = os.path.dirname(sys.executable)
-        path = env.get("PATH", "")
-        if path.split(os.pathsep)[0] != bin_dir:
-            env["PATH"] = f"{bin_dir}{os.pathsep}{path}" if path else bin_dir
+    venv_first_on_path(env)
     return env
 
 
