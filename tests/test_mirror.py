@@ -64,7 +64,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-  log_format pb '$request_method $uri $status $request_filename';
+  log_format pb '$request_method $request_uri $status $request_filename';
   access_log {prefix}/access.log pb;
 {temp}
   include {prefix}/server.conf;
