@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"nginx served {http_bytes} bytes, the disk {disk_bytes}")
         disk_rate, http_rate = disk_bytes / disk_s / 1e6, http_bytes / http_s / 1e6
         each = disk_bytes / args.clients / 1e6
-        print(f"{args.clients} clients reading {len(files)} files ({each:.0f} MB each): nginx on loopback {http_rate:,.0f} MB/s total; local disk "
+        print(f"{args.clients} clients reading {len(files)} files ({each:.0f} MB each): "
+              f"nginx on loopback {http_rate:,.0f} MB/s total; local disk "
               f"{disk_rate:,.0f} MB/s total; nginx / disk = {http_rate / disk_rate:.2f}")
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
