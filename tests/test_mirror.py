@@ -337,3 +337,21 @@ def test_index_is_readable_json_with_who_and_when(tmp_path: Path) -> None:
     assert model["id"] == MODEL and model["bundle"] == "v1.tar.zst"
     assert model["published_at"].endswith("Z") and "signer" in model
     assert {f["path"] for f in model["files"]} == {f"{URL_DIR}/{n}" for n in V1}
+
+
+def test_two_models_serving_different_files_at_one_url_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    url = "https://bj.bcebos.com/paddlenlp/models/transformers/shared/vocab.txt"
+    bundles = []
+    for name, text in (("ernie-a", "a\n"), ("ernie-b", "b\n")):
+        home = tmp_path / f"h-{name}"
+        make_model(home, name, {"vocab.txt": text})
+        bundles.append(tmp_path / f"{name}.tar.zst")
+        assert _main(["pack", name, "-o", str(bundles[-1]), "--home", str(home), "-q"]) == 0
+    publish([bundles[0]], root, lookup=lambda model: {"vocab.txt": url})
+    from bundler.errors import InstallConflictError
+
+    with pytest.raises(InstallConflictError, match="ernie-a and ernie-b"):
+        publish([bundles[1]], root, lookup=lambda model: {"vocab.txt": url})
+    served = root / "paddlenlp/models/transformers/shared/vocab.txt"
+    assert served.read_text() == "a\n"  # the first stays served, unchanged

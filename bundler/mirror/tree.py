@@ -41,7 +41,13 @@ from typing import Any
 
 from bundler._io import atomic_write_bytes, fsync_dir, read_chunks
 from bundler.cache import sync_file_system
-from bundler.errors import IntegrityError, LockedError, ModelNotFoundError, UsageError
+from bundler.errors import (
+    InstallConflictError,
+    IntegrityError,
+    LockedError,
+    ModelNotFoundError,
+    UsageError,
+)
 
 STATE = ".paddle-bundle"
 INDEX_VERSION = 1
@@ -218,6 +224,8 @@ class Mirror:
 
     def commit(self, models: Iterable[PublishedModel]) -> Index:
         """Build the next generation holding ``models`` and flip ``current`` to it."""
+        models = list(models)
+        _refuse_clashes(models)
         old = self.index()
         number = max([old.generation, *(int(p.name) for p in self.generations.iterdir()
                                         if p.name.isdigit())]) + 1
@@ -309,6 +317,31 @@ class Mirror:
                                     "file")
             results.append((model.id, problems))
         return results
+
+
+def _refuse_clashes(models: list[PublishedModel]) -> None:
+    """Two models may not serve different files at one URL (or a file where the other needs
+    a folder): whichever came last would silently change the other."""
+    owner: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for model in models:
+        for served in model.files:
+            seen = owner.setdefault(served.url_path, (model.id, served.sha256))
+            if seen[0] != model.id and seen[1] != served.sha256:
+                clashes.append(f"{served.url_path}: {seen[0]} and {model.id}")
+    folders = {p for path in owner for p in _parents(path)}
+    clashes += [f"{path}: a file of {owner[path][0]} where another model needs a folder"
+                for path in owner if path in folders]
+    if clashes:
+        raise InstallConflictError(
+            "models would serve different files at the same URL: " + "; ".join(clashes[:5]),
+            hint="publish them to different --root folders, or remove one first "
+                 "('paddle-bundle mirror remove MODEL')")
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 #: The top folder of a generation that the web server serves.
