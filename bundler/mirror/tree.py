@@ -280,7 +280,11 @@ class Mirror:
             successor = min((t for g, t in history.items() if g > n), default=None)
             if successor is not None and time.time() - successor < keep_seconds:
                 continue
-            shutil.rmtree(entry)
+            # out of the served tree in one rename first: a pinned client then falls back
+            # to the current generation instead of finding half a folder
+            doomed = self.tmp / f"removed-generation-{n}"
+            os.rename(entry, doomed)
+            shutil.rmtree(doomed)
             removed.append(n)
         for blob in self.blobs.iterdir():
             with contextlib.suppress(FileNotFoundError):
