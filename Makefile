@@ -12,8 +12,8 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 COMPAT_PINS := paddlepaddle==3.3.1 paddlenlp==2.8.1 'huggingface_hub<0.26' 'aistudio-sdk<0.3' \
 	'datasets<3' 'pyarrow<17' 'numpy<2'
 
-.PHONY: setup setup-compat test test-compat test-fast demo bench bench-core bench-fetch \
-	bench-offline bench-rewrite bench-scale lint clean
+.PHONY: setup setup-compat setup-nginx test test-compat test-fast demo bench bench-core \
+	bench-fetch bench-offline bench-rewrite bench-scale bench-mirror lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The fleet mirror's tests and bench start a real nginx (Debian's nginx-light) where missing.
+setup-nginx:
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
 
 # One resolve for the pins and the package, so pip cannot swap a pinned version for another.
 $(COMPAT_STAMP): pyproject.toml setup.py Makefile
@@ -30,11 +35,11 @@ $(COMPAT_STAMP): pyproject.toml setup.py Makefile
 
 setup-compat: $(COMPAT_STAMP)
 
-test: setup
+test: setup setup-nginx
 	$(BIN)/python -m pytest -m "not compat"
 
 # Everything but the tests that import Paddle or sweep faults (seconds instead of minutes).
-test-fast: setup
+test-fast: setup setup-nginx
 	$(BIN)/python -m pytest -m "not paddle and not compat and not slow"
 
 # Offline mode on paddlenlp 2.8.1: pytest runs in .venv and drives .venv-pnlp28's Python.
@@ -46,7 +51,7 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 # Every benchmark, each against a baseline measured in the same run (docs/performance.md).
-bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale
+bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale bench-mirror
 
 # pack/install against tar | zstd + sha256sum; split volumes against one file; peak RSS.
 bench-core: setup
@@ -68,6 +73,11 @@ bench-rewrite: setup
 # install and inspect against the number of models (1k..8k): time per model stays flat.
 bench-scale: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_scale.py
+
+# Fleet mirror: 32 clients through nginx against reading the same files from local disk; publish
+# of a 512 MiB bundle against install of it (docs/fleet.md).
+bench-mirror: setup setup-nginx
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_mirror.py
 
 lint: setup
 	$(BIN)/ruff check bundler tests tools bench

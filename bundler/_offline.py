@@ -527,7 +527,7 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         if from_aistudio or from_hf_hub:
             resolver.require_hub_installed("aistudio" if from_aistudio else "hf", repo_id,
                                            cache_dir)
-        elif found is None:
+        elif found is None and not (_is_url(filename) and mirror_endpoint()):
             resolver.require_installed(repo_id, cache_dir)
         return found
 
@@ -566,6 +566,8 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         path = os.path.join(str(cache_dir or resolver.model_home()), repo_id, rel)
         if os.path.exists(path):
             return path
+        if url is not None and mirror_endpoint():  # a fixed URL: from the site's mirror
+            return mirror_fetch(url, path, repo_id)
         raise refused(resolver.missing_resource(repo_id, rel, url, cache_dir))
 
     def refuse_hub_download(*args: Any, **kwargs: Any) -> str:
@@ -603,6 +605,9 @@ def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
         return
 
     def _download(url: str, path: str, md5sum: str | None = None) -> str:
+        if mirror_endpoint() and mirrored_url(url):  # Taskflow's static files: the mirror
+            return mirror_fetch(url, os.path.join(path, url.rsplit("/", 1)[-1]),
+                                os.path.basename(os.path.normpath(path)), md5sum)
         raise refused(resolver.legacy_download(url, path, md5sum))
 
     setattr(_download, _MARK, True)
@@ -769,7 +774,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if event not in _NET_EVENTS:
         return
     target = _remote_target(event, args)
-    if target is None:
+    if target is None or mirror_allows(event, args):
         return
     if len(_BLOCKED) < _BLOCKED_KEEP:
         _BLOCKED.append((event, target))
@@ -781,6 +786,136 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 def blocked_attempts() -> tuple[tuple[str, str], ...]:
     """Network accesses the guard refused in this process: ``(audit event, host)``."""
     return tuple(_BLOCKED)
+
+
+# -- the site's mirror (PADDLE_BUNDLE_MIRROR) --------------------------------------------------
+#: Set to a paddle-bundle mirror (``http://mirror:8080/paddlenlp``, docs/fleet.md): offline
+#: mode downloads what PaddleNLP fetches from fixed URLs of its bucket (built-in names'
+#: resources, Taskflow's static files) from there, and the socket guard lets exactly that host
+#: and port through.
+ENV_MIRROR = "PADDLE_BUNDLE_MIRROR"
+#: The two spellings of PaddleNLP's bucket (as bundler/capture/recorder.py BUCKET_PREFIXES).
+_BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/paddlenlp/",
+                    "https://paddlenlp.bj.bcebos.com/", "http://paddlenlp.bj.bcebos.com/")
+_MIRROR_IPS: dict[str, frozenset[str]] = {}
+
+
+def mirror_endpoint() -> str | None:
+    """The mirror's URL from :data:`ENV_MIRROR` (``http(s)://host[:port]/path``), or None;
+    anything else is refused as a usage error naming the variable."""
+    value = os.environ.get(ENV_MIRROR, "").strip().rstrip("/")
+    if not value:
+        return None
+    mirror_address(value)
+    return value
+
+
+def mirror_address(value: str) -> tuple[str, int]:
+    """``(host, port)`` of a mirror URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        parts, port = None, 0
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{ENV_MIRROR}={value!r} is not a mirror URL",
+                         hint=f"set {ENV_MIRROR}=http://HOST:PORT/paddlenlp (docs/fleet.md)")
+    return parts.hostname.lower(), port
+
+
+def mirrored_url(url: str) -> str | None:
+    """``url`` on the mirror when it is a file of PaddleNLP's bucket and a mirror is set."""
+    mirror = mirror_endpoint()
+    for prefix in _BUCKET_PREFIXES:
+        if mirror and url.startswith(prefix):
+            return f"{mirror}/{url[len(prefix):]}"
+    return None
+
+
+def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
+    """Whether the socket guard lets ``event`` through: a look-up of the mirror's host name,
+    or a connection to one of its addresses on its port. Nothing else."""
+    mirror = mirror_endpoint()
+    if mirror is None:
+        return False
+    host, port = mirror_address(mirror)
+    if event in ("socket.getaddrinfo", "socket.gethostbyname"):
+        name = args[0].decode() if args and isinstance(args[0], bytes) else \
+            (args[0] if args else None)
+        wanted_port = args[1] if len(args) > 1 else None
+        return isinstance(name, str) and name.lower().rstrip(".") == host and \
+            wanted_port in (None, port, str(port))
+    if event == "socket.connect":
+        address = args[1] if len(args) > 1 else None
+        if not (isinstance(address, tuple) and len(address) >= 2 and address[1] == port):
+            return False
+        if host not in _MIRROR_IPS:
+            import socket  # the look-up is itself audited, and allowed above
+
+            try:
+                _MIRROR_IPS[host] = frozenset(
+                    str(info[4][0]) for info in socket.getaddrinfo(host, port))
+            except OSError:
+                _MIRROR_IPS[host] = frozenset({host})
+        return str(address[0]).split("%", 1)[0] in _MIRROR_IPS[host] | {host}
+    return False
+
+
+def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
+    """A file on neither the local cache nor the mirror: the offline-mode message, fast."""
+    from bundler.errors import NotOnMirrorError
+
+    mirror = mirror_endpoint()
+    if getattr(exc, "code", None) == 404:
+        return NotOnMirrorError(
+            what, f"{what} is not installed here and not on the mirror {mirror} ({url} "
+                  "answered 404; paddle-bundle offline mode)",
+            hint=f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE "
+                 f"--root DIR'), or install it here; {_fetch_hint(what)}")
+    return NotOnMirrorError(
+        what, f"{what} is not installed here and the mirror {mirror} could not serve {url} "
+              f"({type(exc).__name__}: {str(exc)[:200]})",
+        hint=f"check that the mirror is up and reachable from here, or unset {ENV_MIRROR}")
+
+
+def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> str:
+    """Download the fixed URL ``url`` from the mirror to ``dest`` (written whole, then renamed
+    into place), where PaddleNLP would have stored it; ``md5sum`` is checked when given."""
+    import hashlib
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    target = mirrored_url(url)
+    if target is None:
+        raise refused(OfflineBlockedError(f"offline mode cannot download {url}",
+                                          hint=f"only PaddleNLP's bucket is on {ENV_MIRROR}"))
+    folder = os.path.dirname(dest) or "."
+    os.makedirs(folder, exist_ok=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the mirror only
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
+    try:
+        digest = hashlib.md5()
+        received = 0
+        with os.fdopen(fd, "wb") as out, opener.open(target, timeout=30) as response:
+            expected = response.headers.get("Content-Length")
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+        if expected is not None and int(expected) != received:
+            raise OSError(f"received {received} of {expected} bytes")
+        if md5sum and digest.hexdigest() != md5sum:
+            raise OSError(f"md5 {digest.hexdigest()} is not the {md5sum} PaddleNLP expects")
+        os.replace(temp, dest)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        raise refused(_mirror_failure(what, target, exc)) from None
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return dest
 
 
 # -- switching it on -------------------------------------------------------------------------

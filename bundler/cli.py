@@ -589,6 +589,99 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str, jobs: int | N
     return EXIT_OK
 
 
+# -- mirror (issue 11): serve installed bundles to a fleet from nginx -----------------------
+def _root_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+                        required=True, help="The mirror root nginx serves.")(func)
+
+
+@cli.group()
+def mirror() -> None:
+    """Serve models to many offline machines from nginx (docs/fleet.md)."""
+
+
+@mirror.command(name="publish")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_root_option
+@_quiet_option
+def mirror_publish(bundles: tuple[Path, ...], root: Path, quiet: bool) -> int:
+    """Verify BUNDLES as install does and serve their models from ROOT, atomically."""
+    from bundler.mirror import publish
+    from bundler.volumes import locate
+
+    with _progress("publish", quiet) as bar:
+        bar.start(sum(locate(b).size for b in bundles))
+        result = publish(bundles, root, progress=bar.update)
+    for outcome in result.outcomes:
+        status = "already published" if outcome.status == "unchanged" else outcome.status
+        _echo(f"{printable(outcome.model.id)}: {status} ({len(outcome.model.files)} files, "
+              f"generation {result.index.generation})")
+        for note in outcome.model.skipped:
+            _echo(f"  note: {printable(note)}", err=True)
+    return EXIT_OK
+
+
+@mirror.command(name="list")
+@_root_option
+@click.option("--json", "as_json", is_flag=True, help="The index as JSON.")
+def mirror_list(root: Path, as_json: bool) -> int:
+    """List the models ROOT serves, with their bundle, signer and time of publishing."""
+    from bundler.mirror import Mirror
+
+    index = Mirror(root).index()
+    if as_json:
+        _echo_json(json.loads(index.to_json()))
+        return EXIT_OK
+    if not index.models:
+        _echo(f"nothing published in {root}")
+    for m in index.models:
+        signer = f"signed by {m.signer}" if m.signer else "unsigned"
+        _echo(f"{printable(m.id):<40} {'[' + m.kind + ']':<11} {_human(m.size):>10}  "
+              f"from {printable(m.bundle)} ({m.published_at}, {printable(signer)})")
+    return EXIT_OK
+
+
+@mirror.command(name="check")
+@click.argument("models", nargs=-1)
+@_root_option
+def mirror_check(models: tuple[str, ...], root: Path) -> int:
+    """Re-hash the files ROOT serves for MODELS (default: all)."""
+    from bundler.mirror import Mirror
+
+    results = Mirror(root).check(models)
+    for model_id, problems in results:
+        _echo(f"{printable(model_id)}: {f'{len(problems)} problem(s)' if problems else 'ok'}",
+              err=bool(problems))
+        _print_problems(problems)
+    return EXIT_INTEGRITY if any(p for _, p in results) else EXIT_OK
+
+
+@mirror.command(name="remove")
+@click.argument("models", nargs=-1, required=True)
+@_root_option
+def mirror_remove(models: tuple[str, ...], root: Path) -> int:
+    """Stop serving MODELS (clients already loading them finish first)."""
+    from bundler.mirror import remove
+
+    index = remove(root, models)
+    for model_id in models:
+        _echo(f"{printable(model_id)}: removed (generation {index.generation})")
+    return EXIT_OK
+
+
+@mirror.command(name="nginx-config")
+@_root_option
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="ADDR:PORT")
+@click.option("--allow", multiple=True, metavar="CIDR",
+              help="A network allowed to read (repeatable; default: loopback only).")
+def mirror_nginx_config(root: Path, listen: str, allow: tuple[str, ...]) -> int:
+    """Print the nginx configuration that serves ROOT (static files, GET/HEAD only)."""
+    from bundler.mirror import server_config
+
+    click.echo(server_config(root, listen=listen, allow=allow), nl=False)
+    return EXIT_OK
+
+
 # -- entry point ----------------------------------------------------------------------------
 class _WarningHandler(logging.Handler):
     """The library logs; the CLI shows its warnings as one line each on stderr."""

@@ -161,3 +161,18 @@ class CommandFailedError(BundleError):
 class ProofFailedError(BundleError):
     """The offline proof of a new bundle failed: the program, run again offline from a scratch
     install of the bundle, did not succeed. Nothing was written."""
+
+
+# -- the fleet mirror (bundler.mirror, PADDLE_BUNDLE_MIRROR) ----------------------------------
+class NotOnMirrorError(BundleError):
+    """Offline mode with a mirror (``PADDLE_BUNDLE_MIRROR``) needed a file that is neither in
+    the local cache nor served by the mirror (or the mirror could not be reached).
+
+    Deliberately not an ``OSError`` (as :class:`MissingFromBundleError`): PaddleNLP's resolver
+    turns those into a generic "Can't load the model", and this must reach the user naming the
+    mirror.
+    """
+
+    def __init__(self, model_id: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.model_id = model_id

@@ -1,0 +1,196 @@
+"""``mirror publish``, ``mirror remove``: bundles in, one new generation out.
+
+A bundle is verified exactly as ``install`` verifies it: every member goes through
+:func:`bundler.verify.stream_check` (checksums, sizes, unsafe members, and whatever checks
+run inside it), into a sink that writes each new file once, as a blob named by its sha256. Only
+when every bundle of the command has verified is the next generation built and flipped in;
+a bundle that fails leaves the mirror exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundler._io import display_name
+from bundler.archive import BundleReader
+from bundler.cache import sync_file_system
+from bundler.errors import IntegrityError, ModelNotFoundError
+from bundler.manifest import FileEntry, Manifest
+from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
+from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
+from bundler.verify import stream_check
+from bundler.volumes import BundleFiles, locate
+
+UNCHANGED, PUBLISHED, REPLACED = "unchanged", "published", "replaced"
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    model: PublishedModel
+    status: str  # published | replaced | unchanged
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    outcomes: tuple[PublishOutcome, ...]
+    index: Index  # the generation now served
+
+
+class BlobSink:
+    """A :class:`bundler.verify.Sink` that writes each file whose content the mirror does not
+    have yet to a temporary file, and only hashes the rest. :meth:`commit` names the verified
+    temporaries by their sha256."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self.pending: dict[str, Path] = {}  # sha256 -> temporary file
+
+    def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
+        digest = hashlib.sha256()
+        wanted = entry.sha256 or ""
+        if wanted in self.pending or self.mirror.blob(wanted).exists():
+            for chunk in chunks:
+                digest.update(chunk)
+            return digest.hexdigest()
+        # a named temporary in tmp/: a killed publish leaves it there, cleared by the next
+        temp = self.mirror.tmp / f"blob-{os.getpid()}-{len(self.pending)}-{wanted[:16]}"
+        with open(temp, "xb") as out:
+            for chunk in chunks:
+                digest.update(chunk)
+                out.write(chunk)
+        got = digest.hexdigest()
+        if got == wanted:
+            self.pending[got] = temp
+        else:
+            temp.unlink()
+        return got
+
+    def write_symlink(self, entry: FileEntry) -> None:
+        return None  # served as the file it leads to (layout.place)
+
+    def write_copy(self, entry: FileEntry, source: FileEntry) -> str:
+        return source.sha256 or ""  # the same blob as its source, just verified
+
+    def commit(self) -> None:
+        if self.pending and not sync_file_system(self.mirror.tmp):
+            for temp in self.pending.values():
+                with open(temp, "rb") as fh:
+                    os.fsync(fh.fileno())
+        for sha256, temp in self.pending.items():
+            self.mirror.store_blob(temp, sha256)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        for temp in self.pending.values():
+            temp.unlink(missing_ok=True)
+        self.pending.clear()
+
+
+def require_signature(files: BundleFiles, trust: Path | None) -> str | None:
+    """The signer of the bundle, checked before a byte is read, exactly as install does.
+
+    SIGNATURE CHECK, the one call site for mirror publish (issue 10 adds
+    ``bundler.signing.require_trusted``; the lead wires it here at merge). Until then there is
+    nothing to check and no signer to record.
+    """
+    import importlib
+
+    try:
+        signing = importlib.import_module("bundler.signing")
+    except ImportError:
+        return None
+    signer = signing.require_trusted(files, trust=trust, home=None)
+    return None if signer is None else str(signer)
+
+
+def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
+            lookup: UrlLookup = paddlenlp_urls,
+            progress: Callable[[int], None] | None = None) -> PublishResult:
+    """Verify every bundle and serve its models from ``root``, all in one new generation."""
+    mirror = Mirror(root)
+    located = [(Path(b), locate(Path(b))) for b in bundles]  # a missing bundle fails first
+    with mirror.locked():
+        current = {m.id: m for m in mirror.index().models}
+        incoming: dict[str, PublishedModel] = {}
+        sink = BlobSink(mirror)
+        try:
+            for bundle, files in located:
+                signer = require_signature(files, trust)
+                for model in _verify_into(bundle, files, sink, signer, lookup, progress):
+                    incoming[model.id] = model
+            _require_bases(mirror, sink, incoming.values())
+            sink.commit()
+        finally:
+            sink.discard()
+        outcomes = []
+        for model in incoming.values():
+            before = current.get(model.id)
+            status = PUBLISHED if before is None else (
+                UNCHANGED if before.same_content(model) else REPLACED)
+            outcomes.append(PublishOutcome(before if status == UNCHANGED and before else model,
+                                           status))
+        if all(o.status == UNCHANGED for o in outcomes):
+            return PublishResult(tuple(outcomes), mirror.index())
+        merged = {**current, **{o.model.id: o.model for o in outcomes}}
+        return PublishResult(tuple(outcomes), mirror.commit(merged.values()))
+
+
+def _verify_into(bundle: Path, files: BundleFiles, sink: BlobSink, signer: str | None,
+                 lookup: UrlLookup, progress: Callable[[int], None] | None
+                 ) -> list[PublishedModel]:
+    with BundleReader(bundle, progress=progress) as reader:
+        manifest = reader.manifest()
+        manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
+        planned = _plan(manifest, lookup)  # before reading: an unknown URL fails early
+        problems = stream_check(reader, manifest, sink)
+        if problems:
+            raise IntegrityError(f"{bundle} failed verification; nothing was published",
+                                 problems, hint="copy the bundle again and run "
+                                                "'paddle-bundle verify' on it")
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    name = display_name(files.base.name)
+    return [PublishedModel(model_id, kind, served, name, manifest_sha256, signer, now,
+                           skipped) for model_id, kind, served, skipped in planned]
+
+
+def _plan(manifest: Manifest, lookup: UrlLookup
+          ) -> list[tuple[str, str, tuple[ServedFile, ...], tuple[str, ...]]]:
+    planned = []
+    for model in manifest.models:
+        placements, skipped = place(manifest, model, lookup)
+        served = {p.url_path: ServedFile(p.url_path, p.sha256, p.size) for p in placements}
+        if not served:
+            skipped = [*skipped, f"{model.id}: nothing of it can be served"]
+        planned.append((model.id, kind_of(model), tuple(served.values()), tuple(skipped)))
+    return planned
+
+
+def _require_bases(mirror: Mirror, sink: BlobSink, models: Iterable[PublishedModel]) -> None:
+    """Every file served must have its blob: a delta bundle's base files must have been
+    published before (they are not in the bundle)."""
+    missing = sorted({f"{m.id}: {f.url_path}" for m in models for f in m.files
+                      if f.sha256 not in sink.pending and not mirror.blob(f.sha256).exists()})
+    if missing:
+        raise IntegrityError(
+            f"{len(missing)} file(s) are in neither the bundle nor the mirror (a delta "
+            "bundle whose base was not published here)", missing,
+            hint="publish the full bundle the delta was made against first")
+
+
+def remove(root: Path, model_ids: Sequence[str]) -> Index:
+    """Stop serving ``model_ids``: a new generation without them (clients pinned to the old
+    one finish on it; its files go once it is pruned)."""
+    mirror = Mirror(root)
+    with mirror.locked():
+        index = mirror.index()
+        known = {m.id for m in index.models}
+        unknown = [m for m in model_ids if m not in known]
+        if unknown:
+            raise ModelNotFoundError(f"{', '.join(unknown)} not published in {mirror.root}",
+                                     hint="see 'paddle-bundle mirror list --root DIR'")
+        return mirror.commit(m for m in index.models if m.id not in model_ids)

@@ -1,0 +1,352 @@
+"""The mirror root on disk: content-addressed blobs, immutable generations, one symlink flip.
+
+::
+
+    ROOT/
+      paddlenlp -> .paddle-bundle/current/paddlenlp   (what a plain web server serves)
+      .paddle-bundle/
+        lock                                        (one publish/remove at a time)
+        blobs/<sha256>                              (every served file, once, never rewritten)
+        generations/<N>/index.json                  (which models, from which bundle, when)
+        generations/<N>/paddlenlp/...               (hard links to the blobs)
+        current -> generations/<N>                  (flipped with one rename)
+        index.json -> current/index.json
+
+A publish writes the new blobs (verified while they are written), builds generation N+1 as
+hard links, and flips ``current`` with a rename. A request opens its file in one generation or
+the other; no file a client may be reading is ever written again or truncated (a blob is created
+under a temporary name and renamed into place; an old generation is unlinked, which leaves an
+open file readable to the end).
+
+What that guarantees per request, any web server gets. Per model (a client's many requests
+must all come from one version), the nginx configuration of :mod:`bundler.mirror.nginx` pins
+each client to the generation of its first request with a cookie, which PaddleNLP's download
+session keeps: old generations stay for :data:`KEEP_SECONDS` after they are superseded, so a
+client that started on one finishes on it (docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bundler._io import atomic_write_bytes, fsync_dir, read_chunks
+from bundler.cache import sync_file_system
+from bundler.errors import (
+    InstallConflictError,
+    IntegrityError,
+    LockedError,
+    ModelNotFoundError,
+    UsageError,
+)
+
+STATE = ".paddle-bundle"
+INDEX_VERSION = 1
+#: How long a superseded generation stays, for clients pinned to it (the nginx cookie lives
+#: for 300 s after a client's last request, so a loading client never outlives this).
+KEEP_SECONDS = 900
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    url_path: str  # below the root: paddlenlp/models/community/org/name/config.json
+    sha256: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.url_path, "sha256": self.sha256, "size": self.size}
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One model as the mirror serves it, and where it came from."""
+
+    id: str
+    kind: str
+    files: tuple[ServedFile, ...]
+    bundle: str
+    bundle_sha256: str  # of the manifest: the same bundle published twice is a no-op
+    signer: str | None
+    published_at: str
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def same_content(self, other: PublishedModel) -> bool:
+        return (self.kind, sorted(self.files, key=lambda f: f.url_path)) == \
+            (other.kind, sorted(other.files, key=lambda f: f.url_path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "bundle": self.bundle,
+                "manifest_sha256": self.bundle_sha256, "signer": self.signer,
+                "published_at": self.published_at, "skipped": list(self.skipped),
+                "files": [f.to_dict() for f in self.files]}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PublishedModel:
+        return cls(str(raw["id"]), str(raw["kind"]),
+                   tuple(ServedFile(str(f["path"]), str(f["sha256"]), int(f["size"]))
+                         for f in raw["files"]),
+                   str(raw["bundle"]), str(raw["manifest_sha256"]),
+                   None if raw.get("signer") is None else str(raw["signer"]),
+                   str(raw["published_at"]), tuple(str(s) for s in raw.get("skipped", [])))
+
+
+@dataclass(frozen=True)
+class Index:
+    generation: int
+    created: str
+    models: tuple[PublishedModel, ...]
+    #: generation -> when it was created (seconds since the epoch), for pruning
+    history: dict[int, float] = field(default_factory=dict)
+
+    def model(self, model_id: str) -> PublishedModel | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def to_json(self) -> bytes:
+        data = {"version": INDEX_VERSION, "generation": self.generation,
+                "created": self.created,
+                "history": {str(k): v for k, v in sorted(self.history.items())},
+                "models": [m.to_dict() for m in self.models]}
+        return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: Path) -> Index:
+        try:
+            raw = json.loads(data)
+            return cls(int(raw["generation"]), str(raw["created"]),
+                       tuple(PublishedModel.from_dict(m) for m in raw["models"]),
+                       {int(k): float(v) for k, v in raw.get("history", {}).items()})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{where} is not a mirror index ({exc})",
+                                 hint="run 'paddle-bundle mirror check'; publish the bundles "
+                                      "again into a new --root if it is damaged") from None
+
+
+EMPTY = Index(0, "", ())
+
+
+class Mirror:
+    """A mirror root. Reading needs nothing; changing it holds :meth:`locked`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.abspath(os.path.expanduser(root)))
+        self.state = self.root / STATE
+        self.blobs = self.state / "blobs"
+        self.generations = self.state / "generations"
+        self.current_link = self.state / "current"
+        self.tmp = self.state / "tmp"
+
+    # -- reading ---------------------------------------------------------------------------
+    def index(self) -> Index:
+        path = self.current_link / "index.json"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            if self.root.is_dir() and not self.state.exists():
+                return EMPTY
+            if not self.root.is_dir():
+                raise UsageError(f"{self.root} is not a mirror root (it does not exist)",
+                                 hint="give the --root you published into") from None
+            return EMPTY
+        return Index.from_json(data, path)
+
+    def blob(self, sha256: str) -> Path:
+        return self.blobs / sha256
+
+    def generation_dir(self, n: int) -> Path:
+        return self.generations / str(n)
+
+    # -- changing --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        import fcntl
+
+        for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
+            folder.mkdir(mode=0o755, exist_ok=True)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(f"another paddle-bundle mirror command is changing "
+                                  f"{self.root}", hint="wait for it to finish, then run this "
+                                                       "again") from None
+            self._clean_tmp()
+            yield
+        finally:
+            os.close(fd)
+
+    def _clean_tmp(self) -> None:
+        """What a killed publish left: partial blobs, a half-built generation."""
+        for entry in self.tmp.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        current = self._current_number()
+        for entry in self.generations.iterdir():
+            if entry.name.isdigit() and current is not None and int(entry.name) > current:
+                shutil.rmtree(entry, ignore_errors=True)  # built but never flipped to
+
+    def _current_number(self) -> int | None:
+        try:
+            name = os.readlink(self.current_link)
+        except OSError:
+            return None
+        last = name.rstrip("/").rsplit("/", 1)[-1]
+        return int(last) if last.isdigit() else None
+
+    def store_blob(self, temp: Path, sha256: str) -> None:
+        """Move a verified temporary file to its blob name (world-readable, for the web
+        server); an existing blob of the same content is kept and the temporary dropped."""
+        os.chmod(temp, 0o644)
+        target = self.blob(sha256)
+        if target.exists():
+            temp.unlink()
+        else:
+            os.rename(temp, target)
+
+    def commit(self, models: Iterable[PublishedModel]) -> Index:
+        """Build the next generation holding ``models`` and flip ``current`` to it."""
+        models = list(models)
+        _refuse_clashes(models)
+        old = self.index()
+        number = max([old.generation, *(int(p.name) for p in self.generations.iterdir()
+                                        if p.name.isdigit())]) + 1
+        now = time.time()
+        index = Index(number, _now(), tuple(sorted(models, key=lambda m: m.id)),
+                      {**old.history, number: now})
+        staging = self.tmp / f"generation-{number}"
+        staging.mkdir(mode=0o755)
+        made: set[Path] = set()
+        for model in index.models:
+            for served in model.files:
+                dest = staging / served.url_path
+                if dest.parent not in made:
+                    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    made.add(dest.parent)
+                os.link(self.blob(served.sha256), dest)
+        (staging / BUCKET_MARK).mkdir(mode=0o755, exist_ok=True)  # served even when empty
+        atomic_write_bytes(staging / "index.json", index.to_json())
+        if not sync_file_system(staging):
+            for folder, _, _ in os.walk(staging):
+                fsync_dir(Path(folder))
+        os.rename(staging, self.generation_dir(number))
+        fsync_dir(self.generations)
+        self._flip(number)
+        self.prune()
+        return index
+
+    def _flip(self, number: int) -> None:
+        link = self.tmp / "current"
+        link.unlink(missing_ok=True)
+        os.symlink(f"generations/{number}", link)
+        os.rename(link, self.current_link)
+        fsync_dir(self.state)
+        for name, target in (("index.json", "current/index.json"),):
+            if not os.path.lexists(self.state / name):
+                os.symlink(target, self.state / name)
+        served = self.root / BUCKET_MARK
+        if not os.path.lexists(served):
+            os.symlink(f"{STATE}/current/{BUCKET_MARK}", served)
+        fsync_dir(self.root)
+
+    def prune(self, keep_seconds: float = KEEP_SECONDS) -> list[int]:
+        """Remove generations superseded more than ``keep_seconds`` ago, then the blobs no
+        generation links to any more. Returns the generations removed."""
+        current = self._current_number()
+        history = self.index().history
+        removed = []
+        for entry in sorted(self.generations.iterdir(), key=lambda p: p.name):
+            if not entry.name.isdigit() or int(entry.name) == current:
+                continue
+            n = int(entry.name)
+            successor = min((t for g, t in history.items() if g > n), default=None)
+            if successor is not None and time.time() - successor < keep_seconds:
+                continue
+            # out of the served tree in one rename first: a pinned client then falls back
+            # to the current generation instead of finding half a folder
+            doomed = self.tmp / f"removed-generation-{n}"
+            os.rename(entry, doomed)
+            shutil.rmtree(doomed)
+            removed.append(n)
+        for blob in self.blobs.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if blob.stat().st_nlink == 1:  # no generation links to it
+                    blob.unlink()
+        return removed
+
+    # -- checking --------------------------------------------------------------------------
+    def check(self, model_ids: Iterable[str] = ()) -> list[tuple[str, list[str]]]:
+        """Re-hash what the current generation serves: ``(model id, problems)`` for each
+        model (all when ``model_ids`` is empty)."""
+        index = self.index()
+        wanted = list(model_ids)
+        models = [m for m in index.models if not wanted or m.id in wanted]
+        for model_id in wanted:
+            if index.model(model_id) is None:
+                raise ModelNotFoundError(f"{model_id} is not published in {self.root}",
+                                         hint="see 'paddle-bundle mirror list'")
+        base = self.generation_dir(index.generation)
+        results = []
+        for model in models:
+            problems = []
+            for served in model.files:
+                path = base / served.url_path
+                try:
+                    digest = hashlib.sha256()
+                    for chunk in read_chunks(path):
+                        digest.update(chunk)
+                except OSError as exc:
+                    problems.append(f"{served.url_path}: cannot be read ({exc.strerror})")
+                    continue
+                if digest.hexdigest() != served.sha256:
+                    problems.append(f"{served.url_path}: sha256 differs from the published "
+                                    "file")
+            results.append((model.id, problems))
+        return results
+
+
+def _refuse_clashes(models: list[PublishedModel]) -> None:
+    """Two models may not serve different files at one URL (or a file where the other needs
+    a folder): whichever came last would silently change the other."""
+    owner: dict[str, tuple[str, str]] = {}
+    clashes = []
+    for model in models:
+        for served in model.files:
+            seen = owner.setdefault(served.url_path, (model.id, served.sha256))
+            if seen[0] != model.id and seen[1] != served.sha256:
+                clashes.append(f"{served.url_path}: {seen[0]} and {model.id}")
+    folders = {p for path in owner for p in _parents(path)}
+    clashes += [f"{path}: a file of {owner[path][0]} where another model needs a folder"
+                for path in owner if path in folders]
+    if clashes:
+        raise InstallConflictError(
+            "models would serve different files at the same URL: " + "; ".join(clashes[:5]),
+            hint="publish them to different --root folders, or remove one first "
+                 "('paddle-bundle mirror remove MODEL')")
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+#: The top folder of a generation that the web server serves.
+BUCKET_MARK = "paddlenlp"

@@ -1,0 +1,357 @@
+"""mirror publish / list / check / remove / nginx-config, served by a real nginx (issue 11).
+
+No Paddle here: bundles of hand-made model folders, nginx started from the configuration
+``mirror nginx-config`` prints, and plain HTTP clients. The PaddleNLP clients are in
+tests/test_mirror_clients.py. nginx comes from the project's set-up (``make setup-nginx``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from bundler.cli import _main
+from bundler.errors import IntegrityError, LockedError, ModelNotFoundError, UsageError
+from bundler.manifest import ModelEntry
+from bundler.mirror import Mirror, publish, remove, server_config
+from bundler.mirror.layout import bucket_path, kind_of
+from tests.conftest import make_model
+
+MODEL = "Org/small"
+URL_DIR = f"paddlenlp/models/community/{MODEL}"
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                      else None)
+    if found is None:
+        pytest.fail("nginx is not installed: run 'make setup-nginx' (apt-get install "
+                    "nginx-light), which 'make test' does")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def nginx_files(prefix: Path, server_conf: str) -> Path:
+    """A whole nginx.conf around the server block: its own prefix, pid and logs, in the
+    foreground, workers as root (the test's tmp folders are private to root)."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / "server.conf").write_text(server_conf)
+    conf = prefix / "nginx.conf"
+    temp = "\n".join(f"  {name}_temp_path {prefix}/tmp_{name};"
+                     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf.write_text(f"""daemon off;
+worker_processes 2;
+user root root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  log_format pb '$request_method $request_uri $status $request_filename';
+  access_log {prefix}/access.log pb;
+{temp}
+  include {prefix}/server.conf;
+}}
+""")
+    return conf
+
+
+@dataclass
+class Nginx:
+    prefix: Path
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/paddlenlp"
+
+    def log(self) -> list[tuple[str, str, int, str]]:
+        """(method, uri, status, file) of every request so far."""
+        lines = (self.prefix / "access.log").read_text().splitlines()
+        return [(p[0], p[1], int(p[2]), p[3]) for p in (line.split(" ") for line in lines)]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"nginx exited with {process.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+@contextlib.contextmanager
+def nginx(root: Path, prefix: Path, *extra: str) -> Iterator[Nginx]:
+    port = free_port()
+    rc, out, err = _cli("mirror", "nginx-config", "--root", str(root), "--listen",
+                        f"127.0.0.1:{port}", *extra)
+    assert rc == 0, err
+    conf = nginx_files(prefix, out)
+    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(conf)],
+                               stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        yield Nginx(prefix, port, process)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        rc = _main(list(args))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def make_bundle(tmp: Path, name: str, files: dict[str, bytes | str], model: str = MODEL
+                ) -> Path:
+    home = tmp / f"home-{name}"
+    shutil.rmtree(home, ignore_errors=True)
+    make_model(home, model, files)
+    out = tmp / f"{name}.tar.zst"
+    assert _main(["pack", model, "-o", str(out), "--home", str(home), "-q"]) == 0
+    return out
+
+
+V1: dict[str, bytes | str] = {"config.json": '{"v": 1}', "tokenizer_config.json": "{}",
+                              "model_state.pdparams": b"one" * 50_000}
+V2: dict[str, bytes | str] = {"config.json": '{"v": 2}', "tokenizer_config.json": "{}",
+                              "model_state.pdparams": b"two" * 50_000}
+
+
+def sha(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+# -- publish, list, check, remove ------------------------------------------------------------
+def test_publish_lays_out_community_models_and_is_idempotent(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    b1 = make_bundle(tmp_path, "v1", V1)
+    result = publish([b1], root)
+    assert [o.status for o in result.outcomes] == ["published"]
+    for name, content in V1.items():
+        assert sha((root / URL_DIR / name).read_bytes()) == sha(content)
+    again = publish([b1], root)  # same bundle: nothing changes, no new generation
+    assert [o.status for o in again.outcomes] == ["unchanged"]
+    assert again.index.generation == result.index.generation == 1
+    model = Mirror(root).index().model(MODEL)
+    assert model is not None and model.bundle == "v1.tar.zst" and model.signer is None
+    rc, out, _ = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and MODEL in out and "v1.tar.zst" in out and "unsigned" in out
+
+
+def test_a_new_version_is_a_new_generation_and_old_files_are_never_rewritten(
+        tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    weights = root / URL_DIR / "model_state.pdparams"
+    with open(weights, "rb") as reader:  # a client in the middle of a download
+        inode = os.fstat(reader.fileno()).st_ino
+        result = publish([make_bundle(tmp_path, "v2", V2)], root)
+        assert [o.status for o in result.outcomes] == ["replaced"]
+        assert reader.read() == V1["model_state.pdparams"]  # the old bytes, whole
+    assert os.stat(weights).st_ino != inode
+    assert weights.read_bytes() == V2["model_state.pdparams"]
+    gens = sorted(p.name for p in (root / ".paddle-bundle" / "generations").iterdir())
+    assert gens == ["1", "2"]  # the old one stays for clients pinned to it
+    mirror = Mirror(root)
+    assert mirror.prune(keep_seconds=0) == [1]
+    # blobs only generation 1 used are gone; generation 2's are kept
+    assert sorted(p.name for p in mirror.blobs.iterdir()) == sorted(
+        sha(c) for c in V2.values())
+
+
+def test_a_damaged_bundle_publishes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    bad = make_bundle(tmp_path, "v2", V2)
+    data = bytearray(bad.read_bytes())
+    data[-2000] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    bad.with_name(bad.name + ".sha256").unlink(missing_ok=True)
+    with pytest.raises(IntegrityError):
+        publish([bad], root)
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    assert Mirror(root).index().generation == 1
+    assert not list(Mirror(root).tmp.iterdir())  # no partial blob left behind
+    rc, _, err = _cli("mirror", "publish", str(bad), "--root", str(root), "-q")
+    assert rc == 3 and "v2.tar.zst" in err and "Traceback" not in err
+
+
+def test_check_rehashes_and_remove_stops_serving(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V1, model="Org/other")], root)
+    rc, out, _ = _cli("mirror", "check", "--root", str(root))
+    assert rc == 0 and f"{MODEL}: ok" in out
+    blob = Mirror(root).blob(sha(V1["config.json"]))
+    blob.write_text('{"v": 9}')  # damage on the disk (same inode as the served file)
+    rc, _, err = _cli("mirror", "check", "--root", str(root), MODEL)
+    assert rc == 3 and "config.json: sha256 differs" in err
+    index = remove(root, [MODEL])
+    assert [m.id for m in index.models] == ["Org/other"]
+    assert not (root / URL_DIR).exists() and (root / "paddlenlp/models/community/Org/other")
+    with pytest.raises(ModelNotFoundError):
+        remove(root, [MODEL])
+    rc, _, err = _cli("mirror", "remove", MODEL, "--root", str(root))
+    assert rc == 1 and "not published" in err
+
+
+def test_one_publish_at_a_time(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    mirror = Mirror(root)
+    with mirror.locked(), pytest.raises(LockedError):
+        publish([make_bundle(tmp_path, "v1", V1)], root)
+
+
+def test_a_killed_publish_leaves_nothing_served_and_is_cleaned_up(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    (mirror.tmp / "blob-123-0-abc").write_bytes(b"partial")  # as a kill leaves them
+    (mirror.generations / "7").mkdir()  # built, never flipped to
+    publish([make_bundle(tmp_path, "v2", V2)], root)
+    assert not (mirror.tmp / "blob-123-0-abc").exists()
+    assert sorted(p.name for p in mirror.generations.iterdir()) == ["1", "2"]
+
+
+def test_layout_of_builtin_and_taskflow_files_follows_their_fixed_urls(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    make_model(home, "ernie-3.0-nano-zh", {"vocab.txt": "a\n", "model_state.pdparams": b"w",
+                                           "config.json": "{}"})
+    out = tmp_path / "b.tar.zst"
+    assert _main(["pack", "ernie-3.0-nano-zh", "-o", str(out), "--home", str(home), "-q"]) == 0
+    urls = {"vocab.txt": "https://bj.bcebos.com/paddlenlp/models/transformers/ernie_3.0/"
+                         "ernie_3.0_nano_zh_vocab.txt",
+            "model_state.pdparams": "https://paddlenlp.bj.bcebos.com/models/transformers/"
+                                    "ernie_3.0/ernie_3.0_nano_zh.pdparams"}
+    result = publish([out], tmp_path / "root", lookup=lambda model: urls)
+    served = {f.url_path for f in result.outcomes[0].model.files}
+    assert served == {"paddlenlp/models/transformers/ernie_3.0/ernie_3.0_nano_zh_vocab.txt",
+                      "paddlenlp/models/transformers/ernie_3.0/ernie_3.0_nano_zh.pdparams"}
+    assert any("config.json" in s for s in result.outcomes[0].model.skipped)
+    assert kind_of(ModelEntry.for_id("taskflow:information_extraction/uie-base")) == "taskflow"
+    assert bucket_path("https://paddlenlp.bj.bcebos.com/taskflow/a/b.pdparams") == \
+        "paddlenlp/taskflow/a/b.pdparams"
+    assert bucket_path("https://bj.bcebos.com/paddlenlp/../etc/passwd") is None
+    assert bucket_path("https://example.com/paddlenlp/x") is None
+
+
+def test_nginx_config_refuses_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        server_config(tmp_path / "a b", listen="127.0.0.1:80")
+    with pytest.raises(UsageError):
+        server_config(tmp_path, listen="localhost")
+    with pytest.raises(UsageError):
+        server_config(tmp_path, allow=["10.0.0.0/33"])
+    text = server_config(tmp_path, listen="0.0.0.0:8080", allow=["10.0.0.0/8", "192.168.1.7"])
+    assert "allow 10.0.0.0/8;" in text and "allow 192.168.1.7/32;" in text
+    assert "deny all;" in text and "autoindex off;" in text and "sendfile on;" in text
+    rc, _, err = _cli("mirror", "nginx-config", "--root", str(tmp_path), "--listen", "x")
+    assert rc == 2 and "ADDR:PORT" in err
+
+
+# -- a real nginx ------------------------------------------------------------------------------
+def test_nginx_serves_get_and_head_only_404_for_absent_and_no_listing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        base = f"{server.endpoint}/models/community/{MODEL}"
+        got = requests.get(f"{base}/model_state.pdparams", timeout=10)
+        assert got.status_code == 200 and got.content == V1["model_state.pdparams"]
+        assert got.headers["Cache-Control"] == "no-cache" and got.headers.get("ETag")
+        head = requests.head(f"{base}/config.json", timeout=10)
+        assert head.status_code == 200 and head.headers["Content-Length"] == "8"
+        for url in (f"{base}/added_tokens.json", f"{base}/", f"{server.endpoint}/models",
+                    f"http://127.0.0.1:{server.port}/.paddle-bundle/index.json",
+                    f"{server.endpoint}/../.paddle-bundle/index.json",
+                    f"http://127.0.0.1:{server.port}/"):
+            assert requests.get(url, timeout=10, allow_redirects=False).status_code == 404, url
+        assert requests.post(f"{base}/config.json", timeout=10).status_code == 403
+        assert requests.put(f"{base}/config.json", data=b"x", timeout=10).status_code == 403
+        assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+
+
+def test_nginx_refuses_networks_not_allowed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    with nginx(root, tmp_path / "nginx", "--allow", "10.0.0.0/8") as server:
+        url = f"{server.endpoint}/models/community/{MODEL}/config.json"
+        assert requests.get(url, timeout=10).status_code == 403
+
+
+def test_nginx_pins_a_client_session_to_one_generation_across_a_publish(
+        tmp_path: Path) -> None:
+    """What makes a model load atomic across a publish: PaddleNLP's session sends the cookie
+    back, so its next requests come from the same generation; a new client gets the new one."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        base = f"{server.endpoint}/models/community/{MODEL}"
+        loading = requests.Session()
+        assert loading.head(f"{base}/config.json", timeout=10).status_code == 200
+        assert loading.cookies.get("pb_generation") == "1"
+        publish([make_bundle(tmp_path, "v2", V2)], root)
+        assert loading.get(f"{base}/config.json", timeout=10).text == '{"v": 1}'
+        assert loading.get(f"{base}/model_state.pdparams", timeout=10).content == \
+            V1["model_state.pdparams"]
+        fresh = requests.Session()
+        assert fresh.get(f"{base}/config.json", timeout=10).text == '{"v": 2}'
+        assert fresh.cookies.get("pb_generation") == "2"
+        # once the old generation is pruned, a pinned client moves to the current one
+        Mirror(root).prune(keep_seconds=0)
+        assert loading.get(f"{base}/config.json", timeout=10).text == '{"v": 2}'
+        assert {m for m, *_ in server.log()} <= {"GET", "HEAD"}
+
+
+def test_index_is_readable_json_with_who_and_when(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    raw = json.loads((root / ".paddle-bundle" / "index.json").read_text())
+    assert raw["generation"] == 1
+    (model,) = raw["models"]
+    assert model["id"] == MODEL and model["bundle"] == "v1.tar.zst"
+    assert model["published_at"].endswith("Z") and "signer" in model
+    assert {f["path"] for f in model["files"]} == {f"{URL_DIR}/{n}" for n in V1}
+
+
+def test_two_models_serving_different_files_at_one_url_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    url = "https://bj.bcebos.com/paddlenlp/models/transformers/shared/vocab.txt"
+    bundles = []
+    for name, text in (("ernie-a", "a\n"), ("ernie-b", "b\n")):
+        home = tmp_path / f"h-{name}"
+        make_model(home, name, {"vocab.txt": text})
+        bundles.append(tmp_path / f"{name}.tar.zst")
+        assert _main(["pack", name, "-o", str(bundles[-1]), "--home", str(home), "-q"]) == 0
+    publish([bundles[0]], root, lookup=lambda model: {"vocab.txt": url})
+    from bundler.errors import InstallConflictError
+
+    with pytest.raises(InstallConflictError, match="ernie-a and ernie-b"):
+        publish([bundles[1]], root, lookup=lambda model: {"vocab.txt": url})
+    served = root / "paddlenlp/models/transformers/shared/vocab.txt"
+    assert served.read_text() == "a\n"  # the first stays served, unchanged

@@ -1,0 +1,134 @@
+"""Offline mode's mirror setting, PADDLE_BUNDLE_MIRROR, without Paddle (issue 11).
+
+The download patches run on the fake PaddleNLP modules of tests/test_offline.py against a real
+nginx serving a published root; the socket guard is called as the audit hook calls it.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from bundler import _offline
+from bundler.errors import NotOnMirrorError, OfflineBlockedError, UsageError
+from bundler.mirror import publish
+from tests import test_offline
+from tests.conftest import make_model
+from tests.test_mirror import _main, free_port, nginx
+from tests.test_offline import FAKE_DOWNLOADER, fake_module
+
+home = test_offline.home  # the fixtures of the fake PaddleNLP
+patched = test_offline.patched
+
+VOCAB_URL = "https://bj.bcebos.com/paddlenlp/models/transformers/ernie-tiny/vocab.txt"
+TASK_URL = "https://paddlenlp.bj.bcebos.com/taskflow/text_similarity/simbert/model.pdparams"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A mirror serving a built-in name's vocab.txt and a Taskflow file at their fixed URLs."""
+    online = tmp_path / "mirror-online"
+    make_model(online, "ernie-tiny", {"vocab.txt": "[PAD]\n[UNK]\n"})
+    task = online / "taskflow" / "text_similarity" / "simbert"
+    task.mkdir(parents=True)
+    (task / "model.pdparams").write_bytes(b"simbert weights")
+    bundle = tmp_path / "b.tar.zst"
+    assert _main(["pack", "ernie-tiny", "taskflow:text_similarity/simbert", "-o", str(bundle),
+                  "--home", str(online), "-q"]) == 0
+    root = tmp_path / "root"
+    publish([bundle], root, lookup=lambda model: {"vocab.txt": VOCAB_URL}
+            if model.id == "ernie-tiny" else {"model.pdparams": TASK_URL})
+    return root
+
+
+def test_built_in_resources_come_from_the_mirror_and_absent_ones_fail_fast(
+        patched: types.ModuleType, home: Path, root: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        got = patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+        assert got == str(home / "models" / "ernie-tiny" / "vocab.txt")
+        assert Path(got).read_text() == "[PAD]\n[UNK]\n"
+        assert not list((home / "models" / "ernie-tiny").glob(".paddle-bundle-mirror-*"))
+        start = time.perf_counter()
+        with pytest.raises(NotOnMirrorError) as info:
+            patched.resolve_file_path("ernie-other", [VOCAB_URL.replace("ernie-tiny",
+                                                                        "ernie-other")])
+        assert time.perf_counter() - start < 5
+        assert server.endpoint in str(info.value) and "answered 404" in str(info.value)
+        assert not isinstance(info.value, OSError)  # PaddleNLP would re-word an OSError
+        assert not (home / "models" / "ernie-other" / "vocab.txt").exists()
+        assert {m for m, *_ in server.log()} <= {"GET", "HEAD"}
+    # without the variable, the cache alone answers (offline mode as before)
+    monkeypatch.delenv(_offline.ENV_MIRROR)
+    with pytest.raises(Exception, match="is not installed|not in"):
+        patched.resolve_file_path("ernie-third", [VOCAB_URL.replace("ernie-tiny", "x")])
+
+
+def test_taskflow_static_files_come_from_the_mirror(
+        home: Path, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = fake_module("paddlenlp.utils.downloader", FAKE_DOWNLOADER)
+    resolver = _offline.OfflineResolver(lambda: str(home / "models"))
+    _offline.patch_module(_offline.MOD_DOWNLOADER, mod, resolver, version="3.0.0b4")
+    task_dir = home / "taskflow" / "text_similarity" / "simbert"
+    import hashlib
+
+    md5 = hashlib.md5(b"simbert weights").hexdigest()
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        path = mod._download(TASK_URL, str(task_dir), md5)
+        assert Path(path) == task_dir / "model.pdparams"
+        assert Path(path).read_bytes() == b"simbert weights"
+        with pytest.raises(NotOnMirrorError, match="md5"):  # not what PaddleNLP expects
+            mod._download(TASK_URL, str(tmp_path / "elsewhere"), "0" * 32)
+        with pytest.raises(NotOnMirrorError, match="answered 404"):
+            mod._download(TASK_URL.replace("simbert", "other"), str(tmp_path / "o"), None)
+        # a URL outside PaddleNLP's bucket is still refused
+        with pytest.raises(OfflineBlockedError):
+            mod._download("https://x.invalid/d.zip", str(home / "datasets"), None)
+
+
+def test_an_unreachable_mirror_is_named(patched: types.ModuleType,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}/paddlenlp"  # nothing listens there
+    monkeypatch.setenv(_offline.ENV_MIRROR, endpoint)
+    with pytest.raises(NotOnMirrorError, match="could not serve") as info:
+        patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+    assert endpoint in str(info.value)
+
+
+def test_the_guard_lets_exactly_the_mirror_host_and_port_through(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_offline.ENV_MIRROR, "http://10.9.8.7:8080/paddlenlp")
+    _offline._audit("socket.connect", (None, ("10.9.8.7", 8080)))  # allowed: no exception
+    _offline._audit("socket.getaddrinfo", ("10.9.8.7", 8080, 0, 1, 6, 0))
+    for event, args in (("socket.connect", (None, ("10.9.8.7", 8081))),
+                        ("socket.connect", (None, ("10.9.8.8", 8080))),
+                        ("socket.getaddrinfo", ("bj.bcebos.com", 443, 0, 0, 0, 0)),
+                        ("socket.sendto", (None, ("10.9.8.7", 8080)))):
+        with pytest.raises(OfflineBlockedError):
+            _offline._audit(event, args)
+    monkeypatch.setenv(_offline.ENV_MIRROR, "https://mirror.example/paddlenlp")
+    monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example", frozenset({"10.1.1.1"}))
+    _offline._audit("socket.getaddrinfo", ("mirror.example", 443, 0, 1, 6, 0))
+    _offline._audit("socket.connect", (None, ("10.1.1.1", 443)))
+    with pytest.raises(OfflineBlockedError):
+        _offline._audit("socket.connect", (None, ("10.1.1.1", 80)))
+    with pytest.raises(OfflineBlockedError):
+        _offline._audit("socket.getaddrinfo", ("mirror.example.evil", 443, 0, 1, 6, 0))
+    monkeypatch.delenv(_offline.ENV_MIRROR)
+    with pytest.raises(OfflineBlockedError):  # no mirror: nothing remote at all
+        _offline._audit("socket.connect", (None, ("10.9.8.7", 8080)))
+
+
+@pytest.mark.parametrize("value", ["ftp://m/paddlenlp", "mirror:8080", "http://:80/x",
+                                   "http://m:99999/x"])
+def test_a_malformed_mirror_setting_is_a_usage_error(value: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_offline.ENV_MIRROR, value)
+    with pytest.raises(UsageError, match=_offline.ENV_MIRROR):
+        _offline.mirror_endpoint()
+
