@@ -465,7 +465,8 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
           progress: Callable[[int], None] | None = None,
           on_start: Callable[[int], None] | None = None,
           on_download: Callable[[DownloadEvent], None] | None = None,
-          prove: bool = False, mirror: str | None = None) -> FetchResult:
+          prove: bool = False, mirror: str | None = None,
+          scratch: Path | None = None) -> FetchResult:
     """Download with PaddleNLP what loading ``model_ids`` needs into ``home``, then pack it.
 
     Without ``task`` each model is resolved the way ``AutoConfig``, ``AutoTokenizer`` (slow
@@ -476,8 +477,9 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     versions.
     ``progress``/``on_start`` are as for :func:`bundler.pack.pack` (the packing part);
     ``on_download`` receives the child's download progress. With ``prove`` the same loads
-    must work offline from a scratch install of the bundle before it is written
-    (:func:`write_proven`); ``mirror`` stands in for PaddleNLP's bucket.
+    must work offline from a scratch install of the bundle (under ``scratch``, default
+    ``$TMPDIR``) before it is written (:func:`write_proven`); ``mirror`` stands in for
+    PaddleNLP's bucket.
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
     if not model_ids and task is None:
@@ -509,7 +511,7 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
         prover = _LoaderProof(ids, task, expect, task_args)
         options = replace(options, proof=_proof(prover.describe(), report))
     result = write_proven(entries, files, out, home=home, options=options, prover=prover,
-                          progress=progress, on_start=on_start)
+                          progress=progress, on_start=on_start, scratch=scratch)
     return _result(result, report, files, endpoint, options.proof)
 
 
@@ -517,7 +519,8 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
                   options: PackOptions | None = None, prove: bool = True,
                   mirror: str | None = None,
                   progress: Callable[[int], None] | None = None,
-                  on_start: Callable[[int], None] | None = None) -> FetchResult:
+                  on_start: Callable[[int], None] | None = None,
+                  scratch: Path | None = None) -> FetchResult:
     """Run ``command`` with the recorder in every Python it starts, then bundle every file
     PaddleNLP obtained for it (:mod:`bundler.capture`); with ``prove`` (the default) only
     once the same command has run offline from a scratch install of the bundle.
@@ -534,15 +537,24 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
     mirror = mirror_setting(mirror)
     check_output(out, home=home, models=[], split=bool(options.split_size))
     with tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
-        code, raw = session.capture(command, home, Path(tmp), mirror)
-    report = parse_report(raw)
-    endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
-    if code != 0:
+        code, reports = session.capture(command, home, Path(tmp), mirror)
+        try:
+            raw = session.merge(reports)
+            report: ChildReport | None = parse_report(raw)
+        except BundleError:
+            if code == 0:
+                raise
+            report = None  # the command's own failure comes first
+    if code != 0 or report is None:
         # A download PaddleNLP failed at is the likely reason: name it (and its URL).
-        why = f" ({error_for(report, endpoint).message})" if report.error else ""
+        endpoint = (report.endpoint if report else "") or os.environ.get(
+            "PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
+        why = (f" ({error_for(report, endpoint).message})" if report and report.error
+               else "")
         raise CommandFailedError(code, f"{' '.join(command)} exited with code {code}{why}: "
                                        "no bundle was written",
                                  hint="fix the command so it succeeds online first")
+    endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, [], command=True, env=os.environ)
@@ -552,7 +564,7 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
         prover = _CommandProof(tuple(command))
         options = replace(options, proof=_proof(prover.describe(), report))
     result = write_proven(entries, files, out, home=home, options=options, prover=prover,
-                          progress=progress, on_start=on_start)
+                          progress=progress, on_start=on_start, scratch=scratch)
     return replace(_result(result, report, files, endpoint, options.proof),
                    processes=int(raw.get("processes") or 0))
 
@@ -602,11 +614,13 @@ class _CommandProof:
     def describe(self) -> tuple[str, ...]:
         return self.command
 
-    def run(self, bundle: Path, scratch_parent: Path) -> None:
+    def run(self, bundle: Path, scratch_parent: Path | None, hide: Sequence[Path]) -> None:
         from bundler.capture.prove import run_offline
 
         debug = bool(os.environ.get("PADDLE_BUNDLE_DEBUG"))
-        outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, debug=debug)
+        outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, hide=hide,
+                              debug=debug)
+        _check_homes(outcome.foreign_homes, outcome.isolation)
         if outcome.returncode != 0:
             raise _proof_failed(outcome.refusals, outcome.isolation,
                                 f"{' '.join(self.command)} exited with code "
@@ -630,7 +644,7 @@ class _LoaderProof:
             return ("Taskflow", self.task, *self.ids)
         return ("from_pretrained", *self.ids)
 
-    def run(self, bundle: Path, scratch_parent: Path) -> None:
+    def run(self, bundle: Path, scratch_parent: Path | None, hide: Sequence[Path]) -> None:
         from bundler.capture.prove import run_offline
 
         raw: dict[str, Any] = {}
@@ -648,15 +662,27 @@ class _LoaderProof:
             with contextlib.suppress(OSError, ValueError):
                 raw.update(json.loads((scratch / "proof.json").read_text(encoding="utf-8")))
 
-        outcome = run_offline(bundle, argv, scratch_parent=scratch_parent,
+        outcome = run_offline(bundle, argv, scratch_parent=scratch_parent, hide=hide,
                               debug=bool(os.environ.get("PADDLE_BUNDLE_DEBUG")),
                               prepare=prepare, collect=collect, cwd="cwd")
+        _check_homes(outcome.foreign_homes, outcome.isolation)
         error = raw.get("error") if isinstance(raw.get("error"), dict) else None
         if outcome.returncode != 0 or error is not None or not raw:
             detail = str((error or {}).get("message") or "")
             raise _proof_failed(outcome.refusals, outcome.isolation,
                                 detail or f"the offline loads exited with code "
                                           f"{outcome.returncode}", outcome.tail)
+
+
+def _check_homes(homes: Sequence[str], isolation_name: str) -> None:
+    """The proof tests the bundle only if the program loaded from the scratch home."""
+    if homes:
+        raise ProofFailedError(
+            f"the offline proof failed ({isolation_name}): the program loaded models from "
+            f"{homes[0]}, not from the scratch home the bundle was installed into, so the "
+            "bundle was not tested; no bundle was written",
+            hint="let the program use PPNLP_HOME as it finds it (do not set PPNLP_HOME or "
+                 "cache_dir inside it), or use --no-prove")
 
 
 def _proof_failed(refusals: Sequence[Mapping[str, str]], isolation_name: str, what: str,
@@ -679,9 +705,11 @@ def write_proven(entries: Sequence[ModelEntry], files: Sequence[LocalFile], out:
                  home: Path, options: PackOptions,
                  prover: _CommandProof | _LoaderProof | None,
                  progress: Callable[[int], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> PackResult:
-    """Write the bundle under a temporary folder beside ``out``, prove it there (if
-    ``prover``), and only then move it (volumes first, sidecar last) to ``out``.
+                 on_start: Callable[[int], None] | None = None,
+                 scratch: Path | None = None) -> PackResult:
+    """Write the bundle under a temporary folder beside ``out``, prove it (if ``prover``)
+    from a scratch install under ``scratch`` (default ``$TMPDIR``: not beside ``out``, which
+    may be a USB stick), and only then move it (volumes first, sidecar last) to ``out``.
 
     ``out`` is checked as ``pack`` checks it (:func:`bundler.pack.check_output`): only an
     earlier bundle of that name (its file, volumes and sidecar) is replaced or removed.
@@ -692,7 +720,7 @@ def write_proven(entries: Sequence[ModelEntry], files: Sequence[LocalFile], out:
         result = write_bundle(entries, files, staging / out.name, home=home, options=options,
                               progress=progress, on_start=on_start)
         if prover is not None:
-            prover.run(result.path, out.parent)
+            prover.run(result.path, scratch, [home])
         return _move_into_place(result, out, target.replaceable)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,243 @@
+"""The proof's weaknesses found in review (issue 8, F1..F14), each pinned by a test.
+
+No Paddle in this file except where marked: the proof is driven through
+:func:`bundler.fetch.write_proven` with a tiny model folder (plain files) and a command that
+is a short Python program, so each test checks one property of the proof itself: where its
+scratch goes, what it can read, how it treats Ctrl-C, loopback, the start-up hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bundler.cache import LocalFile
+from bundler.capture import prove, session
+from bundler.errors import ProofFailedError
+from bundler.fetch import _CommandProof, write_proven
+from bundler.manifest import ModelEntry
+from bundler.pack import PackOptions
+from tests.conftest import ROOT, have_unshare, make_model, run_cli
+
+needs_unshare = pytest.mark.skipif(not have_unshare(), reason="unshare -n is not permitted "
+                                   "here, so the namespace cannot be checked")
+MODEL = "Org/tiny"
+
+
+def _model(home: Path) -> tuple[list[ModelEntry], list[LocalFile]]:
+    folder = make_model(home, MODEL, {"config.json": '{"a": 1}', "vocab.txt": "x\ny\n"})
+    files = [LocalFile.regular(f"models/{MODEL}/{p.name}", p, p.stat())
+             for p in sorted(folder.iterdir())]
+    return [ModelEntry.for_id(MODEL)], files
+
+
+def _prove(tmp_path: Path, code: str, *, scratch: Path | None = None,
+           home: Path | None = None) -> Path:
+    """Bundle the tiny model to ``<tmp>/stick/b.tar.zst``, proven by ``python -c code``."""
+    home = home or tmp_path / "home"
+    entries, files = _model(home)
+    out = tmp_path / "stick" / "b.tar.zst"
+    out.parent.mkdir(exist_ok=True)
+    prover = _CommandProof((sys.executable, "-c", textwrap.dedent(code)))
+    kw = {"scratch": scratch} if scratch else {}
+    write_proven(entries, files, out, home=home, options=PackOptions(), prover=prover, **kw)
+    return out
+
+
+# -- F1: the scratch home is not beside the bundle -----------------------------------------
+def test_the_proof_installs_under_tmpdir_not_beside_the_bundle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a USB stick (FAT32: no file over 4 GiB, no symlinks; wear; space) the proof's
+    scratch install must not go beside -o: only the bundle's own staging does."""
+    system_tmp = tmp_path / "systemtmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    seen = tmp_path / "seen.json"
+    code = f"""
+        import json, os
+        stick = {str(tmp_path / "stick")!r}
+        json.dump({{"home": os.environ["PPNLP_HOME"], "cwd": os.getcwd(),
+                    "stick": sorted(os.listdir(stick))}}, open({str(seen)!r}, "w"))
+        """
+    out = _prove(tmp_path, code)
+    got = json.loads(seen.read_text())
+    assert Path(got["home"]).is_relative_to(system_tmp), got
+    assert all(n.startswith(".paddle-bundle-fetch-") for n in got["stick"]), got
+    assert out.is_file()
+    # --scratch DIR wins over $TMPDIR
+    mine = tmp_path / "myscratch"
+    mine.mkdir()
+    _prove(tmp_path, code, scratch=mine)
+    assert Path(json.loads(seen.read_text())["home"]).is_relative_to(mine)
+    assert list(mine.iterdir()) == [] and list(system_tmp.iterdir()) == []  # cleaned up
+
+
+# -- F2: the real homes are out of reach -----------------------------------------------------
+@needs_unshare
+def test_the_proof_cannot_read_the_real_home_or_dot_paddlenlp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that reads the real PaddleNLP home (fetch's --home, or ~/.paddlenlp) by
+    path worked in the proof: the bundle was never what it loaded."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    user = tmp_path / "user"
+    make_model(user / ".paddlenlp", "Other/model", {"config.json": "{}"})
+    monkeypatch.setenv("HOME", str(user))
+    home = tmp_path / "home"
+    for path in (home / "models" / MODEL / "config.json",
+                 user / ".paddlenlp" / "models" / "Other" / "model" / "config.json"):
+        out = tmp_path / "stick" / "b.tar.zst"
+        with pytest.raises(ProofFailedError, match="offline proof failed .network namespace."):
+            _prove(tmp_path, f"print(open({str(path)!r}).read())", home=home)
+        assert path.is_file()  # still there outside the proof
+        assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_a_program_that_sets_its_own_home_fails_the_guard_proof_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a namespace (socket guard only), offline mode reports the homes it resolved
+    models in: one that is not the scratch home fails the proof."""
+    monkeypatch.setattr(prove, "_ISOLATION", (prove.ISOLATION_GUARD, ()))
+    home = tmp_path / "home"
+    code = f"""
+        import os
+        os.environ["PPNLP_HOME"] = {str(home)!r}  # the program picks the real home itself
+        from bundler._offline import _RESOLVER
+        assert _RESOLVER.model_folder({MODEL!r}).is_dir()
+        """
+    with pytest.raises(ProofFailedError) as info:
+        _prove(tmp_path, code, home=home)
+    assert f"loaded models from {home / 'models'}" in str(info.value)
+    assert "socket guard" in str(info.value)
+    assert not (tmp_path / "stick" / "b.tar.zst").exists()
+    # the same program loading from the home it was given passes
+    ok = code.replace(f'os.environ["PPNLP_HOME"] = {str(home)!r}', "pass")
+    assert _prove(tmp_path, ok, home=home).is_file()
+
+
+# -- F4: Ctrl-C during the proof ---------------------------------------------------------
+SERVER = """
+    import signal, sys, time
+    signal.signal(signal.SIGINT, lambda *a: sys.exit(0))  # a server: Ctrl-C is a clean stop
+    open(sys.argv[1], "w").close()
+    time.sleep(60)
+    """
+
+DRIVER = """
+    import sys, textwrap
+    from pathlib import Path
+    from tests.test_capture_proof import _prove
+    try:
+        _prove(Path(sys.argv[1]), {server!r}.replace("sys.argv[1]", repr(sys.argv[2])))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print("WRITTEN")
+    """
+
+
+def test_ctrl_c_during_the_proof_means_no_bundle_even_if_the_command_exits_0(
+        tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(DRIVER.format(server=textwrap.dedent(SERVER))),
+         str(tmp_path), str(marker)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "WRITTEN" not in stdout
+    stick = tmp_path / "stick"
+    assert list(stick.iterdir()) == []  # no bundle, no staging
+
+
+# -- F5: run and the proof start Pythons the same way -----------------------------------
+def test_run_switches_offline_mode_on_in_a_python_without_paddle_bundle(
+        tmp_path: Path) -> None:
+    """The proof reached every Python through the sitecustomize hook on PYTHONPATH; run
+    relied on the venv's .pth, so a script starting another Python passed the proof and
+    failed under run."""
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    if not bare.is_file() or sys.prefix == sys.base_prefix:
+        pytest.skip("no Python without paddle-bundle next to this venv")
+    code = "import bundler._offline as o; print('ACTIVE', o.is_active())"
+    (tmp_path / "home").mkdir()
+    for python in (sys.executable, str(bare)):
+        rc, out, err = run_cli("run", "--home", tmp_path / "home", "--", python, "-c", code)
+        assert rc == 0, err
+        assert "ACTIVE True" in out, (python, out, err)
+
+
+# -- F6: loopback works in the namespace ---------------------------------------------------
+@needs_unshare
+def test_a_program_talking_to_its_own_localhost_server_passes_the_proof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    code = """
+        import socket
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname(), timeout=10)
+        conn, _ = server.accept()
+        client.sendall(b"ping")
+        assert conn.recv(4) == b"ping"
+        """
+    out = _prove(tmp_path, code)
+    assert out.is_file()
+    assert prove.isolation()[0] == prove.ISOLATION_NAMESPACE
+
+
+# -- F7: the start-up hook ----------------------------------------------------------------
+def _package_link(hook: Path) -> Path:
+    found = [p for p in hook.rglob("bundler") if p.is_symlink() or p.is_dir()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_failing_hook_is_one_line_and_the_users_sitecustomize_still_runs(
+        tmp_path: Path) -> None:
+    hook = session.write_hook(tmp_path / "hook")
+    link = _package_link(hook)
+    link.unlink()
+    link.mkdir()
+    (link / "__init__.py").write_text("raise RuntimeError('broken install')\n")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("import builtins\nbuiltins.USER_SITE = 1\n")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    env = {**os.environ, "PYTHONPATH": f"{hook}{os.pathsep}{user}",
+           "PADDLE_BUNDLE_CAPTURE": str(reports)}
+    proc = subprocess.run([sys.executable, "-c",
+                           "import builtins; print('USER', getattr(builtins, 'USER_SITE', 0))"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0
+    assert "USER 1" in proc.stdout, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "start-up hook failed" in lines[0] and "broken install" in \
+        lines[0], proc.stderr
+
+
+def test_the_hook_folder_does_not_shadow_a_users_package_named_bundler(
+        tmp_path: Path) -> None:
+    hook = session.write_hook(tmp_path / "hook")
+    user = tmp_path / "user"
+    (user / "bundler").mkdir(parents=True)
+    (user / "bundler" / "__init__.py").write_text("MINE = 1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_BUNDLE")}
+    env["PYTHONPATH"] = f"{hook}{os.pathsep}{user}"
+    proc = subprocess.run([sys.executable, "-c", "import bundler; print('MINE', bundler.MINE)"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and "MINE 1" in proc.stdout, proc.stderr
