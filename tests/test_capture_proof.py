@@ -241,3 +241,59 @@ def test_the_hook_folder_does_not_shadow_a_users_package_named_bundler(
     proc = subprocess.run([sys.executable, "-c", "import bundler; print('MINE', bundler.MINE)"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and "MINE 1" in proc.stdout, proc.stderr
+
+
+# -- F9: report files --------------------------------------------------------------------
+def test_a_reused_pid_does_not_overwrite_an_earlier_report(tmp_path: Path) -> None:
+    """Two recorders of one pid (a pid reused by a later process of the command) each keep
+    their report; names were ``<pid>.json``, so the later one replaced the earlier."""
+    from bundler.capture.recorder import Recorder
+
+    home = tmp_path / "home"
+    first = Recorder(str(home), report_dir=str(tmp_path))
+    first.use("models/A/a", str(home / "models/A/a/config.json"), "downloaded")
+    second = Recorder(str(home), report_dir=str(tmp_path))
+    second.use("models/B/b", str(home / "models/B/b/config.json"), "cached")
+    merged = session.merge(tmp_path)
+    assert merged["processes"] == 2
+    assert [f["root"] for f in merged["files"]] == ["models/A/a", "models/B/b"]
+
+
+def test_threads_recording_at_once_lose_nothing(tmp_path: Path) -> None:
+    import threading
+
+    from bundler.capture.recorder import Recorder
+
+    rec = Recorder(str(tmp_path / "home"), report_dir=str(tmp_path))
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(30):
+                rec.use(f"models/T/{n}", str(tmp_path / f"home/models/T/{n}/f{i}"), "cached")
+        except BaseException as exc:  # pragma: no cover - the failure itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(session.merge(tmp_path)["files"]) == 180
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+# -- F10: the command's exit code comes first --------------------------------------------
+def test_a_failing_command_with_a_damaged_report_reports_its_exit_code(
+        tmp_path: Path) -> None:
+    from bundler.errors import CommandFailedError
+    from bundler.fetch import fetch_command
+
+    code = ("import os, sys; d = os.environ['PADDLE_BUNDLE_CAPTURE']\n"
+            "open(os.path.join(d, '1-x.json'), 'w').write('{not json')\n"
+            "sys.exit(5)\n")
+    with pytest.raises(CommandFailedError) as info:
+        fetch_command([sys.executable, "-c", code], tmp_path / "b.tar.zst",
+                      home=tmp_path / "home")
+    assert info.value.exit_code == 5 and "exited with code 5" in str(info.value)

@@ -3,7 +3,8 @@
 Nothing here imports Paddle. The command runs as the user typed it, in the current directory,
 with its output and exit code passing through; only its environment changes:
 
-* ``PADDLE_BUNDLE_CAPTURE=<folder>``: each recording process writes ``<folder>/<pid>.json``;
+* ``PADDLE_BUNDLE_CAPTURE=<folder>``: each recording process writes
+  ``<folder>/<pid>-<random>.json``;
 * ``PYTHONPATH=<hook folder>:...``: the hook folder holds a ``sitecustomize.py`` that every
   Python imports at start-up (unless started with ``-S``, ``-I`` or ``-E``) and a link to the
   ``bundler`` package (only that package, not the site-packages around it), so a Python
