@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import stat
@@ -107,6 +109,46 @@ class FetchResult:
     processes: int = 1  # Python processes that recorded (fetch -- CMD)
 
 
+# -- what is recorded and printed: no credentials ------------------------------------------
+#: ``KEY=VALUE`` arguments (and ``--KEY VALUE`` pairs) whose value is a secret.
+_SECRET_KEY = re.compile(r"(?i)^(--?)?[\w.-]*(token|passw(or)?d|passwd|secret|api[_-]?key|"
+                         r"access[_-]?key|auth|credential)[\w.-]*$")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+REDACTED = "***"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user and password of every URL in it removed
+    (``https://user:pw@host/p`` -> ``https://***@host/p``)."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+
+
+def redact_command(command: Sequence[str]) -> tuple[str, ...]:
+    """``command`` as the manifest records it and messages print it: URLs without their
+    credentials, the value of ``token=...`` / ``password=...`` / ``--api-key VALUE``-like
+    arguments replaced by ``***``. Obvious secrets only: docs/fetch.md says so."""
+    out: list[str] = []
+    hide_next = False
+    for arg in command:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        key, sep, _ = arg.partition("=")
+        if sep and _SECRET_KEY.match(key):
+            out.append(f"{key}={REDACTED}")
+            continue
+        if arg.startswith("-") and _SECRET_KEY.match(arg):
+            hide_next = True
+        out.append(redact_url(arg))
+    return tuple(out)
+
+
+def shown(command: Sequence[str]) -> str:
+    """The command as one shell line, secrets redacted (for messages)."""
+    return shlex.join(redact_command(command))
+
+
 # -- the report ------------------------------------------------------------------------------
 def parse_report(raw: Any) -> ChildReport:
     """Validate the child's JSON report. A malformed one is a bug, reported as one line."""
@@ -147,9 +189,9 @@ def error_for(report: ChildReport, endpoint: str) -> BundleError:
     """The exception a failed child report stands for, with a one-line message."""
     error = report.error or {}
     kind = error.get("kind", "")
-    message = " ".join(error.get("message", "").split())
-    url = error.get("url", "")
-    endpoint = report.endpoint or endpoint
+    message = redact_url(" ".join(error.get("message", "").split()))
+    url = redact_url(error.get("url", ""))
+    endpoint = redact_url(report.endpoint or endpoint)
     if kind == "not_found":
         return ModelNotFoundError(message or f"model {error.get('model')} is not on {endpoint}",
                                   hint="check the id (as PaddleNLP spells it) and "
@@ -303,7 +345,8 @@ def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
         for model_id in model_ids:
             if ModelEntry.for_id(model_id).root not in by_root:
                 raise ModelNotFoundError(
-                    f"model {model_id} is not on {report.endpoint or DEFAULT_ENDPOINT}",
+                    f"model {model_id} is not on "
+                    f"{redact_url(report.endpoint or DEFAULT_ENDPOINT)}",
                     hint="PaddleNLP resolved no file for it; nothing was packed")
     elif not by_root:
         raise BundleError(f"Taskflow({task!r}) used no file from the cache: nothing to bundle")
@@ -504,7 +547,8 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, ids, task)
-    options = replace(options, endpoint=endpoint)
+    endpoint = redact_url(endpoint)
+    options = replace(options, endpoint=endpoint, command=redact_command(options.command))
     prover = None
     if prove:
         expect = [[m, step] for m, step, ok in report.steps if ok]
@@ -551,14 +595,15 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
             "PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
         why = (f" ({error_for(report, endpoint).message})" if report and report.error
                else "")
-        raise CommandFailedError(code, f"{' '.join(command)} exited with code {code}{why}: "
+        raise CommandFailedError(code, f"{shown(command)} exited with code {code}{why}: "
                                        "no bundle was written",
                                  hint="fix the command so it succeeds online first")
     endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, [], command=True, env=os.environ)
-    options = replace(options, endpoint=endpoint)
+    endpoint = redact_url(endpoint)
+    options = replace(options, endpoint=endpoint, command=redact_command(options.command))
     prover = None
     if prove:
         prover = _CommandProof(tuple(command))
@@ -612,7 +657,7 @@ class _CommandProof:
         self.command = command
 
     def describe(self) -> tuple[str, ...]:
-        return self.command
+        return redact_command(self.command)
 
     def run(self, bundle: Path, scratch_parent: Path | None, hide: Sequence[Path]) -> None:
         from bundler.capture.prove import run_offline
@@ -623,7 +668,7 @@ class _CommandProof:
         _check_homes(outcome.foreign_homes, outcome.isolation)
         if outcome.returncode != 0:
             raise _proof_failed(outcome.refusals, outcome.isolation,
-                                f"{' '.join(self.command)} exited with code "
+                                f"{shown(self.command)} exited with code "
                                 f"{outcome.returncode} offline", outcome.tail)
 
 

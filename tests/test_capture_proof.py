@@ -297,3 +297,43 @@ def test_a_failing_command_with_a_damaged_report_reports_its_exit_code(
         fetch_command([sys.executable, "-c", code], tmp_path / "b.tar.zst",
                       home=tmp_path / "home")
     assert info.value.exit_code == 5 and "exited with code 5" in str(info.value)
+
+
+# -- F11: no credentials in the manifest or the messages ------------------------------------
+def test_credentials_are_redacted_from_commands_and_urls() -> None:
+    from bundler.fetch import redact_command, redact_url
+
+    assert redact_url("http://user:pw@mirror.local:8080/paddlenlp") == \
+        "http://***@mirror.local:8080/paddlenlp"
+    assert redact_url("see https://tok@h/x and ftp://a:b@c/") == \
+        "see https://***@h/x and ftp://***@c/"
+    assert redact_url("http://mirror.local/paddlenlp") == "http://mirror.local/paddlenlp"
+    assert redact_command(["python", "app.py", "--token", "s3cret", "api_key=abc",
+                           "--password=pw", "--mirror", "http://u:p@m/x", "--epochs", "3",
+                           "HF_TOKEN=hf_x"]) == (
+        "python", "app.py", "--token", "***", "api_key=***", "--password=***", "--mirror",
+        "http://***@m/x", "--epochs", "3", "HF_TOKEN=***")
+
+
+def test_a_failing_commands_message_does_not_print_its_secrets(tmp_path: Path) -> None:
+    out = tmp_path / "b.tar.zst"
+    rc, _, stderr = run_cli("fetch", "--home", tmp_path / "home", "-o", out,
+                            "--mirror", "http://alice:hunter2@127.0.0.1:9/paddlenlp", "--",
+                            sys.executable, "-c", "raise SystemExit(4)", "--token", "s3cret",
+                            "password=hunter3")
+    assert rc == 4
+    assert "exited with code 4" in stderr
+    for secret in ("s3cret", "hunter2", "hunter3", "alice"):
+        assert secret not in stderr, stderr
+
+
+def test_a_failed_download_does_not_print_the_mirrors_password() -> None:
+    from bundler.fetch import ChildReport, error_for
+
+    report = ChildReport(endpoint="http://alice:hunter2@m.local/paddlenlp", paddlenlp="",
+                         paddle="", files=(), absent={},
+                         error={"kind": "download", "message": "boom for url "
+                                "http://alice:hunter2@m.local/paddlenlp/x",
+                                "url": "http://alice:hunter2@m.local/paddlenlp/x"})
+    text = str(error_for(report, "http://alice:hunter2@m.local/paddlenlp"))
+    assert "hunter2" not in text and "alice" not in text and "m.local" in text
