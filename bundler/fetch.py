@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -27,7 +28,8 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,8 @@ from bundler.manifest import (
 )
 from bundler.pack import PackOptions, PackResult, check_output, write_bundle
 from bundler.paths import is_within, unsafe_reason
+
+log = logging.getLogger(__name__)
 
 #: PaddleNLP's default server, used in messages when the child could not say which it used.
 DEFAULT_ENDPOINT = "https://bj.bcebos.com/paddlenlp"
@@ -580,7 +584,7 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
     _check_prove(prove, options)
     mirror = mirror_setting(mirror)
     check_output(out, home=home, models=[], split=bool(options.split_size))
-    with tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
+    with _terminate_raises(), tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
         code, reports = session.capture(command, home, Path(tmp), mirror)
         try:
             raw = session.merge(reports)
@@ -760,26 +764,105 @@ def write_proven(entries: Sequence[ModelEntry], files: Sequence[LocalFile], out:
     earlier bundle of that name (its file, volumes and sidecar) is replaced or removed.
     """
     target = check_output(out, home=home, models=entries, split=bool(options.split_size))
-    staging = Path(tempfile.mkdtemp(prefix=".paddle-bundle-fetch-", dir=out.parent))
+    remove_stale(out.parent, STAGING_PREFIX)
+    remove_stale(out.parent, ".paddle-bundle-proof-")  # where older versions proved
+    with _terminate_raises():
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",
+                                        dir=out.parent))
+        try:
+            result = write_bundle(entries, files, staging / out.name, home=home,
+                                  options=options, progress=progress, on_start=on_start)
+            if prover is not None:
+                from bundler.capture.prove import PROOF_PREFIX
+
+                remove_stale(Path(scratch or tempfile.gettempdir()), PROOF_PREFIX)
+                prover.run(result.path, scratch, [home])
+            return _move_into_place(result, out, target.replaceable)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+#: The bundle's staging folder beside ``out``: ``<prefix><pid>-<random>``.
+STAGING_PREFIX = ".paddle-bundle-fetch-"
+#: A leftover folder whose name carries no pid (an older version's) is stale after this long.
+STALE_AFTER = 24 * 3600.0
+
+
+def remove_stale(folder: Path, prefix: str) -> list[Path]:
+    """Remove ``folder``'s ``<prefix><pid>-...`` folders whose process is gone (a fetch
+    killed by SIGKILL or a power cut); the ones removed. A live pid's folder is kept (it may
+    be another fetch at work), and one without a pid only once older than a day."""
+    import time
+
+    removed: list[Path] = []
     try:
-        result = write_bundle(entries, files, staging / out.name, home=home, options=options,
-                              progress=progress, on_start=on_start)
-        if prover is not None:
-            prover.run(result.path, scratch, [home])
-        return _move_into_place(result, out, target.replaceable)
+        entries = [p for p in folder.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for path in entries:
+        head = path.name[len(prefix):].split("-", 1)[0]
+        try:
+            if head.isdigit() and "-" in path.name[len(prefix):]:
+                if int(head) == os.getpid() or _alive(int(head)):
+                    continue
+            elif time.time() - path.lstat().st_mtime < STALE_AFTER:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`SystemExit` (128 + N) while a fetch writes and proves,
+    so its ``finally`` blocks remove the staging and scratch folders, as Ctrl-C does; in the
+    main thread only (elsewhere the signals keep their handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _move_into_place(result: PackResult, out: Path, replaceable: frozenset[str]) -> PackResult:
     """Rename the proven files over ``out``; of what was there, remove only the files of an
     earlier bundle of that name that the new one does not overwrite."""
+    from bundler.install import _signals_held
+
     parts = [out.parent / p.name for p in result.parts]
-    for src, dst in zip(result.parts, parts):
-        os.replace(src, dst)
     sidecar = out.parent / result.sidecar.name
-    for name in sorted(replaceable - {p.name for p in parts} - {sidecar.name}):
-        with contextlib.suppress(FileNotFoundError):
-            (out.parent / name).unlink()  # an earlier bundle's file or volume: would shadow
-    os.replace(result.sidecar, sidecar)
+    # Ctrl-C, SIGTERM, SIGHUP wait until every rename is done: never a new volume beside an
+    # old sidecar, or an old bundle's volume left to shadow the new one
+    with _signals_held() as received:
+        for src, dst in zip(result.parts, parts):
+            os.replace(src, dst)
+        for name in sorted(replaceable - {p.name for p in parts} - {sidecar.name}):
+            with contextlib.suppress(FileNotFoundError):
+                (out.parent / name).unlink()  # an earlier bundle's file or volume: would shadow
+        os.replace(result.sidecar, sidecar)
+    if received:
+        log.warning("%s arrived while the bundle was moved into place; the move was "
+                    "completed first", ", ".join(signal.Signals(s).name
+                                                 for s in dict.fromkeys(received)))
     return replace(result, path=out, parts=tuple(parts), sidecar=sidecar)

@@ -337,3 +337,70 @@ def test_a_failed_download_does_not_print_the_mirrors_password() -> None:
                                 "url": "http://alice:hunter2@m.local/paddlenlp/x"})
     text = str(error_for(report, "http://alice:hunter2@m.local/paddlenlp"))
     assert "hunter2" not in text and "alice" not in text and "m.local" in text
+
+
+# -- F12: SIGTERM and leftovers -----------------------------------------------------------
+def test_sigterm_during_the_proof_leaves_no_folders(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    system_tmp = tmp_path / "systemtmp"
+    system_tmp.mkdir()
+    driver = DRIVER.replace("try:", f"tempfile.tempdir = {str(system_tmp)!r}\n    try:").replace(
+        "import sys, textwrap", "import sys, tempfile, textwrap")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(driver.format(server=textwrap.dedent(SERVER))),
+         str(tmp_path), str(marker)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()
+    assert any((tmp_path / "stick").iterdir()) and any(system_tmp.iterdir())  # at work
+    proc.terminate()  # paddle-bundle only, as a service manager or `kill` would
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, (stdout, stderr)
+    assert list((tmp_path / "stick").iterdir()) == []
+    assert list(system_tmp.iterdir()) == []
+
+
+def test_a_later_fetch_removes_stale_folders_of_a_killed_one(tmp_path: Path) -> None:
+    from bundler.capture.prove import PROOF_PREFIX
+
+    stick = tmp_path / "stick"
+    system_tmp = tmp_path / "systemtmp"
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text()) - 1
+    stale = [stick / f".paddle-bundle-fetch-{dead}-abc", system_tmp / f"{PROOF_PREFIX}{dead}-x",
+             stick / ".paddle-bundle-proof-oldname"]
+    live = [stick / f".paddle-bundle-fetch-{os.getppid()}-abc",
+            system_tmp / f"{PROOF_PREFIX}{os.getppid()}-y"]
+    for folder in stale + live:
+        (folder / "home").mkdir(parents=True)
+    old = time.time() - 3 * 24 * 3600
+    os.utime(stale[2], (old, old))
+    _prove(tmp_path, "pass", scratch=system_tmp)
+    assert [p for p in stale if p.exists()] == []
+    assert all(p.is_dir() for p in live)
+
+
+# -- F14: Ctrl-C between the final renames ---------------------------------------------------
+def test_ctrl_c_between_the_renames_still_moves_the_whole_bundle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bundler.fetch
+
+    real_replace = os.replace
+    calls: list[str] = []
+    target = tmp_path / "stick" / "b.tar.zst"
+
+    def replace(src: object, dst: object) -> None:
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if Path(str(dst)).parent == target.parent:
+            calls.append(str(dst))
+            if len(calls) == 1:
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C right after the bundle's rename
+
+    monkeypatch.setattr(bundler.fetch.os, "replace", replace)
+    try:
+        out = _prove(tmp_path, "pass")
+    except KeyboardInterrupt:
+        pytest.fail(f"Ctrl-C stopped the move half-way: {sorted(os.listdir(target.parent))}")
+    assert out.is_file() and out.with_name(out.name + ".sha256").is_file()
+    assert len(calls) == 2

@@ -154,9 +154,23 @@ def run_command(command: Sequence[str], env: Mapping[str, str], *,
         except KeyboardInterrupt:
             interrupted = True
             continue
+        except BaseException:  # SIGTERM / SIGHUP made into SystemExit: the command goes too
+            _terminate(proc)
+            raise
         if interrupted and interrupt_fails:
             raise KeyboardInterrupt
         return 128 - code if code < 0 else code
+
+
+def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Pass SIGTERM on to the command; kill it if it has not exited after ``grace`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def capture(command: Sequence[str], home: Path, work: Path,
