@@ -404,3 +404,33 @@ def test_ctrl_c_between_the_renames_still_moves_the_whole_bundle(
         pytest.fail(f"Ctrl-C stopped the move half-way: {sorted(os.listdir(target.parent))}")
     assert out.is_file() and out.with_name(out.name + ".sha256").is_file()
     assert len(calls) == 2
+
+
+# -- F13: not root inside the user namespace -----------------------------------------------
+NOBODY_PROBE = """
+import subprocess, sys
+from bundler.capture.prove import isolation
+name, prefix = isolation()
+probe = ("import os, socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1); "
+         "socket.create_connection(s.getsockname(), timeout=5); print(os.getuid(), os.getgid())")
+done = subprocess.run([*prefix, "--", sys.executable, "-I", "-c", probe],
+                      capture_output=True, text=True)
+print(name, "|", done.returncode, "|", done.stdout.strip(), "|", done.stderr.strip()[-300:])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists()
+                    or not Path("/usr/bin/python3").exists(),
+                    reason="needs root (to become nobody), setpriv and /usr/bin/python3")
+def test_without_root_the_proof_runs_as_the_callers_own_uid(tmp_path: Path) -> None:
+    """``unshare -r -n`` ran the proof as uid 0: a program that behaves differently as root
+    (writes where the user cannot, skips a permission check) was proven as someone else."""
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env",
+         f"HOME={tmp_path}", f"PYTHONPATH={ROOT}", "/usr/bin/python3", "-c", NOBODY_PROBE],
+        capture_output=True, text=True, cwd="/tmp", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    name, rc, ids, err = (p.strip() for p in proc.stdout.split("|"))
+    if name != prove.ISOLATION_NAMESPACE:
+        pytest.skip("user namespaces are not available to an unprivileged user here")
+    assert (rc, ids) == ("0", "65534 65534"), err
