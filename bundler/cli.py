@@ -295,7 +295,8 @@ class _FetchCommand(click.Command):
 @click.option("--mirror", default=None, metavar="URL",
               help="A mirror of PaddleNLP's bucket (bj.bcebos.com/paddlenlp) for community, "
                    "built-in and Taskflow downloads [env: PADDLE_BUNDLE_FETCH_MIRROR].")
-@click.option("--scratch", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--scratch", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
               metavar="DIR", help="Where the proof installs the bundle to run it offline "
                                   "[default: $TMPDIR]; never beside -o.")
 @_output_options

@@ -705,6 +705,8 @@ class _LoaderProof:
                        "expect": self.expect, "report": str(scratch / "proof.json")}
             (scratch / "request.json").write_text(json.dumps(request), encoding="utf-8")
             argv.append(str(scratch / "request.json"))
+            src = str(Path(__file__).resolve().parent.parent)  # bundler, even uninstalled
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), src) if p)
             (scratch / "cwd").mkdir()  # an empty cwd, as for the fetch child
 
         def collect(scratch: Path) -> None:

@@ -434,3 +434,23 @@ def test_without_root_the_proof_runs_as_the_callers_own_uid(tmp_path: Path) -> N
     if name != prove.ISOLATION_NAMESPACE:
         pytest.skip("user namespaces are not available to an unprivileged user here")
     assert (rc, ids) == ("0", "65534 65534"), err
+
+
+def test_the_proof_never_hides_your_home_folder_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = tmp_path / "user"
+    (user / ".paddlenlp").mkdir(parents=True)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("HOME", str(user))
+    monkeypatch.setenv("PPNLP_HOME", str(user))  # a home that is the home folder: not hidden
+    for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "AISTUDIO_HUB_CACHE",
+                 "XDG_CACHE_HOME", "AISTUDIO_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    found = prove.real_homes([tmp_path / "data"])
+    assert found == [tmp_path / "data", user / ".paddlenlp"], found
+
+
+def test_scratch_must_be_an_existing_folder(tmp_path: Path) -> None:
+    rc, _, err = run_cli("fetch", "-o", tmp_path / "b.tar.zst", "--scratch",
+                         tmp_path / "nope", "--", sys.executable, "-c", "pass")
+    assert rc == 2 and "--scratch" in err

@@ -50,7 +50,7 @@ def loopback_up() -> None:
 def hide(folder: str) -> None:
     libc = _libc()
     if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                  b"size=1m,mode=0755") != 0:
+                  b"size=64m,mode=0755") != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), folder)
 

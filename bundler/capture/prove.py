@@ -74,17 +74,18 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
     """The folders the proof hides (each under an empty tmpfs): ``extra`` (fetch's --home),
     this machine's PaddleNLP home(s) and hub caches as :func:`bundler.cache.top_dirs` finds
     them, and the default places (``~/.paddlenlp``, ``~/.cache/huggingface``,
-    ``~/.cache/paddle``). Only folders that exist; none inside another."""
+    ``~/.cache/paddle``). Only folders that exist; none inside another; never ``/``, your
+    home folder or a folder above it."""
     from bundler.cache import default_home, top_dirs
 
-    user = Path(os.path.expanduser("~"))
+    user = Path(os.path.realpath(os.path.expanduser("~")))
     found = [*extra, default_home(), user / ".paddlenlp", user / ".cache" / "huggingface",
              user / ".cache" / "paddle"]
     tops = top_dirs(default_home(), os.environ)
     found += [tops["hf"].parent, tops["aistudio"]]
     out: list[Path] = []
     for path in sorted({Path(os.path.realpath(p)) for p in found}, key=lambda p: len(p.parts)):
-        if path.is_dir() and len(path.parts) > 2 and not any(
+        if path.is_dir() and path not in (user, *user.parents) and not any(
                 path == o or o in path.parents for o in out):
             out.append(path)
     return out
