@@ -82,7 +82,7 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
     found = [*extra, default_home(), user / ".paddlenlp", user / ".cache" / "huggingface",
              user / ".cache" / "paddle"]
     tops = top_dirs(default_home(), os.environ)
-    found += [tops["hf"].parent, tops["aistudio"]]
+    found += [tops["hf"], tops["aistudio"]]  # the caches themselves, not the folder above
     out: list[Path] = []
     for path in sorted({Path(os.path.realpath(p)) for p in found}, key=lambda p: len(p.parts)):
         if path.is_dir() and path not in (user, *user.parents) and not any(
