@@ -130,6 +130,36 @@ def refused(error: BaseException) -> BaseException:
     return error
 
 
+_NOTED_HOMES: set[str] = set()
+
+
+def note_resolved_home(folder: str) -> None:
+    """Note (once per folder and process) a folder offline mode resolved models in, in the
+    refusal report's folder (:data:`ENV_REPORT`) as ``<pid>.homes``: fetch's proof fails when
+    the program loaded from anywhere but the scratch home it installed the bundle into."""
+    report = os.environ.get(ENV_REPORT)
+    folder = os.path.abspath(str(folder))
+    if not report or folder in _NOTED_HOMES:
+        return
+    _NOTED_HOMES.add(folder)
+    try:
+        with open(os.path.join(report, f"{os.getpid()}.homes"), "a", encoding="utf-8") as fh:
+            fh.write(folder + "\n")
+    except OSError:
+        pass
+
+
+def read_resolved_homes(report: Path) -> list[str]:
+    """Every folder :func:`note_resolved_home` noted in ``report``, sorted, once each."""
+    found: set[str] = set()
+    for path in report.glob("*.homes"):
+        try:
+            found.update(ln for ln in path.read_text(encoding="utf-8").splitlines() if ln)
+        except (OSError, UnicodeDecodeError):
+            continue
+    return sorted(found)
+
+
 # -- which PaddleNLP ------------------------------------------------------------------------
 def is_supported_version(version: str) -> bool:
     """``3.0.0b4`` and every ``2.8.x`` release, with or without PaddleNLP's ``.post`` suffix.
@@ -292,7 +322,9 @@ class OfflineResolver:
     def model_folder(self, model_id: str, cache_dir: Any = None) -> Path:
         from pathlib import Path
 
-        return Path(str(cache_dir) if cache_dir else self.model_home()) / model_id
+        base = str(cache_dir) if cache_dir else self.model_home()
+        note_resolved_home(base)  # fetch's proof: was it the scratch home?
+        return Path(base) / model_id
 
     def _recover(self, folder: Path) -> bool:
         """Finish an install killed in the home that holds ``folder`` (it may have moved the
@@ -466,6 +498,7 @@ def _hub_folder(kind: str, repo_id: str, cache_dir: Any = None) -> Path:
             from bundler.cache import aistudio_hub_cache, hf_hub_cache
 
             base = str(hf_hub_cache() if kind == "hf" else aistudio_hub_cache())
+    note_resolved_home(base)  # fetch's proof: was it the scratch cache?
     return Path(base) / "--".join(["models", *repo_id.split("/")])
 
 
@@ -1020,9 +1053,12 @@ def run_offline(command: Sequence[str], home: Path | None = None) -> int:
     """Run ``command`` with offline mode switched on in every Python it starts; its exit
     code (128 + N when killed by signal N, as shells report it).
 
-    The switch is the environment variable, picked up by the start-up hook that the package
-    installs, so the command's Python must have paddle-bundle installed too.
+    The switch is the environment variable plus the same start-up hook ``fetch``'s proof
+    uses: a ``sitecustomize`` in a temporary folder first on ``PYTHONPATH``
+    (:func:`bundler.capture.session.write_hook`), so a script that starts another Python
+    (even one without paddle-bundle installed) behaves here as it did in the proof.
     """
+    import tempfile
     from pathlib import Path
 
     if not command:
@@ -1034,11 +1070,9 @@ def run_offline(command: Sequence[str], home: Path | None = None) -> int:
 
     # an install killed mid-swap is finished before the command looks at a model
     Cache(Path(home) if home is not None else default_home()).recover()
-    if hook_path() is None:
-        raise BundleError(
-            f"the offline start-up hook {PTH_NAME} is not installed beside this Python's "
-            f"packages ({sys.prefix})",
-            hint="reinstall paddle-bundle with pip (pip install paddle-bundle, or make setup)")
-    from bundler.capture.session import run_command  # the same as fetch -- CMD runs it
+    # the same hook and the same runner as fetch -- CMD and its proof
+    from bundler.capture.session import base_environment, run_command, write_hook
 
-    return run_command(command, run_environment(home))
+    with tempfile.TemporaryDirectory(prefix="paddle-bundle-run-") as tmp:
+        env = run_environment(home, base_environment(write_hook(Path(tmp) / "hook")))
+        return run_command(command, env, interrupt_fails=False)

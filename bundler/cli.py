@@ -295,13 +295,17 @@ class _FetchCommand(click.Command):
 @click.option("--mirror", default=None, metavar="URL",
               help="A mirror of PaddleNLP's bucket (bj.bcebos.com/paddlenlp) for community, "
                    "built-in and Taskflow downloads [env: PADDLE_BUNDLE_FETCH_MIRROR].")
+@click.option("--scratch", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
+              metavar="DIR", help="Where the proof installs the bundle to run it offline "
+                                  "[default: $TMPDIR]; never beside -o.")
 @_output_options
 @_quiet_option
 @click.pass_context
 def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | None,
           task: str | None, task_args: tuple[str, ...], prove: bool, mirror: str | None,
-          level: int, threads: int, split_size: str | None, fat32: bool, state: Path | None,
-          portable: bool, quiet: bool) -> int:
+          scratch: Path | None, level: int, threads: int, split_size: str | None,
+          fat32: bool, state: Path | None, portable: bool, quiet: bool) -> int:
     """Bundle what PaddleNLP obtains for a program, or for MODELS, into one bundle.
 
     \b
@@ -341,12 +345,13 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
             if command:
                 result = fetch_command(command, out, home=_resolve_home(home), options=options,
                                        prove=prove, mirror=mirror, progress=bar.update,
-                                       on_start=bar.start)
+                                       on_start=bar.start, scratch=scratch)
             else:
                 result = do_fetch(models, out, home=_resolve_home(home), task=task,
                                   task_args=parse_task_args(task_args), options=options,
                                   progress=bar.update, on_start=bar.start,
-                                  on_download=downloads.event, prove=prove, mirror=mirror)
+                                  on_download=downloads.event, prove=prove, mirror=mirror,
+                                  scratch=scratch)
     finally:
         downloads.close()
     if not quiet:
@@ -521,7 +526,9 @@ def run(home: Path | None, command: tuple[str, ...]) -> int:
 
     Every Python that COMMAND starts loads models by name (and Taskflow) from HOME's cache,
     with no network: PADDLE_BUNDLE_OFFLINE=1 is set for it, and PPNLP_HOME when --home is
-    given. Its Python must have paddle-bundle installed.
+    given. The switch reaches them through the same start-up hook fetch's proof uses (a
+    sitecustomize first on PYTHONPATH), so a script that starts another Python behaves as
+    it did in the proof.
 
     \b
     paddle-bundle run --home /data/ppnlp -- python serve.py

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import shlex
 import shutil
 import signal
 import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,8 @@ from bundler.manifest import (
 )
 from bundler.pack import PackOptions, PackResult, check_output, write_bundle
 from bundler.paths import is_within, unsafe_reason
+
+log = logging.getLogger(__name__)
 
 #: PaddleNLP's default server, used in messages when the child could not say which it used.
 DEFAULT_ENDPOINT = "https://bj.bcebos.com/paddlenlp"
@@ -107,6 +113,46 @@ class FetchResult:
     processes: int = 1  # Python processes that recorded (fetch -- CMD)
 
 
+# -- what is recorded and printed: no credentials ------------------------------------------
+#: ``KEY=VALUE`` arguments (and ``--KEY VALUE`` pairs) whose value is a secret.
+_SECRET_KEY = re.compile(r"(?i)^(--?)?[\w.-]*(token|passw(or)?d|passwd|secret|api[_-]?key|"
+                         r"access[_-]?key|auth|credential)[\w.-]*$")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+REDACTED = "***"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the user and password of every URL in it removed
+    (``https://user:pw@host/p`` -> ``https://***@host/p``)."""
+    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+
+
+def redact_command(command: Sequence[str]) -> tuple[str, ...]:
+    """``command`` as the manifest records it and messages print it: URLs without their
+    credentials, the value of ``token=...`` / ``password=...`` / ``--api-key VALUE``-like
+    arguments replaced by ``***``. Obvious secrets only: docs/fetch.md says so."""
+    out: list[str] = []
+    hide_next = False
+    for arg in command:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        key, sep, _ = arg.partition("=")
+        if sep and _SECRET_KEY.match(key):
+            out.append(f"{key}={REDACTED}")
+            continue
+        if arg.startswith("-") and _SECRET_KEY.match(arg):
+            hide_next = True
+        out.append(redact_url(arg))
+    return tuple(out)
+
+
+def shown(command: Sequence[str]) -> str:
+    """The command as one shell line, secrets redacted (for messages)."""
+    return shlex.join(redact_command(command))
+
+
 # -- the report ------------------------------------------------------------------------------
 def parse_report(raw: Any) -> ChildReport:
     """Validate the child's JSON report. A malformed one is a bug, reported as one line."""
@@ -147,9 +193,9 @@ def error_for(report: ChildReport, endpoint: str) -> BundleError:
     """The exception a failed child report stands for, with a one-line message."""
     error = report.error or {}
     kind = error.get("kind", "")
-    message = " ".join(error.get("message", "").split())
-    url = error.get("url", "")
-    endpoint = report.endpoint or endpoint
+    message = redact_url(" ".join(error.get("message", "").split()))
+    url = redact_url(error.get("url", ""))
+    endpoint = redact_url(report.endpoint or endpoint)
     if kind == "not_found":
         return ModelNotFoundError(message or f"model {error.get('model')} is not on {endpoint}",
                                   hint="check the id (as PaddleNLP spells it) and "
@@ -303,7 +349,8 @@ def plan_from_report(home: Path, report: ChildReport, model_ids: Sequence[str],
         for model_id in model_ids:
             if ModelEntry.for_id(model_id).root not in by_root:
                 raise ModelNotFoundError(
-                    f"model {model_id} is not on {report.endpoint or DEFAULT_ENDPOINT}",
+                    f"model {model_id} is not on "
+                    f"{redact_url(report.endpoint or DEFAULT_ENDPOINT)}",
                     hint="PaddleNLP resolved no file for it; nothing was packed")
     elif not by_root:
         raise BundleError(f"Taskflow({task!r}) used no file from the cache: nothing to bundle")
@@ -465,7 +512,8 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
           progress: Callable[[int], None] | None = None,
           on_start: Callable[[int], None] | None = None,
           on_download: Callable[[DownloadEvent], None] | None = None,
-          prove: bool = False, mirror: str | None = None) -> FetchResult:
+          prove: bool = False, mirror: str | None = None,
+          scratch: Path | None = None) -> FetchResult:
     """Download with PaddleNLP what loading ``model_ids`` needs into ``home``, then pack it.
 
     Without ``task`` each model is resolved the way ``AutoConfig``, ``AutoTokenizer`` (slow
@@ -476,8 +524,9 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     versions.
     ``progress``/``on_start`` are as for :func:`bundler.pack.pack` (the packing part);
     ``on_download`` receives the child's download progress. With ``prove`` the same loads
-    must work offline from a scratch install of the bundle before it is written
-    (:func:`write_proven`); ``mirror`` stands in for PaddleNLP's bucket.
+    must work offline from a scratch install of the bundle (under ``scratch``, default
+    ``$TMPDIR``) before it is written (:func:`write_proven`); ``mirror`` stands in for
+    PaddleNLP's bucket.
     """
     home = Path(os.path.abspath(os.path.expanduser(home)))
     if not model_ids and task is None:
@@ -502,14 +551,15 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, ids, task)
-    options = replace(options, endpoint=endpoint)
+    endpoint = redact_url(endpoint)
+    options = replace(options, endpoint=endpoint, command=redact_command(options.command))
     prover = None
     if prove:
         expect = [[m, step] for m, step, ok in report.steps if ok]
         prover = _LoaderProof(ids, task, expect, task_args)
         options = replace(options, proof=_proof(prover.describe(), report))
     result = write_proven(entries, files, out, home=home, options=options, prover=prover,
-                          progress=progress, on_start=on_start)
+                          progress=progress, on_start=on_start, scratch=scratch)
     return _result(result, report, files, endpoint, options.proof)
 
 
@@ -517,7 +567,8 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
                   options: PackOptions | None = None, prove: bool = True,
                   mirror: str | None = None,
                   progress: Callable[[int], None] | None = None,
-                  on_start: Callable[[int], None] | None = None) -> FetchResult:
+                  on_start: Callable[[int], None] | None = None,
+                  scratch: Path | None = None) -> FetchResult:
     """Run ``command`` with the recorder in every Python it starts, then bundle every file
     PaddleNLP obtained for it (:mod:`bundler.capture`); with ``prove`` (the default) only
     once the same command has run offline from a scratch install of the bundle.
@@ -533,26 +584,36 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
     _check_prove(prove, options)
     mirror = mirror_setting(mirror)
     check_output(out, home=home, models=[], split=bool(options.split_size))
-    with tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
-        code, raw = session.capture(command, home, Path(tmp), mirror)
-    report = parse_report(raw)
-    endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
-    if code != 0:
+    with _terminate_raises(), tempfile.TemporaryDirectory(prefix="paddle-bundle-capture-") as tmp:
+        code, reports = session.capture(command, home, Path(tmp), mirror)
+        try:
+            raw = session.merge(reports)
+            report: ChildReport | None = parse_report(raw)
+        except BundleError:
+            if code == 0:
+                raise
+            report = None  # the command's own failure comes first
+    if code != 0 or report is None:
         # A download PaddleNLP failed at is the likely reason: name it (and its URL).
-        why = f" ({error_for(report, endpoint).message})" if report.error else ""
-        raise CommandFailedError(code, f"{' '.join(command)} exited with code {code}{why}: "
+        endpoint = (report.endpoint if report else "") or os.environ.get(
+            "PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
+        why = (f" ({error_for(report, endpoint).message})" if report and report.error
+               else "")
+        raise CommandFailedError(code, f"{shown(command)} exited with code {code}{why}: "
                                        "no bundle was written",
                                  hint="fix the command so it succeeds online first")
+    endpoint = report.endpoint or os.environ.get("PPNLP_ENDPOINT") or DEFAULT_ENDPOINT
     if report.error is not None:
         raise error_for(report, endpoint)
     entries, files = plan_from_report(home, report, [], command=True, env=os.environ)
-    options = replace(options, endpoint=endpoint)
+    endpoint = redact_url(endpoint)
+    options = replace(options, endpoint=endpoint, command=redact_command(options.command))
     prover = None
     if prove:
         prover = _CommandProof(tuple(command))
         options = replace(options, proof=_proof(prover.describe(), report))
     result = write_proven(entries, files, out, home=home, options=options, prover=prover,
-                          progress=progress, on_start=on_start)
+                          progress=progress, on_start=on_start, scratch=scratch)
     return replace(_result(result, report, files, endpoint, options.proof),
                    processes=int(raw.get("processes") or 0))
 
@@ -600,16 +661,18 @@ class _CommandProof:
         self.command = command
 
     def describe(self) -> tuple[str, ...]:
-        return self.command
+        return redact_command(self.command)
 
-    def run(self, bundle: Path, scratch_parent: Path) -> None:
+    def run(self, bundle: Path, scratch_parent: Path | None, hide: Sequence[Path]) -> None:
         from bundler.capture.prove import run_offline
 
         debug = bool(os.environ.get("PADDLE_BUNDLE_DEBUG"))
-        outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, debug=debug)
+        outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, hide=hide,
+                              debug=debug)
+        _check_homes(outcome.foreign_homes, outcome.isolation)
         if outcome.returncode != 0:
             raise _proof_failed(outcome.refusals, outcome.isolation,
-                                f"{' '.join(self.command)} exited with code "
+                                f"{shown(self.command)} exited with code "
                                 f"{outcome.returncode} offline", outcome.tail)
 
 
@@ -630,7 +693,7 @@ class _LoaderProof:
             return ("Taskflow", self.task, *self.ids)
         return ("from_pretrained", *self.ids)
 
-    def run(self, bundle: Path, scratch_parent: Path) -> None:
+    def run(self, bundle: Path, scratch_parent: Path | None, hide: Sequence[Path]) -> None:
         from bundler.capture.prove import run_offline
 
         raw: dict[str, Any] = {}
@@ -642,21 +705,35 @@ class _LoaderProof:
                        "expect": self.expect, "report": str(scratch / "proof.json")}
             (scratch / "request.json").write_text(json.dumps(request), encoding="utf-8")
             argv.append(str(scratch / "request.json"))
+            src = str(Path(__file__).resolve().parent.parent)  # bundler, even uninstalled
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), src) if p)
             (scratch / "cwd").mkdir()  # an empty cwd, as for the fetch child
 
         def collect(scratch: Path) -> None:
             with contextlib.suppress(OSError, ValueError):
                 raw.update(json.loads((scratch / "proof.json").read_text(encoding="utf-8")))
 
-        outcome = run_offline(bundle, argv, scratch_parent=scratch_parent,
+        outcome = run_offline(bundle, argv, scratch_parent=scratch_parent, hide=hide,
                               debug=bool(os.environ.get("PADDLE_BUNDLE_DEBUG")),
                               prepare=prepare, collect=collect, cwd="cwd")
+        _check_homes(outcome.foreign_homes, outcome.isolation)
         error = raw.get("error") if isinstance(raw.get("error"), dict) else None
         if outcome.returncode != 0 or error is not None or not raw:
             detail = str((error or {}).get("message") or "")
             raise _proof_failed(outcome.refusals, outcome.isolation,
                                 detail or f"the offline loads exited with code "
                                           f"{outcome.returncode}", outcome.tail)
+
+
+def _check_homes(homes: Sequence[str], isolation_name: str) -> None:
+    """The proof tests the bundle only if the program loaded from the scratch home."""
+    if homes:
+        raise ProofFailedError(
+            f"the offline proof failed ({isolation_name}): the program loaded models from "
+            f"{homes[0]}, not from the scratch home the bundle was installed into, so the "
+            "bundle was not tested; no bundle was written",
+            hint="let the program use PPNLP_HOME as it finds it (do not set PPNLP_HOME or "
+                 "cache_dir inside it), or use --no-prove")
 
 
 def _proof_failed(refusals: Sequence[Mapping[str, str]], isolation_name: str, what: str,
@@ -679,34 +756,115 @@ def write_proven(entries: Sequence[ModelEntry], files: Sequence[LocalFile], out:
                  home: Path, options: PackOptions,
                  prover: _CommandProof | _LoaderProof | None,
                  progress: Callable[[int], None] | None = None,
-                 on_start: Callable[[int], None] | None = None) -> PackResult:
-    """Write the bundle under a temporary folder beside ``out``, prove it there (if
-    ``prover``), and only then move it (volumes first, sidecar last) to ``out``.
+                 on_start: Callable[[int], None] | None = None,
+                 scratch: Path | None = None) -> PackResult:
+    """Write the bundle under a temporary folder beside ``out``, prove it (if ``prover``)
+    from a scratch install under ``scratch`` (default ``$TMPDIR``: not beside ``out``, which
+    may be a USB stick), and only then move it (volumes first, sidecar last) to ``out``.
 
     ``out`` is checked as ``pack`` checks it (:func:`bundler.pack.check_output`): only an
     earlier bundle of that name (its file, volumes and sidecar) is replaced or removed.
     """
     target = check_output(out, home=home, models=entries, split=bool(options.split_size))
-    staging = Path(tempfile.mkdtemp(prefix=".paddle-bundle-fetch-", dir=out.parent))
+    remove_stale(out.parent, STAGING_PREFIX)
+    remove_stale(out.parent, ".paddle-bundle-proof-")  # where older versions proved
+    with _terminate_raises():
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",
+                                        dir=out.parent))
+        try:
+            result = write_bundle(entries, files, staging / out.name, home=home,
+                                  options=options, progress=progress, on_start=on_start)
+            if prover is not None:
+                from bundler.capture.prove import PROOF_PREFIX
+
+                remove_stale(Path(scratch or tempfile.gettempdir()), PROOF_PREFIX)
+                prover.run(result.path, scratch, [home])
+            return _move_into_place(result, out, target.replaceable)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+#: The bundle's staging folder beside ``out``: ``<prefix><pid>-<random>``.
+STAGING_PREFIX = ".paddle-bundle-fetch-"
+#: A leftover folder whose name carries no pid (an older version's) is stale after this long.
+STALE_AFTER = 24 * 3600.0
+
+
+def remove_stale(folder: Path, prefix: str) -> list[Path]:
+    """Remove ``folder``'s ``<prefix><pid>-...`` folders whose process is gone (a fetch
+    killed by SIGKILL or a power cut); the ones removed. A live pid's folder is kept (it may
+    be another fetch at work), and one without a pid only once older than a day."""
+    import time
+
+    removed: list[Path] = []
     try:
-        result = write_bundle(entries, files, staging / out.name, home=home, options=options,
-                              progress=progress, on_start=on_start)
-        if prover is not None:
-            prover.run(result.path, out.parent)
-        return _move_into_place(result, out, target.replaceable)
+        entries = [p for p in folder.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for path in entries:
+        head = path.name[len(prefix):].split("-", 1)[0]
+        try:
+            if head.isdigit() and "-" in path.name[len(prefix):]:
+                if int(head) == os.getpid() or _alive(int(head)):
+                    continue
+            elif time.time() - path.lstat().st_mtime < STALE_AFTER:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`SystemExit` (128 + N) while a fetch writes and proves,
+    so its ``finally`` blocks remove the staging and scratch folders, as Ctrl-C does; in the
+    main thread only (elsewhere the signals keep their handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _move_into_place(result: PackResult, out: Path, replaceable: frozenset[str]) -> PackResult:
     """Rename the proven files over ``out``; of what was there, remove only the files of an
     earlier bundle of that name that the new one does not overwrite."""
+    from bundler.install import _signals_held
+
     parts = [out.parent / p.name for p in result.parts]
-    for src, dst in zip(result.parts, parts):
-        os.replace(src, dst)
     sidecar = out.parent / result.sidecar.name
-    for name in sorted(replaceable - {p.name for p in parts} - {sidecar.name}):
-        with contextlib.suppress(FileNotFoundError):
-            (out.parent / name).unlink()  # an earlier bundle's file or volume: would shadow
-    os.replace(result.sidecar, sidecar)
+    # Ctrl-C, SIGTERM, SIGHUP wait until every rename is done: never a new volume beside an
+    # old sidecar, or an old bundle's volume left to shadow the new one
+    with _signals_held() as received:
+        for src, dst in zip(result.parts, parts):
+            os.replace(src, dst)
+        for name in sorted(replaceable - {p.name for p in parts} - {sidecar.name}):
+            with contextlib.suppress(FileNotFoundError):
+                (out.parent / name).unlink()  # an earlier bundle's file or volume: would shadow
+        os.replace(result.sidecar, sidecar)
+    if received:
+        log.warning("%s arrived while the bundle was moved into place; the move was "
+                    "completed first", ", ".join(signal.Signals(s).name
+                                                 for s in dict.fromkeys(received)))
     return replace(result, path=out, parts=tuple(parts), sidecar=sidecar)

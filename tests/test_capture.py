@@ -525,3 +525,60 @@ def test_a_malformed_process_report_is_one_clear_error(tmp_path: Path,
     (tmp_path / "123.json").write_text(json.dumps({"version": REPORT_VERSION, **bad}))
     with pytest.raises(BundleError, match="123.json is malformed"):
         merge(tmp_path)
+
+
+@pytest.mark.paddle
+@needs_unshare
+def test_a_program_that_sets_its_own_ppnlp_home_fails_the_proof(
+        server: mirror.MirrorServer, tmp_path: Path) -> None:
+    """The program points PPNLP_HOME at the real (populated) home itself: online that is the
+    home fetch filled, but in the proof it would load from there, not from the bundle, and
+    pass untested (review F2). It must fail: no bundle, one clear line."""
+    home = tmp_path / "home"
+    app = _write(tmp_path / "app", {"app.py": f"""
+        import os
+        os.environ["PPNLP_HOME"] = {str(home)!r}
+        from paddlenlp.transformers import AutoTokenizer
+        AutoTokenizer.from_pretrained({CODEGEN!r})
+        print("loaded")
+        """})
+    out = tmp_path / "stick" / "b.tar.zst"
+    out.parent.mkdir()
+    proc = fetch_run(app, home, out, "--", "python", "app.py",
+                     env_extra=mirror.paddlenlp_env(server.endpoint))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "loaded" in proc.stdout  # online it worked
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("paddle-bundle")]
+    assert len(ours) == 1, proc.stderr[-3000:]  # the rest is the app's own online output
+    assert "offline proof failed (network namespace)" in ours[0]
+    assert f"loaded models from {home / 'models'}" in ours[0]
+    assert "no bundle was written" in ours[0]
+    assert (home / "models" / CODEGEN).is_dir()  # the real home was only hidden
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.paddle
+def test_from_modelscope_is_refused_in_capture_mode(server: mirror.MirrorServer,
+                                                    tmp_path: Path) -> None:
+    """PaddleNLP's from_modelscope switch downloads with the modelscope package into its own
+    cache: nothing the recorder sees. A program that tries it (and falls back when it fails)
+    exits 0, and its bundle silently lacked that model (review F8)."""
+    app = _write(tmp_path / "app", {"app.py": f"""
+        import os
+        from paddlenlp.transformers import AutoConfig, AutoTokenizer
+        os.environ["from_modelscope"] = "True"
+        try:
+            AutoConfig.from_pretrained("Org/only-on-modelscope")
+        except Exception as exc:
+            print("fell back:", type(exc).__name__)
+        os.environ["from_modelscope"] = "False"
+        AutoTokenizer.from_pretrained({CODEGEN!r})
+        """})
+    out = tmp_path / "b.tar.zst"
+    proc = fetch_run(app, tmp_path / "home", out, "--", "python", "app.py",
+                     env_extra=mirror.paddlenlp_env(server.endpoint))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    ours = [ln for ln in proc.stderr.splitlines() if ln.startswith("paddle-bundle")]
+    assert len(ours) == 1 and "from_modelscope=True" in ours[0], proc.stderr[-3000:]
+    assert "Org/only-on-modelscope" in ours[0]
+    assert not out.exists()

@@ -17,5 +17,5 @@ shadows.
 from __future__ import annotations
 
 #: Set to a folder: every Python started with it records what PaddleNLP obtains and writes
-#: its report to ``<folder>/<pid>.json``.
+#: its report to ``<folder>/<pid>-<random>.json``.
 ENV_CAPTURE = "PADDLE_BUNDLE_CAPTURE"

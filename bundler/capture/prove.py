@@ -20,36 +20,83 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler._offline import ENV_GUARD, ENV_OFFLINE, ENV_REPORT
+from bundler._offline import ENV_GUARD, ENV_OFFLINE, ENV_REPORT, read_resolved_homes
 from bundler.capture.session import base_environment, run_command, write_hook
 
 ISOLATION_NAMESPACE = "network namespace"
 ISOLATION_GUARD = "socket guard"
 
+#: The sandbox helper (:mod:`bundler.capture._sandbox`), run by path inside the namespaces.
+SANDBOX = Path(__file__).resolve().with_name("_sandbox.py")
+
 _ISOLATION: tuple[str, tuple[str, ...]] | None = None
 
 
+def _candidates() -> list[tuple[str, ...]]:
+    """Namespace prefixes to try, best first: as root a new mount and network namespace;
+    otherwise a user namespace too, mapped back to the caller's own uid/gid inside
+    (``unshare -r`` alone would run the command as uid 0), else as its root."""
+    helper = (sys.executable, "-I", "-S", str(SANDBOX))
+    if os.geteuid() == 0:
+        return [("unshare", "-m", "-n", "--", *helper)]
+    mapped = ("--uid", str(os.getuid()), "--gid", str(os.getgid()))
+    return [("unshare", "-r", "-m", "-n", "--", *helper, *mapped),
+            ("unshare", "-r", "-m", "-n", "--", *helper)]
+
+
 def isolation() -> tuple[str, tuple[str, ...]]:
-    """How the proof cuts the network here: ``(name, command prefix)``; found once."""
+    """How the proof cuts the network here: ``(name, command prefix)``; found once. The
+    prefix takes ``--hide DIR``... then ``--`` and the command (see ``_sandbox``)."""
     global _ISOLATION
     if _ISOLATION is None:
         _ISOLATION = (ISOLATION_GUARD, ())
         if os.environ.get("PADDLE_BUNDLE_PROVE_NO_NAMESPACE") != "1" and shutil.which("unshare"):
-            for prefix in (("unshare", "-n", "--"), ("unshare", "-r", "-n", "--")):
-                try:
-                    ok = subprocess.run([*prefix, "true"], capture_output=True,
-                                        timeout=30).returncode == 0
-                except (OSError, subprocess.TimeoutExpired):
-                    ok = False
-                if ok:
-                    _ISOLATION = (ISOLATION_NAMESPACE, prefix)
-                    break
+            with tempfile.TemporaryDirectory(prefix="paddle-bundle-probe-") as probe:
+                for prefix in _candidates():
+                    try:
+                        ok = subprocess.run([*prefix, "--hide", probe, "--", "true"],
+                                            capture_output=True, timeout=30).returncode == 0
+                    except (OSError, subprocess.TimeoutExpired):
+                        ok = False
+                    if ok:
+                        _ISOLATION = (ISOLATION_NAMESPACE, prefix)
+                        break
     return _ISOLATION
+
+
+def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
+    """The folders the proof hides (each under an empty tmpfs): ``extra`` (fetch's --home),
+    this machine's PaddleNLP home(s) and hub caches as :func:`bundler.cache.top_dirs` finds
+    them, and the default places (``~/.paddlenlp``, ``~/.cache/huggingface``,
+    ``~/.cache/paddle``). Only folders that exist; none inside another; never ``/``, your
+    home folder or a folder above it."""
+    from bundler.cache import default_home, top_dirs
+
+    user = Path(os.path.realpath(os.path.expanduser("~")))
+    found = [*extra, default_home(), user / ".paddlenlp", user / ".cache" / "huggingface",
+             user / ".cache" / "paddle"]
+    tops = top_dirs(default_home(), os.environ)
+    found += [tops["hf"], tops["aistudio"]]  # the caches themselves, not the folder above
+    out: list[Path] = []
+    for path in sorted({Path(os.path.realpath(p)) for p in found}, key=lambda p: len(p.parts)):
+        if path.is_dir() and path not in (user, *user.parents) and not any(
+                path == o or o in path.parents for o in out):
+            out.append(path)
+    return out
+
+
+def _hideable(folders: Sequence[Path], keep: Sequence[Path]) -> list[str]:
+    """``folders`` that hold none of ``keep`` (the scratch, the command's folder, this
+    Python): hiding those would hide what the proof itself needs."""
+    kept = [Path(os.path.realpath(k)) for k in keep]
+    return [str(f) for f in folders
+            if not any(k == f or f in k.parents for k in kept)]
 
 
 @dataclass(frozen=True)
@@ -61,6 +108,9 @@ class ProofRun:
     refusals: tuple[dict[str, str], ...]
     tail: str
     scratch_home: Path
+    #: PaddleNLP homes / caches offline mode resolved models in outside the scratch: the
+    #: program chose its own (it set PPNLP_HOME, passed cache_dir), the proof did not test it
+    foreign_homes: tuple[str, ...] = ()
 
 
 #: The variables that say where the hub caches are (bundler.cache.hf_hub_cache and
@@ -88,19 +138,25 @@ def offline_environment(scratch: Path, hook_folder: Path, refusals: Path,
     return env
 
 
-def run_offline(bundle: Path, command: Sequence[str], *, scratch_parent: Path,
+def run_offline(bundle: Path, command: Sequence[str], *,
+                scratch_parent: Path | None = None, hide: Sequence[Path] = (),
                 debug: bool = False,
                 prepare: Callable[[Path, dict[str, str]], None] | None = None,
                 collect: Callable[[Path], None] | None = None,
                 cwd: str | None = None) -> ProofRun:
-    """Install ``bundle`` into a scratch home below ``scratch_parent`` and run ``command``
-    offline from it, in the current directory or ``<scratch>/<cwd>``. ``prepare(scratch,
-    env)`` runs before the command (it may add files and arguments), ``collect(scratch)``
-    after it; then everything scratch is removed."""
+    """Install ``bundle`` into a scratch home below ``scratch_parent`` (default: the system's
+    temporary folder, ``$TMPDIR``: never beside the bundle, which may be on a USB stick) and
+    run ``command`` offline from it, in the current directory or ``<scratch>/<cwd>``.
+
+    In a namespace the real homes (``hide`` plus :func:`real_homes`) are hidden under empty
+    folders and loopback is up. ``prepare(scratch, env)`` runs before the command (it may add
+    files and arguments), ``collect(scratch)`` after it; then everything scratch is removed.
+    A Ctrl-C while the command runs is :class:`KeyboardInterrupt` once it has exited."""
     from bundler.install import install
 
     name, prefix = isolation()
-    scratch = Path(tempfile.mkdtemp(prefix=".paddle-bundle-proof-", dir=scratch_parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{PROOF_PREFIX}{os.getpid()}-",
+                                    dir=scratch_parent))
     try:
         refusals = scratch / "refusals"
         refusals.mkdir()
@@ -109,16 +165,35 @@ def run_offline(bundle: Path, command: Sequence[str], *, scratch_parent: Path,
             install(bundle, home=scratch / "home")
         if prepare is not None:
             prepare(scratch, env)
+        workdir = scratch / cwd if cwd else Path.cwd()
+        full = list(command)
+        if prefix:
+            hidden = _hideable(real_homes(hide), [scratch, workdir, Path(sys.prefix),
+                                                  Path(sys.executable).parent])
+            full = [*prefix, *(a for h in hidden for a in ("--hide", h)), "--", *command]
         log = scratch / "output.log"
         with open(log, "wb") as out:
             sink = None if debug else out
-            code = run_command([*prefix, *command], env, stdout=sink, stderr=sink,
+            code = run_command(full, env, stdout=sink, stderr=sink,
                                cwd=scratch / cwd if cwd else None)
         if collect is not None:
             collect(scratch)
-        return ProofRun(code, name, _read_refusals(refusals), _tail(log), scratch / "home")
+        homes = tuple(h for h in read_resolved_homes(refusals)
+                      if not _within(Path(h), scratch))
+        return ProofRun(code, name, _read_refusals(refusals), _tail(log), scratch / "home",
+                        homes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+#: The scratch folders' names: ``<prefix><pid>-<random>``, so a later fetch can tell the
+#: ones whose process is gone (killed by SIGKILL, a power cut) and remove them.
+PROOF_PREFIX = "paddle-bundle-proof-"
+
+
+def _within(path: Path, folder: Path) -> bool:
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == base or base in real.parents
 
 
 @contextlib.contextmanager

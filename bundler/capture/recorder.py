@@ -45,7 +45,9 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -151,6 +153,26 @@ def hub_root(kind: str, repo_id: str) -> str:
     return f"{kind}/models--{repo_id.replace('/', '--')}"
 
 
+def modelscope_on() -> bool:
+    """PaddleNLP's own switch (``os.environ["from_modelscope"]``, read by
+    ``resolve_file_path`` with ``strtobool`` at every uncached file)."""
+    return os.environ.get("from_modelscope", "").strip().lower() in (  # noqa: SIM112 - PaddleNLP spells it so
+        "y", "yes", "t", "true", "on", "1")
+
+
+def refuse_modelscope(rec: Recorder, repo_id: str) -> Exception:
+    """Record and return the refusal of a ModelScope download: PaddleNLP would fetch it with
+    the modelscope package into that package's own cache, which a bundle does not carry."""
+    from bundler.errors import BundleError
+
+    message = (f"from_modelscope=True: {repo_id} would be downloaded from ModelScope, which "
+               "fetch cannot record or bundle")
+    rec.fail("unsupported", message)
+    return BundleError(message, hint="load it by name from PaddleNLP's community server, the "
+                                     "Hugging Face hub (from_hf_hub=True) or AI Studio "
+                                     "(from_aistudio=True) instead")
+
+
 class SizeMismatch(OSError):
     """A download ended without error but not at the size the server announced."""
 
@@ -159,7 +181,8 @@ class Recorder:
     """What PaddleNLP used, what upstream lacks, and what went wrong, in one process.
 
     With ``report_dir`` the recorder rewrites its report file there (named after the process
-    id at the time, so a forked child writes its own) after every change: a process that ends
+    id at the time plus a random part, so a forked child writes its own and a reused pid
+    never overwrites an earlier report) after every change: a process that ends
     with ``os._exit`` or a signal has still reported everything it obtained.
     """
 
@@ -177,6 +200,9 @@ class Recorder:
         self.report_dir = report_dir
         self.versions: dict[str, str] = {}
         self._events = os.fdopen(events_fd, "w", buffering=1) if events_fd is not None else None
+        self._pid = 0
+        self._name = ""
+        self._lock = threading.Lock()
 
     # -- recording ----------------------------------------------------------------------
     def use(self, root: str, path: str, how: str, kind: str = KIND_COMMUNITY,
@@ -221,16 +247,25 @@ class Recorder:
                 "failures": list(self.failures)}
 
     def save(self) -> None:
+        """Rewrite this process's report atomically (a temporary file renamed over it), under
+        a lock (threads record too). The name is ``<pid>-<random>.json``, drawn again in a
+        forked child: a later process that reuses the pid never overwrites this one's."""
         if not self.report_dir:
             return
-        path = os.path.join(self.report_dir, f"{os.getpid()}.json")
-        tmp = f"{path}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.report(), fh)
-            os.replace(tmp, path)
-        except OSError:  # the parent's folder is gone: it stopped listening
-            pass
+        pid = os.getpid()
+        if self._pid != pid:  # first save, or a forked child: its own name and lock
+            self._pid, self._name = pid, f"{pid}-{uuid.uuid4().hex}"
+            self._lock = threading.Lock()
+        with self._lock:
+            path = os.path.join(self.report_dir, f"{self._name}.json")
+            tmp = f"{path}.{threading.get_ident()}.tmp"
+            try:
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    json.dump(self.report(), fh)
+                os.replace(tmp, path)
+            except OSError:  # the parent's folder is gone: it stopped listening
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 class _CountingFile:
@@ -342,6 +377,9 @@ def patch_download(rec: Recorder, dl: Any) -> None:
         found = orig_cache(repo_id, filename, cache_dir, subfolder, revision, repo_type,
                            from_bos, from_aistudio, from_hf_hub)
         kind = KIND_AISTUDIO if from_aistudio else KIND_HF if from_hf_hub else None
+        if found is None and modelscope_on() and not filename.startswith(("http://",
+                                                                           "https://")):
+            raise refuse_modelscope(rec, repo_id)
         if kind is None:
             if isinstance(found, str):
                 rec.use(f"models/{repo_id}", found, "cached")

@@ -3,7 +3,8 @@
 Nothing here imports Paddle. The command runs as the user typed it, in the current directory,
 with its output and exit code passing through; only its environment changes:
 
-* ``PADDLE_BUNDLE_CAPTURE=<folder>``: each recording process writes ``<folder>/<pid>.json``;
+* ``PADDLE_BUNDLE_CAPTURE=<folder>``: each recording process writes
+  ``<folder>/<pid>-<random>.json``;
 * ``PYTHONPATH=<hook folder>:...``: the hook folder holds a ``sitecustomize.py`` that every
   Python imports at start-up (unless started with ``-S``, ``-I`` or ``-E``) and a link to the
   ``bundler`` package (only that package, not the site-packages around it), so a Python
@@ -30,6 +31,10 @@ from bundler.capture.recorder import ENV_MIRROR, KIND_COMMUNITY, REPORT_VERSION
 from bundler.errors import BundleError, UsageError
 
 #: The start-up hook, written as ``sitecustomize.py`` into a folder first on ``PYTHONPATH``.
+#: The folder holds nothing else importable: paddle-bundle's own package sits one level down
+#: (:data:`PRIVATE_DIR`), put on ``sys.path`` only while the hook imports it, so a package of
+#: the user's that is also called ``bundler`` is not shadowed by a folder on PYTHONPATH. A
+#: failing hook says so in one line and never keeps the user's sitecustomize from running.
 HOOK_SOURCE = '''\
 """paddle-bundle: switch fetch's recorder (or offline mode) on in every Python the command
 starts, then run the sitecustomize this file shadows, if there is one."""
@@ -40,13 +45,27 @@ def _paddle_bundle_start():
     import sys
 
     here = os.path.dirname(os.path.abspath(__file__))
-    if os.environ.get("PADDLE_BUNDLE_CAPTURE"):
-        import bundler.capture.hook
+    private = os.path.join(here, "_paddle_bundle_private")
+    try:
+        offline = os.environ.get("PADDLE_BUNDLE_OFFLINE", "").strip().lower() not in (
+            "", "0", "false", "no", "off")
+        if os.environ.get("PADDLE_BUNDLE_CAPTURE") or offline:
+            sys.path.insert(0, private)
+            try:
+                if os.environ.get("PADDLE_BUNDLE_CAPTURE"):
+                    import bundler.capture.hook
 
-        bundler.capture.hook.activate()
-    elif os.environ.get("PADDLE_BUNDLE_OFFLINE", "").strip().lower() not in (
-            "", "0", "false", "no", "off"):
-        import bundler.offline  # noqa: F401
+                    bundler.capture.hook.activate()
+                else:
+                    import bundler.offline  # noqa: F401
+            finally:
+                sys.path[:] = [p for p in sys.path if p != private]
+    except Exception as exc:  # noqa: BLE001 - one line, and the program still starts
+        sys.stderr.write("paddle-bundle: the start-up hook failed (%s: %s); PaddleNLP is "
+                         "not switched %s in this process\\n"
+                         % (type(exc).__name__, exc,
+                            "to recording" if os.environ.get("PADDLE_BUNDLE_CAPTURE")
+                            else "offline"))
     import importlib.machinery
     import importlib.util
 
@@ -61,21 +80,27 @@ def _paddle_bundle_start():
 _paddle_bundle_start()
 '''
 
+#: The folder, inside the hook folder, that holds the link to the ``bundler`` package.
+PRIVATE_DIR = "_paddle_bundle_private"
+
 #: Variables a command must not inherit from the capture into its proof, or the other way.
 _PADDLE_BUNDLE_SWITCHES = (ENV_CAPTURE, ENV_MIRROR, "PADDLE_BUNDLE_OFFLINE",
                            "PADDLE_BUNDLE_OFFLINE_REPORT")
 
 
 def write_hook(folder: Path) -> Path:
-    """Write the start-up hook into ``folder`` (created), with the ``bundler`` package beside
-    it (a symbolic link, or a copy where links cannot be made); return the folder."""
+    """Write the start-up hook into ``folder`` (created), with the ``bundler`` package in its
+    private subfolder (a symbolic link, or a copy where links cannot be made); return the
+    folder."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(HOOK_SOURCE, encoding="utf-8")
     package = Path(__file__).resolve().parent.parent
+    private = folder / PRIVATE_DIR
+    private.mkdir(exist_ok=True)
     try:
-        (folder / "bundler").symlink_to(package, target_is_directory=True)
+        (private / "bundler").symlink_to(package, target_is_directory=True)
     except OSError:
-        shutil.copytree(package, folder / "bundler",
+        shutil.copytree(package, private / "bundler",
                         ignore=shutil.ignore_patterns("__pycache__"))
     return folder
 
@@ -105,9 +130,12 @@ def capture_environment(home: Path, reports: Path, hook_folder: Path,
 
 def run_command(command: Sequence[str], env: Mapping[str, str], *,
                 stdout: IO[Any] | None = None, stderr: IO[Any] | None = None,
-                cwd: Path | None = None) -> int:
+                cwd: Path | None = None, interrupt_fails: bool = True) -> int:
     """Run ``command`` and return its exit code (128 + N when killed by signal N, as shells
-    report it). Ctrl-C reaches the command too; its exit decides."""
+    report it). Ctrl-C reaches the command too and is waited out; then, with
+    ``interrupt_fails`` (fetch's capture and proof), :class:`KeyboardInterrupt` is raised
+    whatever the command's exit code: a server stopped by Ctrl-C that exits 0 did not prove
+    anything. Without it (``paddle-bundle run``) the command's exit decides."""
     if not command:
         raise UsageError("no command given", hint="paddle-bundle fetch -o OUT -- python app.py")
     try:
@@ -119,23 +147,42 @@ def run_command(command: Sequence[str], env: Mapping[str, str], *,
     except PermissionError:
         raise BundleError(f"cannot run {command[0]}: permission denied",
                           hint="make it executable, or run it through its interpreter") from None
+    interrupted = False
     while True:
         try:
             code = proc.wait()
         except KeyboardInterrupt:
+            interrupted = True
             continue
+        except BaseException:  # SIGTERM / SIGHUP made into SystemExit: the command goes too
+            _terminate(proc)
+            raise
+        if interrupted and interrupt_fails:
+            raise KeyboardInterrupt
         return 128 - code if code < 0 else code
 
 
+def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Pass SIGTERM on to the command; kill it if it has not exited after ``grace`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def capture(command: Sequence[str], home: Path, work: Path,
-            mirror: str | None = None) -> tuple[int, dict[str, Any]]:
+            mirror: str | None = None) -> tuple[int, Path]:
     """Run ``command`` with the recorder in every Python it starts; its exit code and the
-    merged report of every process that recorded something."""
+    folder of the reports of every process that recorded something (:func:`merge` them:
+    only after looking at the exit code, which a damaged report must not hide)."""
     reports = work / "reports"
     reports.mkdir(parents=True)
     env = capture_environment(home, reports, write_hook(work / "hook"), mirror)
     code = run_command(command, env)
-    return code, merge(reports)
+    return code, reports
 
 
 def merge(reports: Path) -> dict[str, Any]:
@@ -147,7 +194,7 @@ def merge(reports: Path) -> dict[str, Any]:
     failures: list[dict[str, str]] = []
     merged: dict[str, Any] = {"version": REPORT_VERSION, "endpoint": "", "paddlenlp": "",
                               "paddle": "", "processes": 0}
-    for path in sorted(reports.glob("*.json"), key=lambda p: p.name):
+    for path in sorted(reports.glob("*.json"), key=lambda p: p.name):  # not *.tmp: unfinished
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
