@@ -115,7 +115,8 @@ def origin_now(created: int, options: PackOptions) -> Origin:
                   host=socket.gethostname(), platform=platform.platform(),
                   python=platform.python_version(), paddlenlp=_version("paddlenlp"),
                   paddlepaddle=paddle, command=options.command, endpoint=options.endpoint,
-                  proof=options.proof)
+                  proof=options.proof,
+                  allowed_globals=tuple(sorted(set(options.allow_globals))))
 
 
 def plan(home: Path, models: Sequence[ModelEntry]) -> tuple[list[ModelEntry], list[LocalFile]]:
