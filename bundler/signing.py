@@ -234,7 +234,7 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
     if uncovered:
         raise SignatureError(f"the signature of {what} does not cover {uncovered[0]}",
                              hint="every volume must be listed in the signed .sha256")
-    signer = check_signature(data, sig, None, what)
-    for allowed, _why in checks:
-        signer = check_signature(data, sig, allowed, what)
-    return signer
+    if not checks:
+        return check_signature(data, sig, None, what)
+    signers = [check_signature(data, sig, allowed, what) for allowed, _why in checks]
+    return signers[0]
