@@ -40,7 +40,8 @@ test-fast: setup
 # Offline mode on paddlenlp 2.8.1: pytest runs in .venv and drives .venv-pnlp28's Python.
 # PADDLE_BUNDLE_COMPAT_REQUIRED=1: a missing environment or unshare fails instead of skipping.
 test-compat: setup setup-compat
-	PADDLE_BUNDLE_COMPAT_REQUIRED=1 $(BIN)/python -m pytest -m compat tests/test_offline_compat.py
+	PADDLE_BUNDLE_COMPAT_REQUIRED=1 $(BIN)/python -m pytest -m compat tests/test_offline_compat.py \
+		tests/test_scan_allowlist.py
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh

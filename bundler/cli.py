@@ -557,6 +557,42 @@ def install(bundle: Path, home: Path | None, force: bool, trust: Path | None,
     return EXIT_OK
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@_home_option
+@click.option("--allow-global", "allow_globals", multiple=True, metavar="MODULE.NAME",
+              help="Accept this global in pickled weights beyond the built-in allowlist.")
+@_quiet_option
+def scan(paths: tuple[Path, ...], home: Path | None, allow_globals: tuple[str, ...],
+         quiet: bool) -> int:
+    """Scan files or folders (default: HOME) for pickled weights that would run code.
+
+    The same scan pack, verify and install run on a bundle, for models that arrived by
+    other means: every .pdparams, .pdopt, .pkl, .pt, .bin, .npy... (and any file whose
+    content is a pickle, a torch zip or a .npy) is walked without unpickling it, and a
+    global outside the allowlist is named with its byte offset. Exit 3 if any is found.
+    """
+    from bundler.scan import Allowlist, refusal, scan_paths
+
+    allow = Allowlist(_checked_globals(allow_globals))
+    scanned = pickles = 0
+    refused = []
+    for result in scan_paths(paths or (_resolve_home(home),), allow):
+        scanned += 1
+        pickles += result.kind is not None
+        if result.finding is not None:
+            refused.append(result)
+            _echo(refusal(str(result.path), result.finding), err=True)
+        elif result.malformed is not None and not quiet:
+            _echo(f"{result.path}: not a loadable {result.kind} ("
+                  f"{result.malformed.describe()}); it cannot run code", err=True)
+    if not quiet:
+        _echo(f"scanned {scanned} files, {pickles} in a pickle format: "
+              + (f"{len(refused)} would run code" if refused else "none names a global "
+                 "outside the allowlist"))
+    return EXIT_INTEGRITY if refused else EXIT_OK
+
+
 @cli.command(name="list")
 @_home_option
 @click.option("--json", "as_json", is_flag=True, help="Models, files and sha256 as JSON.")
