@@ -13,7 +13,7 @@ COMPAT_PINS := paddlepaddle==3.3.1 paddlenlp==2.8.1 'huggingface_hub<0.26' 'aist
 	'datasets<3' 'pyarrow<17' 'numpy<2'
 
 .PHONY: setup setup-compat test test-compat test-fast demo bench bench-core bench-fetch \
-	bench-offline bench-rewrite bench-scale lint clean
+	bench-offline bench-rewrite bench-scale bench-scan lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,7 +47,7 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 # Every benchmark, each against a baseline measured in the same run (docs/performance.md).
-bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale
+bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale bench-scan
 
 # pack/install against tar | zstd + sha256sum; split volumes against one file; peak RSS.
 bench-core: setup
@@ -69,6 +69,11 @@ bench-rewrite: setup
 # install and inspect against the number of models (1k..8k): time per model stays flat.
 bench-scale: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_scale.py
+
+# The pickle scan in pack/verify against the same with the scan off; paddle.load with offline
+# mode's load-time guard against without (docs/performance.md, Scan).
+bench-scan: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_scan.py
 
 lint: setup
 	$(BIN)/ruff check bundler tests tools bench

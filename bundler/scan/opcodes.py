@@ -100,6 +100,7 @@ class PickleWalker:
         self._pos = 0
         self._consumed = base_offset  # bytes dropped from the front of _buf so far
         self._eof = False
+        self._skipping = 0  # bytes of an argument still to pass over, not yet fed
         self.pickles = 0  # complete pickles seen
         self._gen: Generator[None, None, None] | None = self._run()
         next(self._gen)
@@ -112,6 +113,14 @@ class PickleWalker:
             del self._buf[:self._pos]
             self._consumed += self._pos
             self._pos = 0
+        if self._skipping and not self._buf:
+            # inside a long bytes argument (a tensor): count it off without copying it
+            take = min(self._skipping, len(data))
+            self._skipping -= take
+            self._consumed += take
+            if self._skipping:
+                return
+            data = memoryview(data)[take:]
         self._buf += data
         self._step()
 
@@ -150,14 +159,12 @@ class PickleWalker:
         return data
 
     def _skip(self, n: int, start: int) -> Generator[None, None, None]:
-        while n:
-            if self._pos >= len(self._buf):
-                if not (yield from self._wait()):
-                    raise _truncated(start)
-                continue
-            take = min(n, len(self._buf) - self._pos)
-            self._pos += take
-            n -= take
+        take = min(n, len(self._buf) - self._pos)
+        self._pos += take
+        self._skipping = n - take  # the rest is counted off by feed as it arrives
+        while self._skipping:
+            if not (yield from self._wait()):
+                raise _truncated(start)
 
     def _line(self, start: int) -> Generator[None, None, bytes]:
         while True:
