@@ -119,7 +119,8 @@ def _readable_policy(path: Path, why: str, error: type[BundleError]) -> None:
         raise error(f"allowed_signers {path} ({why}) cannot be read ({exc.strerror or exc})",
                     hint="create it, or fix the path") from None
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"allowed_signers {path} ({why}) is not a regular file")
+        raise error(f"allowed_signers {path} ({why}) is not a regular file",
+                    hint="point it at an allowed_signers file (see ssh-keygen(1))")
     if st.st_mode & 0o022:
         raise error(f"allowed_signers {path} ({why}) is writable by group or others, so "
                     "anyone could add a signer", hint=f"chmod go-w {path}")
@@ -136,10 +137,12 @@ def read_signature(files: BundleFiles) -> tuple[bytes, bytes] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise SignatureError(f"signature {sig_path} cannot be read ({exc.strerror or exc})"
+        raise SignatureError(f"signature {sig_path} cannot be read ({exc.strerror or exc})",
+                             hint="copy the .sha256.sig written with the bundle again"
                              ) from None
     if len(sig) > MAX_SIGNATURE_BYTES:
-        raise SignatureError(f"{sig_path} is larger than any SSH signature")
+        raise SignatureError(f"{sig_path} is larger than any SSH signature",
+                             hint="copy the .sha256.sig written with the bundle again")
     with open(files.sidecar, "rb") as fh:
         data = fh.read(MAX_SIDECAR_BYTES + 1)
     return data, sig
@@ -212,7 +215,8 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
             checks.append(policy)
     what = f"bundle {files.base}"
     if files.sidecar_problem is not None and checks:
-        raise SignatureError(files.sidecar_problem)
+        raise SignatureError(files.sidecar_problem,
+                             hint="copy the .sha256 file written with the bundle again")
     signed = read_signature(files)
     if signed is None:
         if checks:
@@ -227,9 +231,12 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
     try:
         listed = parse_sidecar(data)
     except ValueError as exc:
-        raise SignatureError(f"{files.sidecar} is not a sha256sum file: {exc}") from None
+        raise SignatureError(f"{files.sidecar} is not a sha256sum file: {exc}",
+                             hint="copy the .sha256 file written with the bundle again"
+                             ) from None
     if listed != files.expected and not (len(listed) == 1 and not files.split):
-        raise SignatureError(f"{files.sidecar} changed while it was being checked")
+        raise SignatureError(f"{files.sidecar} changed while it was being checked",
+                             hint="make sure nothing writes to the stick, and run it again")
     uncovered = [p.name for p in files.parts if p.name not in files.expected]
     if uncovered:
         raise SignatureError(f"the signature of {what} does not cover {uncovered[0]}",
