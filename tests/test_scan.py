@@ -60,6 +60,23 @@ def test_not_a_loadable_pickle_is_not_refused(data: bytes) -> None:
     assert scan(data).finding is None
 
 
+def test_random_bytes_named_pdparams_are_never_refused() -> None:
+    """tests/conftest.py packs os.urandom as model_state.pdparams: opcodes such as EXT2 or
+    PERSID turn up in random bytes every few hundred bytes, and must not fail a pack."""
+    import random
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        data = rng.randbytes(512)
+        finding = scan(data).finding
+        assert finding is None, (data[:64], finding)
+
+
+def test_ext_in_a_pickle_with_a_protocol_header_is_refused() -> None:
+    finding = scan(b"\x80\x02\x82\xf0S'true'\n\x85R.").finding
+    assert finding is not None and "EXT1" in finding.what
+
+
 def test_plain_files_are_not_walked() -> None:
     s = scan(b"cos\nsystem\n(S'true'\ntR.", name="README.md")
     assert s.kind is None and s.finding is None

@@ -242,11 +242,17 @@ class PickleWalker:
                 stack.append(_ANY)
                 continue
             elif name in ("EXT1", "EXT2", "EXT4"):
+                # a global from copyreg's extension registry: empty in a stock Python, so
+                # the unpickler fails unless the loading program registered codes. Refused in
+                # any pickle with a protocol header; in bytes without one (protocol 0/1 or
+                # no pickle at all: a .pdparams of random bytes) it ends the walk
                 raise Refused(Finding(start, f"{name}: a global taken from the copyreg "
-                                             "extension registry", f"<{name} {arg}>"))
+                                             "extension registry", f"<{name} {arg}>",
+                                      fatal=proto >= 2))
             elif name in ("PERSID", "BINPERSID") and not self._persistent_ids:
+                # Paddle's and numpy's loaders define no persistent_load: the unpickler fails
                 raise Refused(Finding(start, f"{name}: a persistent id, which Paddle never "
-                                             "writes"))
+                                             "writes and cannot load", fatal=False))
             if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
                 if not stack or stack[-1] is _MARK:
                     raise Refused(Finding(start, f"{name} with nothing to remember", fatal=False))
