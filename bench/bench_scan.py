@@ -12,8 +12,8 @@ Measured in the same run against baselines with the scan switched off:
   (target <= 1.10: the scan rides the read that hashes, it is never a second read; wall time
   is printed too, but on a shared machine it says more about the neighbours);
 * the time spent in the scan's own calls during one read of that bundle, against the whole;
-* peak RSS (VmHWM, median) of ``pack`` and ``verify`` with and without the scan (target: within 16 MiB: the walk holds the
-  opcode it decodes, never a tensor);
+* peak RSS (VmHWM, median) of ``pack`` and ``verify`` with and without the scan (target:
+  within 16 MiB: the walk holds the opcode it decodes, never a tensor);
 * the walker alone over the same bytes in memory, in MB/s;
 * ``paddle.load`` of a ``--load-mb`` checkpoint with offline mode's guard and without it
   (``PADDLE_BUNDLE_LOAD_GUARD=0``), CPU time of the call, median of ``--repeat`` processes
