@@ -53,6 +53,7 @@ def test_offset_is_the_opcode_that_names_the_global() -> None:
     pytest.param(os.urandom(200_000), id="random-bytes"),
     pytest.param(b"", id="empty"),
     pytest.param(pickle.dumps({"w": list(range(10))}, protocol=4)[:-5], id="truncated"),
+    pytest.param(b"V\\U12\n.", id="undecodable-UNICODE"),  # crashed the walker once
 ])
 def test_not_a_loadable_pickle_is_not_refused(data: bytes) -> None:
     """Bytes that stop being a pickle make pickle.load fail at that opcode, having run

@@ -58,6 +58,9 @@ class FileScan:
                 self._walker.feed(data)
         except Refused as exc:
             self._stop(exc.finding)
+        except Exception as exc:  # noqa: BLE001 - a walker bug must refuse, not pass or crash
+            self._stop(Finding(-1, f"the scanner could not read it ({type(exc).__name__}: "
+                                   f"{exc})"))
 
     def close(self) -> Finding | None:
         try:
@@ -67,6 +70,9 @@ class FileScan:
                 self._walker.close()
         except Refused as exc:
             self._stop(exc.finding)
+        except Exception as exc:  # noqa: BLE001 - as in feed
+            self._stop(Finding(-1, f"the scanner could not read it ({type(exc).__name__}: "
+                                   f"{exc})"))
         return self.finding
 
     def _stop(self, finding: Finding) -> None:

@@ -354,7 +354,11 @@ def _text_arg(op: _Op, line: bytes, start: int) -> object:
             raise Refused(Finding(start, f"{op.name} with a key that is not a number",
                                   fatal=False)) from None
     if op.name == "UNICODE" and len(line) <= MAX_NAME:
-        return line.decode("raw-unicode-escape")
+        try:
+            return line.decode("raw-unicode-escape")
+        except UnicodeDecodeError:  # the unpickler fails on it too
+            raise Refused(Finding(start, "UNICODE with an argument that does not decode",
+                                  fatal=False)) from None
     if (op.name == "STRING" and 2 <= len(line) <= MAX_NAME + 2 and line[0] == line[-1]
             and line[:1] in (b"'", b'"')):
         try:
