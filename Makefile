@@ -13,7 +13,7 @@ COMPAT_PINS := paddlepaddle==3.3.1 paddlenlp==2.8.1 'huggingface_hub<0.26' 'aist
 	'datasets<3' 'pyarrow<17' 'numpy<2'
 
 .PHONY: setup setup-compat setup-nginx test test-compat test-fast demo bench bench-core \
-	bench-fetch bench-offline bench-rewrite bench-scale bench-mirror lint clean
+	bench-fetch bench-offline bench-rewrite bench-scale bench-mirror bench-scan lint clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,13 +45,14 @@ test-fast: setup setup-nginx
 # Offline mode on paddlenlp 2.8.1: pytest runs in .venv and drives .venv-pnlp28's Python.
 # PADDLE_BUNDLE_COMPAT_REQUIRED=1: a missing environment or unshare fails instead of skipping.
 test-compat: setup setup-compat
-	PADDLE_BUNDLE_COMPAT_REQUIRED=1 $(BIN)/python -m pytest -m compat tests/test_offline_compat.py
+	PADDLE_BUNDLE_COMPAT_REQUIRED=1 $(BIN)/python -m pytest -m compat tests/test_offline_compat.py \
+		tests/test_scan_allowlist.py
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 # Every benchmark, each against a baseline measured in the same run (docs/performance.md).
-bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale bench-mirror
+bench: bench-core bench-fetch bench-offline bench-rewrite bench-scale bench-mirror bench-scan
 
 # pack/install against tar | zstd + sha256sum; split volumes against one file; peak RSS.
 bench-core: setup
@@ -78,6 +79,11 @@ bench-scale: setup
 # of a 512 MiB bundle against install of it (docs/fleet.md).
 bench-mirror: setup setup-nginx
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_mirror.py
+
+# The pickle scan in pack/verify against the same with the scan off; paddle.load with offline
+# mode's load-time guard against without (docs/performance.md, Scan).
+bench-scan: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/bench_scan.py
 
 lint: setup
 	$(BIN)/ruff check bundler tests tools bench

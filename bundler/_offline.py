@@ -976,6 +976,38 @@ def activate() -> None:
         module = sys.modules.get(name)
         if module is not None:
             patch_module(name, module)
+    install_load_guard()  # paddle.load refuses pickles naming globals off the allowlist
+
+
+#: Set to 0 to let paddle.load unpickle without the allowlist under offline mode (warned).
+ENV_LOAD_GUARD = "PADDLE_BUNDLE_LOAD_GUARD"
+#: Paddle's modules that unpickle through their ``pickle`` name (bundler.scan.loadguard);
+#: here so that switching offline mode on imports nothing of the scanner.
+GUARDED_MODULES = ("paddle.framework.io", "paddle.framework.io_utils", "paddle.static.io",
+                   "paddle.static.io_utils", "paddle.static.pir_io")
+
+
+def _guard_paddle_module(module: ModuleType) -> None:
+    from bundler.scan.loadguard import guard_module
+
+    guard_module(module)
+
+
+def install_load_guard() -> None:
+    """The load-time pickle guard (:mod:`bundler.scan.loadguard`) for Paddle's loading
+    modules: patched as they are imported, or now if they already are. Idempotent."""
+    if not env_flag(ENV_LOAD_GUARD, "1"):
+        _log("warning", "%s=0: paddle.load unpickles files without paddle-bundle's allowlist",
+             ENV_LOAD_GUARD)
+        return
+    if not any(isinstance(f, PatchOnImport) and f.patches is not None
+               and GUARDED_MODULES[0] in f.patches for f in sys.meta_path):
+        sys.meta_path.insert(0, PatchOnImport({m: _guard_paddle_module
+                                               for m in GUARDED_MODULES}))
+    for name in GUARDED_MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            _guard_paddle_module(module)
 
 
 #: What the hub clients read to stay off the network: huggingface_hub's offline switch and

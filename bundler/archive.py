@@ -125,7 +125,8 @@ class BundleWriter:
         self._offset += len(data)
 
     def add_file(self, arcname: str, path: Path, size: int, mode: int,
-                 progress: ProgressFn | None = None) -> str:
+                 progress: ProgressFn | None = None,
+                 observe: Callable[[bytes], None] | None = None) -> str:
         """Append one file, reading it once; returns its sha256.
 
         Exactly ``size`` bytes (as listed in the manifest) are stored. A file that has grown
@@ -140,6 +141,8 @@ class BundleWriter:
                 if not chunk:
                     break
                 digest.update(chunk)
+                if observe is not None:  # the pickle scan, on the same read
+                    observe(chunk)
                 self._write(chunk)
                 remaining -= len(chunk)
                 if progress:

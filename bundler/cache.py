@@ -301,6 +301,8 @@ class InstallRecord:
     manifest_sha256: str
     installed_at: str
     bundle_created: str
+    #: who signed the bundle, as install checked it ("" when unsigned)
+    signer: str = ""
 
     @property
     def size(self) -> int:
@@ -310,6 +312,7 @@ class InstallRecord:
         return {"model": self.model.to_dict(), "bundle": self.bundle,
                 "manifest_sha256": self.manifest_sha256, "installed_at": self.installed_at,
                 "bundle_created": self.bundle_created,
+                **({"signer": self.signer} if self.signer else {}),
                 "files": [f.to_dict() for f in self.files]}
 
     def to_json(self) -> bytes:
@@ -335,7 +338,8 @@ class InstallRecord:
             return cls(model=files.models[0], files=files.files, bundle=str(raw["bundle"]),
                        manifest_sha256=str(raw["manifest_sha256"]),
                        installed_at=str(raw["installed_at"]),
-                       bundle_created=str(raw.get("bundle_created", "")))
+                       bundle_created=str(raw.get("bundle_created", "")),
+                       signer=str(raw.get("signer", "")))
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             if isinstance(exc, ManifestError):
                 raise

@@ -185,6 +185,66 @@ def _output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+# -- signing and the pickle scan (issue 10) ---------------------------------------------------
+def _sign_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """pack and fetch: sign the final sidecar; accept more globals in pickled weights."""
+    func = click.option("--allow-global", "allow_globals", multiple=True,
+                        metavar="MODULE.NAME",
+                        help="Accept this global in pickled weights (.pdparams...) beyond the "
+                             "built-in allowlist; recorded in the bundle (repeatable).")(func)
+    return click.option("--sign", "sign_key", default=None, metavar="KEY",
+                        type=click.Path(dir_okay=False, path_type=Path),
+                        help="Sign OUT.sha256 with this OpenSSH private key (ssh-keygen -Y "
+                             "sign, namespace paddle-bundle) -> OUT.sha256.sig.")(func)
+
+
+def _trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """verify and install: who must have signed; which extra globals this site accepts."""
+    func = click.option("--allow-global", "allow_globals", multiple=True,
+                        metavar="MODULE.NAME",
+                        help="Accept this global in pickled weights beyond the built-in "
+                             "allowlist (repeatable).")(func)
+    return click.option("--trust", default=None, metavar="ALLOWED_SIGNERS",
+                        type=click.Path(path_type=Path),
+                        help="Require a signature by a signer of this allowed_signers file "
+                             "(ssh-keygen(1) format). A trust policy (HOME/.paddle-bundle/"
+                             "allowed_signers or $PADDLE_BUNDLE_TRUST) applies as well.")(func)
+
+
+def _checked_globals(allow_globals: tuple[str, ...]) -> tuple[str, ...]:
+    from bundler.scan import parse_global
+
+    for text in allow_globals:
+        try:
+            parse_global(text)
+        except ValueError as exc:
+            raise UsageError(f"--allow-global {exc}", hint="write it as module.name, e.g. "
+                             "numpy.core.multiarray.scalar") from None
+    return tuple(sorted(set(allow_globals)))
+
+
+def _check_key(sign_key: Path | None) -> None:
+    """Before any packing, so a typo does not cost a whole pack."""
+    if sign_key is not None and not sign_key.is_file():
+        raise UsageError(f"--sign {sign_key} does not exist or is not a file",
+                         hint="give an OpenSSH private key, e.g. ~/.ssh/id_ed25519")
+
+
+def _sign_last(sidecar: Path, sign_key: Path | None, quiet: bool) -> None:
+    """The very last step of pack and fetch: the sidecar is final."""
+    if sign_key is None:
+        return
+    from bundler.signing import sign
+
+    sig = sign(sidecar, sign_key)
+    if not quiet:
+        _echo(f"signed {sidecar.name} -> {sig.name}")
+
+
+def _signer_line(signer: Any) -> str:
+    return signer.describe() if signer is not None else "not signed"
+
+
 def _pack_options(command: tuple[str, ...], level: int, threads: int, split_size: str | None,
                   fat32: bool, state: Path | None, portable: bool, **extra: Any) -> Any:
     from bundler.archive import Compression
@@ -215,10 +275,11 @@ def _packed_summary(result: Any) -> str:
               required=True, help="Bundle file to write (e.g. bundle.tar.zst).")
 @_home_option
 @_output_options
+@_sign_options
 @_quiet_option
 def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, threads: int,
          split_size: str | None, fat32: bool, state: Path | None, portable: bool,
-         quiet: bool) -> int:
+         sign_key: Path | None, allow_globals: tuple[str, ...], quiet: bool) -> int:
     """Pack cached MODELS into one checksummed bundle.
 
     MODEL is a community id (Salesforce/codegen-350M-mono), found in HOME/models/<id>, a
@@ -228,13 +289,15 @@ def pack(models: tuple[str, ...], out: Path, home: Path | None, level: int, thre
     """
     from bundler.pack import pack as do_pack
 
+    _check_key(sign_key)
     options = _pack_options((PROG, "pack", *models), level, threads, split_size, fat32, state,
-                            portable)
+                            portable, allow_globals=_checked_globals(allow_globals))
     with _progress("pack", quiet) as bar:
         result = do_pack(models, out, home=_resolve_home(home), options=options,
                          progress=bar.update, on_start=bar.start)
     if not quiet:
         _echo(_packed_summary(result))
+    _sign_last(result.sidecar, sign_key, quiet)
     return EXIT_OK
 
 
@@ -300,12 +363,14 @@ class _FetchCommand(click.Command):
               metavar="DIR", help="Where the proof installs the bundle to run it offline "
                                   "[default: $TMPDIR]; never beside -o.")
 @_output_options
+@_sign_options
 @_quiet_option
 @click.pass_context
 def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | None,
           task: str | None, task_args: tuple[str, ...], prove: bool, mirror: str | None,
           scratch: Path | None, level: int, threads: int, split_size: str | None,
-          fat32: bool, state: Path | None, portable: bool, quiet: bool) -> int:
+          fat32: bool, state: Path | None, portable: bool, sign_key: Path | None,
+          allow_globals: tuple[str, ...], quiet: bool) -> int:
     """Bundle what PaddleNLP obtains for a program, or for MODELS, into one bundle.
 
     \b
@@ -338,7 +403,9 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
     else:
         tool = (PROG, "fetch", *models, *(("--task", task) if task else ()),
                 *(arg for pair in task_args for arg in ("--task-arg", pair)))
-    options = _pack_options(tool, level, threads, split_size, fat32, state, portable)
+    _check_key(sign_key)
+    options = _pack_options(tool, level, threads, split_size, fat32, state, portable,
+                            allow_globals=_checked_globals(allow_globals))
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:
@@ -360,6 +427,7 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
         _echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
               f"downloaded, {len(result.cached)} already cached); {proven}"
                    f"{_packed_summary(result.pack)}")
+    _sign_last(result.pack.sidecar, sign_key, quiet)
     return EXIT_OK
 
 
@@ -372,8 +440,11 @@ def _print_problems(problems: Sequence[str]) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--quick", is_flag=True,
               help="Only compare the file(s) with BUNDLE.sha256, at disk speed.")
+@_trust_options
+@_home_option
 @_quiet_option
-def verify(bundle: Path, quick: bool, quiet: bool) -> int:
+def verify(bundle: Path, quick: bool, trust: Path | None, allow_globals: tuple[str, ...],
+           home: Path | None, quiet: bool) -> int:
     """Check every file of BUNDLE against its manifest, and BUNDLE against BUNDLE.sha256.
 
     BUNDLE is the bundle file, or the base name or any one volume of a split bundle.
@@ -384,7 +455,9 @@ def verify(bundle: Path, quick: bool, quiet: bool) -> int:
     files = locate(bundle)
     with _progress("verify", quiet) as bar:
         bar.start(files.size)
-        report = do_verify(bundle, progress=bar.update, quick=quick)
+        report = do_verify(bundle, progress=bar.update, quick=quick, trust=trust,
+                           home=_resolve_home(home),
+                           allow_globals=_checked_globals(allow_globals))
     if not report.ok:
         _err(f"{bundle}: {len(report.problems)} problem(s) found")
         _print_problems(report.problems)
@@ -399,17 +472,28 @@ def verify(bundle: Path, quick: bool, quiet: bool) -> int:
             assert m is not None
             _echo(f"{bundle}: OK, {parts}{len(m.models)} model(s), {len(m.files)} files, "
                        f"{_human(m.total_size)}; {sidecar}")
+        _echo(f"{bundle}: {_signer_line(report.signer)}")
     return EXIT_OK
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def inspect(bundle: Path, as_json: bool) -> int:
+@click.option("--trust", default=None, metavar="ALLOWED_SIGNERS",
+              type=click.Path(path_type=Path),
+              help="Check the signature against this allowed_signers file.")
+def inspect(bundle: Path, as_json: bool, trust: Path | None) -> int:
     """Show what BUNDLE holds and who made it, reading only its head."""
+    from bundler.errors import SignatureError
+    from bundler.signing import require_trusted
     from bundler.verify import inspect as do_inspect
+    from bundler.volumes import locate
 
     manifest, size = do_inspect(bundle)
+    try:
+        signature = _signer_line(require_trusted(locate(bundle), trust=trust, home=None))
+    except SignatureError as exc:
+        signature = f"REFUSED: {exc}"
     if as_json:
         _echo_json(manifest.to_dict())
         return EXIT_OK
@@ -423,6 +507,9 @@ def inspect(bundle: Path, as_json: bool) -> int:
         _echo(f"command:  {' '.join(o.command)}")
     if o.endpoint:
         _echo(f"endpoint: {o.endpoint}")
+    _echo(f"signature: {signature}")
+    if o.allowed_globals:
+        _echo(f"allows:   {', '.join(o.allowed_globals)} in pickled weights (--allow-global)")
     if o.proof is not None:
         p = o.proof
         _echo(f"proven:   {' '.join(p.command)} ran offline from a scratch install "
@@ -452,15 +539,20 @@ def inspect(bundle: Path, as_json: bool) -> int:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_home_option
 @click.option("--force", is_flag=True, help="Replace a different installed version.")
+@_trust_options
 @_quiet_option
-def install(bundle: Path, home: Path | None, force: bool, quiet: bool) -> int:
+def install(bundle: Path, home: Path | None, force: bool, trust: Path | None,
+            allow_globals: tuple[str, ...], quiet: bool) -> int:
     """Verify BUNDLE and install its models into the PaddleNLP cache, atomically."""
     from bundler.install import install as do_install
     from bundler.install import load_snippet
 
     with _progress("install", quiet) as bar:
         result = do_install(bundle, home=_resolve_home(home), force=force,
-                            progress=bar.update, on_start=bar.start)
+                            progress=bar.update, on_start=bar.start, trust=trust,
+                            allow_globals=_checked_globals(allow_globals))
+    if not quiet:
+        _echo(f"{bundle}: {_signer_line(result.signer)}")
     for outcome in result.outcomes:
         status = "already installed" if outcome.status == "unchanged" else outcome.status
         _echo(f"{outcome.model.id}: {status} at {outcome.path}")
@@ -468,6 +560,42 @@ def install(bundle: Path, home: Path | None, force: bool, quiet: bool) -> int:
             for line in load_snippet(outcome.model, outcome.path).split("\n"):
                 _echo(line)  # its own line breaks; anything else in it is escaped
     return EXIT_OK
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@_home_option
+@click.option("--allow-global", "allow_globals", multiple=True, metavar="MODULE.NAME",
+              help="Accept this global in pickled weights beyond the built-in allowlist.")
+@_quiet_option
+def scan(paths: tuple[Path, ...], home: Path | None, allow_globals: tuple[str, ...],
+         quiet: bool) -> int:
+    """Scan files or folders (default: HOME) for pickled weights that would run code.
+
+    The same scan pack, verify and install run on a bundle, for models that arrived by
+    other means: every .pdparams, .pdopt, .pkl, .pt, .bin, .npy... (and any file whose
+    content is a pickle, a torch zip or a .npy) is walked without unpickling it, and a
+    global outside the allowlist is named with its byte offset. Exit 3 if any is found.
+    """
+    from bundler.scan import Allowlist, refusal, scan_paths
+
+    allow = Allowlist(_checked_globals(allow_globals))
+    scanned = pickles = 0
+    refused = []
+    for result in scan_paths(paths or (_resolve_home(home),), allow):
+        scanned += 1
+        pickles += result.kind is not None
+        if result.finding is not None:
+            refused.append(result)
+            _echo(refusal(str(result.path), result.finding), err=True)
+        elif result.malformed is not None and not quiet:
+            _echo(f"{result.path}: not a loadable {result.kind} ("
+                  f"{result.malformed.describe()}); it cannot run code", err=True)
+    if not quiet:
+        _echo(f"scanned {scanned} files, {pickles} in a pickle format: "
+              + (f"{len(refused)} would run code" if refused else "none names a global "
+                 "outside the allowlist"))
+    return EXIT_INTEGRITY if refused else EXIT_OK
 
 
 @cli.command(name="list")
@@ -484,6 +612,7 @@ def list_(home: Path | None, as_json: bool) -> int:
             {**r.model.to_dict(), "path": str(cache.model_path(r.model)), "size": r.size,
              "bundle": r.bundle, "manifest_sha256": r.manifest_sha256,
              "installed_at": r.installed_at, "bundle_created": r.bundle_created,
+             "signer": r.signer or None,
              "files": [f.to_dict() for f in r.files]} for r in records]}
         _echo_json(data)
         return EXIT_OK
@@ -493,7 +622,8 @@ def list_(home: Path | None, as_json: bool) -> int:
     for r in records:
         _echo(f"{r.model.id:<40} {'[' + r.model.kind + ']':<11} {_human(r.size):>10}  "
               f"from {r.bundle} "
-              f"({r.installed_at})  {cache.model_path(r.model)}")
+              f"({r.installed_at})  {cache.model_path(r.model)}"
+              + (f"  [{r.signer}]" if r.signer else ""))
     return EXIT_OK
 
 
@@ -610,15 +740,22 @@ def mirror() -> None:
 @mirror.command(name="publish")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_root_option
+@_trust_options
 @_quiet_option
-def mirror_publish(bundles: tuple[Path, ...], root: Path, quiet: bool) -> int:
-    """Verify BUNDLES as install does and serve their models from ROOT, atomically."""
+def mirror_publish(bundles: tuple[Path, ...], root: Path, trust: Path | None,
+                   allow_globals: tuple[str, ...], quiet: bool) -> int:
+    """Verify BUNDLES as install does and serve their models from ROOT, atomically.
+
+    Signatures are checked as install checks them: --trust, $PADDLE_BUNDLE_TRUST and the
+    mirror's own policy ROOT/.paddle-bundle/allowed_signers each must accept the signer.
+    """
     from bundler.mirror import publish
     from bundler.volumes import locate
 
     with _progress("publish", quiet) as bar:
         bar.start(sum(locate(b).size for b in bundles))
-        result = publish(bundles, root, progress=bar.update)
+        result = publish(bundles, root, trust=trust,
+                         allow_globals=_checked_globals(allow_globals), progress=bar.update)
     for outcome in result.outcomes:
         status = "already published" if outcome.status == "unchanged" else outcome.status
         _echo(f"{printable(outcome.model.id)}: {status} ({len(outcome.model.files)} files, "

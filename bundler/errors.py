@@ -176,3 +176,30 @@ class NotOnMirrorError(BundleError):
     def __init__(self, model_id: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.model_id = model_id
+
+
+# -- supply-chain checks (bundler.signing, bundler.scan) ---------------------------------------
+class UnsafeWeightsError(IntegrityError):
+    """A weights file is a pickle that names a global outside the allowlist: loading it
+    could run code. ``path``, ``global_name`` and ``offset`` say where (the first found)."""
+
+    def __init__(self, message: str, problems: Iterable[str] = (), *, path: str = "",
+                 global_name: str | None = None, offset: int = -1,
+                 hint: str | None = None) -> None:
+        super().__init__(message, problems, hint=hint)
+        self.path = path
+        self.global_name = global_name
+        self.offset = offset
+
+
+class SignatureError(IntegrityError):
+    """A bundle's signature is missing where a trust policy requires one, or does not verify
+    against the trusted signers (unknown signer, expired key, wrong namespace, a sidecar
+    edited after signing)."""
+
+
+class UnsafePickleLoadError(BundleError, RuntimeError):
+    """Offline mode's load-time guard refused to unpickle a file naming a global outside the
+    allowlist (``paddle.load`` of a file that never went through a bundle)."""
+
+    exit_code = EXIT_INTEGRITY

@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,6 +48,8 @@ from bundler.errors import (
 )
 from bundler.manifest import HUB_KINDS, KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
+from bundler.scan import Allowlist, offline_allowlist
+from bundler.signing import Signer, require_trusted
 from bundler.verify import stream_check
 from bundler.volumes import locate
 
@@ -75,6 +77,7 @@ class InstallResult:
     bundle: Path
     manifest: Manifest
     outcomes: tuple[ModelOutcome, ...]
+    signer: Signer | None = None  # who signed it (trusted_by None: not checked)
 
 
 @dataclass(frozen=True)
@@ -458,7 +461,8 @@ def _signals_held() -> Iterator[list[int]]:
 
 def install(bundle: Path, *, home: Path, force: bool = False,
             progress: Callable[[int], None] | None = None,
-            on_start: Callable[[int], None] | None = None) -> InstallResult:
+            on_start: Callable[[int], None] | None = None,
+            trust: Path | None = None, allow_globals: Sequence[str] = ()) -> InstallResult:
     """Install every model of ``bundle`` into ``home``.
 
     Raises :class:`InstallConflictError` when a different version is installed and not
@@ -471,8 +475,13 @@ def install(bundle: Path, *, home: Path, force: bool = False,
     bundle = Path(bundle)
     files = locate(bundle)  # fails early, naming a missing bundle or volume
     cache = Cache(home)
+    # who signed it, before a byte of it is read: a trust policy in home makes this mandatory
+    signer = require_trusted(files, trust=trust, home=cache.home)
     with BundleReader(bundle, progress=progress) as reader:
         manifest = reader.manifest()
+        allow, note = offline_allowlist(manifest.origin.allowed_globals,
+                                        signer is not None and signer.trusted_by is not None,
+                                        allow_globals)
         manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
         plan = make_plan(cache, manifest)
         if not plan.is_noop():  # a no-op needs no lock, so a read-only home can say so
@@ -482,18 +491,19 @@ def install(bundle: Path, *, home: Path, force: bool = False,
                 plan = make_plan(cache, manifest)  # again: another install may have run
                 plan.refuse(cache, force)
                 _act(cache, reader, plan, force, bundle, display_name(files.base.name),
-                     manifest_sha256, on_start, files.size)
+                     manifest_sha256, on_start, files.size, allow, note,
+                     signer.describe() if signer is not None else "")
     replaced, new = {m.root for m in plan.different}, {m.root for m in plan.new}
     outcomes = [ModelOutcome(m, cache.model_path(m),
                              REPLACED if m.root in replaced else
                              NEW if m.root in new else UNCHANGED)
                 for m in manifest.models]
-    return InstallResult(bundle, manifest, tuple(outcomes))
+    return InstallResult(bundle, manifest, tuple(outcomes), signer)
 
 
 def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bundle: Path,
          bundle_name: str, manifest_sha256: str, on_start: Callable[[int], None] | None,
-         size: int) -> None:
+         size: int, allow: Allowlist, note: str | None, signer: str) -> None:
     """Carry out a plan, under the lock."""
     manifest = plan.manifest
     to_write = plan.to_write(force)
@@ -502,7 +512,7 @@ def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bun
     def record(model: ModelEntry) -> InstallRecord:
         now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return InstallRecord(model, on_disk(manifest, model), bundle_name, manifest_sha256,
-                             now, manifest.origin.created)
+                             now, manifest.origin.created, signer)
 
     if to_write:
         if on_start:
@@ -519,7 +529,9 @@ def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bun
                         areas[area] = cache.new_staging(model.root)
                 staging = {m.root: areas[cache.work_area(m.root)] for m in to_write}
                 sink = StagingSink(staging, cache.path_of)
-                problems = stream_check(reader, manifest, sink)
+                problems = stream_check(reader, manifest, sink, allow=allow)
+                if problems and note:
+                    problems.append(note)
                 if problems:
                     raise IntegrityError(
                         f"{bundle} failed verification; nothing was installed", problems,

@@ -23,6 +23,7 @@ from bundler.paths import (
 )
 
 SCHEMA_VERSION = 1
+_GLOBAL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 MANIFEST_ARCNAME = "manifest.json"
 #: A manifest larger than this is refused before parsing (about 60,000 files; a
 #: model has tens).
@@ -211,6 +212,9 @@ class Origin:
     command: tuple[str, ...] = ()
     endpoint: str | None = None
     proof: Proof | None = None
+    #: ``MODULE.NAME`` globals the maker accepted in weights beyond the built-in allowlist
+    #: (``--allow-global``); honoured offline only for a trusted signer's bundle.
+    allowed_globals: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"tool": "paddle-bundle", "tool_version": self.tool_version,
@@ -220,6 +224,8 @@ class Origin:
                 "command": list(self.command), "endpoint": self.endpoint}
         if self.proof is not None:
             data["proof"] = self.proof.to_dict()
+        if self.allowed_globals:
+            data["allowed_globals"] = list(self.allowed_globals)
         return data
 
 
@@ -377,13 +383,18 @@ def _parse_origin(value: Any, problems: list[str]) -> Origin | None:
     if strings["tool_version"] is None or strings["created"] is None:
         problems.append("origin.tool_version and origin.created are required")
     proof = _parse_proof(value.get("proof"), problems)
+    allowed = value.get("allowed_globals", [])
+    if not isinstance(allowed, list) or not all(isinstance(g, str) and _GLOBAL.fullmatch(g)
+                                                for g in allowed):
+        problems.append("origin.allowed_globals must be a list of MODULE.NAME strings")
     if len(problems) != ok:
         return None
     return Origin(tool_version=strings["tool_version"] or "", created=strings["created"] or "",
                   user=strings["user"] or "", host=strings["host"] or "",
                   platform=strings["platform"] or "", python=strings["python"] or "",
                   paddlenlp=strings["paddlenlp"], paddlepaddle=strings["paddlepaddle"],
-                  command=tuple(command), endpoint=strings["endpoint"], proof=proof)
+                  command=tuple(command), endpoint=strings["endpoint"], proof=proof,
+                  allowed_globals=tuple(allowed))
 
 
 def _parse_proof(value: Any, problems: list[str]) -> Proof | None:

@@ -40,6 +40,8 @@ from bundler.manifest import (
     validate,
 )
 from bundler.paths import portability_problems, unsafe_reason
+from bundler.scan import Allowlist, FileScan, Finding, aliases, raise_for
+from bundler.signing import signature_path
 from bundler.volumes import (
     OutputPlan,
     VolumeWriter,
@@ -68,6 +70,9 @@ class PackOptions:
     exclude_installed: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     portable: bool = False  # refuse names that break on FAT/Windows instead of warning
     proof: Proof | None = None  # fetch's offline proof, recorded in the origin
+    #: globals accepted in pickled weights beyond the built-in allowlist (--allow-global),
+    #: recorded in the manifest's origin
+    allow_globals: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ def origin_now(created: int, options: PackOptions) -> Origin:
                   host=socket.gethostname(), platform=platform.platform(),
                   python=platform.python_version(), paddlenlp=_version("paddlenlp"),
                   paddlepaddle=paddle, command=options.command, endpoint=options.endpoint,
-                  proof=options.proof)
+                  proof=options.proof,
+                  allowed_globals=tuple(sorted(set(options.allow_globals))))
 
 
 def plan(home: Path, models: Sequence[ModelEntry]) -> tuple[list[ModelEntry], list[LocalFile]]:
@@ -201,6 +207,9 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
     warn_if_short_of_space(out.parent, sum(f.size for f in stored))
 
     hashes: dict[str, str] = {}
+    allow = Allowlist(options.allow_globals)
+    names = aliases((e.path, e.same_as, e.target) for e in entries.values())
+    refused: list[tuple[str, Finding]] = []
 
     def stream(fh: BinaryIO) -> Manifest:
         writer = BundleWriter(fh, len(draft_json), created, options.compression)
@@ -213,11 +222,17 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
             elif entry.same_as is not None:
                 writer.add_hardlink(f.arcname, entry.same_as, f.mode)
             else:
-                digest = writer.add_file(f.arcname, f.path, f.size, f.mode, progress)
+                scan = FileScan(names.get(f.arcname, [f.arcname]), allow)
+                digest = writer.add_file(f.arcname, f.path, f.size, f.mode, progress,
+                                         observe=scan.feed)
+                if scan.close() is not None:
+                    assert scan.finding is not None
+                    refused.append((f.arcname, scan.finding))
                 if entry.sha256 not in (PLACEHOLDER_SHA256, digest):
                     raise BundleError(f"{f.path} changed while it was being packed",
                                       hint="stop whatever writes to the cache and pack again")
                 hashes[f.arcname] = digest
+        raise_for(refused, "nothing was written")  # before the output is renamed into place
         manifest = draft.with_hashes(hashes)
         writer.finish(manifest.to_json())
         return manifest
@@ -244,6 +259,8 @@ def write_bundle(models: Sequence[ModelEntry], files: Sequence[LocalFile], out: 
             stale += 1
     digests = [(p.name, sha256_file(p)) for p in parts]
     sidecar = write_sidecar(out, digests)
+    with contextlib.suppress(FileNotFoundError):  # an earlier bundle's: it signs other bytes
+        signature_path(sidecar).unlink()
     return PackResult(out, tuple(parts), sidecar, manifest, dict(digests),
                       sum(p.stat().st_size for p in parts))
 

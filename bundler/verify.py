@@ -17,6 +17,8 @@ from bundler.archive import BundleReader, describe_member_problem
 from bundler.cache import Cache, InstallRecord
 from bundler.errors import IntegrityError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest, parse_model_ids
+from bundler.scan import Allowlist, FileScan, aliases, offline_allowlist, refusal, scanned_chunks
+from bundler.signing import Signer, require_trusted
 from bundler.volumes import locate, quick_verify
 
 
@@ -46,14 +48,18 @@ class HashOnly:
         return source.sha256 or ""  # the source's own bytes were just checked
 
 
-def stream_check(reader: BundleReader, manifest: Manifest, sink: Sink) -> list[str]:
+def stream_check(reader: BundleReader, manifest: Manifest, sink: Sink, *,
+                 allow: Allowlist | None = None) -> list[str]:
     """Read every member once, check it against ``manifest``, hand good bytes to ``sink``.
 
     Returns every problem found (unsafe or unexpected members, size and checksum
-    mismatches, missing entries, truncation) rather than stopping at the first.
+    mismatches, missing entries, truncation, weights naming a global outside ``allow``)
+    rather than stopping at the first. The pickle scan rides along the same read.
     """
     problems: list[str] = []
     seen: set[str] = set()
+    allow = allow or Allowlist()
+    names = aliases((f.path, f.same_as, f.target) for f in manifest.files)
     try:
         for member, chunks in reader.members():
             problem = describe_member_problem(member, manifest, seen)
@@ -71,8 +77,13 @@ def stream_check(reader: BundleReader, manifest: Manifest, sink: Sink) -> list[s
                 if sink.write_copy(entry, source) != entry.sha256:
                     problems.append(f"{entry.path}: copy of {source.path} differs from the "
                                     "manifest")
-            elif sink.write_file(entry, chunks) != entry.sha256:
-                problems.append(f"{entry.path}: sha256 differs from the manifest")
+            else:
+                scan = FileScan(names.get(entry.path, [entry.path]), allow)
+                if sink.write_file(entry, scanned_chunks(scan, chunks)) != entry.sha256:
+                    problems.append(f"{entry.path}: sha256 differs from the manifest")
+                elif scan.close() is not None:
+                    assert scan.finding is not None
+                    problems.append(refusal(entry.path, scan.finding))
         reader.finish()
     except IntegrityError as exc:
         problems.append(str(exc))
@@ -90,6 +101,7 @@ class VerifyReport:
     problems: tuple[str, ...]
     sha256: dict[str, str]  # file name -> sha256, for the bundle file or each volume
     sidecar: Path | None  # the .sha256 file that was compared, if there was one
+    signer: Signer | None = None  # who signed the sidecar (trusted_by None: not checked)
 
     @property
     def ok(self) -> bool:
@@ -97,7 +109,8 @@ class VerifyReport:
 
 
 def verify(bundle: Path, progress: Callable[[int], None] | None = None,
-           *, quick: bool = False) -> VerifyReport:
+           *, quick: bool = False, trust: Path | None = None, home: Path | None = None,
+           allow_globals: Sequence[str] = ()) -> VerifyReport:
     """Check every member of ``bundle`` against its manifest, and every file of it against
     the ``.sha256`` sidecar when there is one. Collects all problems.
 
@@ -105,21 +118,27 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None,
     on the stick before walking away.
     """
     files = locate(bundle)
+    signer = require_trusted(files, trust=trust, home=home)  # SignatureError: exit 3
     if quick:
         return VerifyReport(bundle, None, tuple(quick_verify(files, progress)), {},
-                            files.sidecar)
+                            files.sidecar, signer)
     problems: list[str] = []
     manifest: Manifest | None = None
     digests: dict[str, str] = {}
     try:
         with BundleReader(bundle, progress=progress) as reader:
             manifest = reader.manifest()
-            problems.extend(stream_check(reader, manifest, HashOnly()))
+            allow, note = offline_allowlist(
+                manifest.origin.allowed_globals,
+                signer is not None and signer.trusted_by is not None, allow_globals)
+            problems.extend(stream_check(reader, manifest, HashOnly(), allow=allow))
+            if problems and note:
+                problems.append(note)
             digests = reader.drain()
     except IntegrityError as exc:
         problems.append(str(exc))
         problems.extend(exc.problems)
-    return VerifyReport(bundle, manifest, tuple(problems), digests, files.sidecar)
+    return VerifyReport(bundle, manifest, tuple(problems), digests, files.sidecar, signer)
 
 
 def inspect(bundle: Path) -> tuple[Manifest, int]:

@@ -23,6 +23,8 @@ from bundler.errors import IntegrityError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest
 from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
 from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
+from bundler.scan import offline_allowlist
+from bundler.signing import Signer, require_trusted
 from bundler.verify import stream_check
 from bundler.volumes import BundleFiles, locate
 
@@ -91,25 +93,15 @@ class BlobSink:
         self.pending.clear()
 
 
-def require_signature(files: BundleFiles, trust: Path | None) -> str | None:
-    """The signer of the bundle, checked before a byte is read, exactly as install does.
-
-    SIGNATURE CHECK, the one call site for mirror publish (issue 10 adds
-    ``bundler.signing.require_trusted``; the lead wires it here at merge). Until then there is
-    nothing to check and no signer to record.
-    """
-    import importlib
-
-    try:
-        signing = importlib.import_module("bundler.signing")
-    except ImportError:
-        return None
-    signer = signing.require_trusted(files, trust=trust, home=None)
-    return None if signer is None else str(signer)
+def require_signature(files: BundleFiles, trust: Path | None, root: Path) -> Signer | None:
+    """Who signed the bundle, checked before a byte of it is read, exactly as install does:
+    ``--trust``, ``$PADDLE_BUNDLE_TRUST`` and the mirror's own policy
+    (``ROOT/.paddle-bundle/allowed_signers``) each must accept the signer when present."""
+    return require_trusted(files, trust=trust, home=root)
 
 
 def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
-            lookup: UrlLookup = paddlenlp_urls,
+            allow_globals: Sequence[str] = (), lookup: UrlLookup = paddlenlp_urls,
             progress: Callable[[int], None] | None = None) -> PublishResult:
     """Verify every bundle and serve its models from ``root``, all in one new generation."""
     mirror = Mirror(root)
@@ -120,8 +112,9 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
         sink = BlobSink(mirror)
         try:
             for bundle, files in located:
-                signer = require_signature(files, trust)
-                for model in _verify_into(bundle, files, sink, signer, lookup, progress):
+                signer = require_signature(files, trust, Path(root))
+                for model in _verify_into(bundle, files, sink, signer, allow_globals, lookup,
+                                          progress):
                     incoming[model.id] = model
             _require_bases(mirror, sink, incoming.values())
             sink.commit()
@@ -140,21 +133,27 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
         return PublishResult(tuple(outcomes), mirror.commit(merged.values()))
 
 
-def _verify_into(bundle: Path, files: BundleFiles, sink: BlobSink, signer: str | None,
-                 lookup: UrlLookup, progress: Callable[[int], None] | None
-                 ) -> list[PublishedModel]:
+def _verify_into(bundle: Path, files: BundleFiles, sink: BlobSink, signer: Signer | None,
+                 allow_globals: Sequence[str], lookup: UrlLookup,
+                 progress: Callable[[int], None] | None) -> list[PublishedModel]:
     with BundleReader(bundle, progress=progress) as reader:
         manifest = reader.manifest()
+        allow, note = offline_allowlist(manifest.origin.allowed_globals,
+                                        signer is not None and signer.trusted_by is not None,
+                                        allow_globals)
         manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
         planned = _plan(manifest, lookup)  # before reading: an unknown URL fails early
-        problems = stream_check(reader, manifest, sink)
+        problems = stream_check(reader, manifest, sink, allow=allow)
+        if problems and note:
+            problems.append(note)
         if problems:
             raise IntegrityError(f"{bundle} failed verification; nothing was published",
                                  problems, hint="copy the bundle again and run "
                                                 "'paddle-bundle verify' on it")
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     name = display_name(files.base.name)
-    return [PublishedModel(model_id, kind, served, name, manifest_sha256, signer, now,
+    signed_by = None if signer is None else signer.describe()
+    return [PublishedModel(model_id, kind, served, name, manifest_sha256, signed_by, now,
                            skipped) for model_id, kind, served, skipped in planned]
 
 
