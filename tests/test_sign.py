@@ -274,3 +274,19 @@ def test_signature_covers_every_volume(tmp_path: Path, keys: dict[str, Path], tr
                    input=b"y\n")
     assert _main(["verify", str(out), "--trust", str(trust)]) == 3
     assert volumes[-1].name in capsys.readouterr().err
+
+
+# -- the fleet mirror checks signatures as install does ---------------------------------------
+def test_mirror_publish_honours_trust_and_the_mirrors_own_policy(
+        bundle: Path, signed: Path, trust: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "mirror"
+    _refused(["mirror", "publish", str(bundle), "--root", str(root), "--trust", str(trust)],
+             capsys, "is not signed")
+    _policy(root, trust)  # ROOT/.paddle-bundle/allowed_signers: every publish must be signed
+    _refused(["mirror", "publish", str(bundle), "--root", str(root)], capsys, "is not signed")
+    assert not (root / "paddlenlp").exists() or not any((root / "paddlenlp").rglob("*.json"))
+    assert _main(["mirror", "publish", str(signed), "--root", str(root), "-q"]) == 0
+    assert _main(["mirror", "list", "--root", str(root), "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert "alice@bank" in listed
