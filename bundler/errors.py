@@ -161,3 +161,13 @@ class CommandFailedError(BundleError):
 class ProofFailedError(BundleError):
     """The offline proof of a new bundle failed: the program, run again offline from a scratch
     install of the bundle, did not succeed. Nothing was written."""
+
+
+# -- the offline machine's software (bundler.wheels, bundler.doctor) --------------------------
+class WheelsUnavailableError(BundleError, LookupError):
+    """No wheel exists for the target Python/platform of a package the wheel folder needs
+    (``missing`` names the requirement), so no folder was written."""
+
+    def __init__(self, message: str, *, missing: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = missing

@@ -18,6 +18,7 @@ from bundler.cache import Cache, InstallRecord
 from bundler.errors import IntegrityError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest, parse_model_ids
 from bundler.volumes import locate, quick_verify
+from bundler.wheels import folder_problems
 
 
 class Sink(Protocol):
@@ -106,8 +107,9 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None,
     """
     files = locate(bundle)
     if quick:
-        return VerifyReport(bundle, None, tuple(quick_verify(files, progress)), {},
-                            files.sidecar)
+        return VerifyReport(bundle, None, tuple(quick_verify(files, progress)
+                                                + folder_problems(files.base, files.expected)),
+                            {}, files.sidecar)
     problems: list[str] = []
     manifest: Manifest | None = None
     digests: dict[str, str] = {}
@@ -119,6 +121,7 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None,
     except IntegrityError as exc:
         problems.append(str(exc))
         problems.extend(exc.problems)
+    problems.extend(folder_problems(files.base, files.expected))  # OUT.python/ (--python)
     return VerifyReport(bundle, manifest, tuple(problems), digests, files.sidecar)
 
 
