@@ -295,10 +295,45 @@ def _pip_for_target(command: Sequence[str], target: Target, built: Path,
                                  "source", missing="", hint="build their wheels by hand")
 
 
+def _build_source_only(target: Target, self_wheel: Path, built: Path, run: Runner) -> None:
+    """Build a pure wheel of every package the set takes from a source release.
+
+    ``--only-binary=:all:`` does not fail for a package whose newest release is source
+    only: pip silently takes an older release that has a wheel (seqeval 0.0.10, which wants
+    keras, for 1.2.2, which wants scikit-learn; without scipy ``import paddlenlp`` fails).
+    So the set is first resolved as ``pip install`` would resolve it here, and each release
+    that comes as source is built into ``built``, where the target's resolve finds it.
+    """
+    with tempfile.TemporaryDirectory(prefix="paddle-bundle-resolve-") as tmp:
+        report = Path(tmp) / "report.json"
+        proc = run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                    "--quiet", "--report", str(report), "--target", str(Path(tmp) / "t"),
+                    "--find-links", str(built),
+                    *(arg for url in target.extra_index_urls
+                      for arg in ("--extra-index-url", url)),
+                    *target.requirements(self_wheel)])
+        if proc.returncode != 0:
+            return  # (e.g. a set for another Python only): the target's resolve says why
+        data = json.loads(report.read_text(encoding="utf-8"))
+    for item in data.get("install", []):
+        url = str(item.get("download_info", {}).get("url", ""))
+        meta = item.get("metadata", {})
+        if url.endswith(".whl") or not meta.get("name"):
+            continue
+        requirement = f"{meta['name']}=={meta.get('version', '')}"
+        if not _build_pure(requirement, built, target, run):
+            raise WheelsUnavailableError(
+                f"{requirement} exists only as source and does not build into a pure-Python "
+                f"wheel here, so there is none for {target.describe()}", missing=requirement,
+                hint="build its wheel on a machine like the target and add it with "
+                     "--find-links (PIP_FIND_LINKS)")
+
+
 def resolve(target: Target, *, self_wheel: Path, built: Path, run: Runner = _run
             ) -> Resolution:
     """What the wheel folder for ``target`` would hold, without downloading the wheels
     (pip reads the metadata PyPI serves beside each wheel, PEP 658)."""
+    _build_source_only(target, self_wheel, built, run)
     with tempfile.TemporaryDirectory(prefix="paddle-bundle-resolve-") as tmp:
         report = Path(tmp) / "report.json"
         _pip_for_target([sys.executable, "-m", "pip", "install", "--dry-run",
@@ -335,6 +370,7 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
             built = built or Path(tmp) / "built"
             built.mkdir(parents=True, exist_ok=True)
             self_wheel = build_self_wheel(Path(tmp) / "self", run)
+            _build_source_only(target, self_wheel, built, run)
             _pip_for_target([sys.executable, "-m", "pip", "download", "--quiet",
                              "--dest", str(partial)],
                             target, built, target.requirements(self_wheel), run)
