@@ -35,7 +35,7 @@ def run_doctor(tmp_path: Path, home: Path, **code: str) -> subprocess.CompletedP
 
 
 def lines(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         status, _, rest = line.partition("] ")
         found.setdefault(rest.split(":", 1)[0], f"{status[1:]}|{rest}")

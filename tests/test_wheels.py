@@ -8,6 +8,7 @@ import hashlib
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_platform_tags_cover_older_manylinux_and_legacy_aliases() -> None:
 ])
 def test_bad_targets_are_usage_errors(kwargs: dict[str, str], words: str) -> None:
     with pytest.raises(UsageError, match=words.replace("(", r"\(")):
-        Target.parse(**kwargs)  # type: ignore[arg-type]
+        Target.parse(**kwargs)
 
 
 def test_cli_refuses_a_bad_target_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
@@ -240,3 +241,51 @@ def test_a_set_with_no_wheels_is_refused_naming_what_is_missing(
     assert "no wheel of paddlepaddle==3.3.1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists() and not out.with_name("py.partial").exists()
+
+
+# -- source-only releases ------------------------------------------------------------------------
+def fake_pip(tmp_path: Path, sdists: dict[str, str], pure: bool = True
+             ) -> tuple[wheels.Runner, list[list[str]]]:
+    """A pip that reports ``sdists`` (name -> version) as coming from source releases, and
+    builds each into a wheel (pure or not); records every command."""
+    import json as _json
+
+    calls: list[list[str]] = []
+
+    def run(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        args = list(args)
+        calls.append(args)
+        if "--report" in args:
+            items = [{"metadata": {"name": "click", "version": "8.1.7"},
+                      "download_info": {"url": "https://x/click-8.1.7-py3-none-any.whl"}}]
+            items += [{"metadata": {"name": n, "version": v},
+                       "download_info": {"url": f"https://x/{n}-{v}.tar.gz"}}
+                      for n, v in sdists.items()]
+            Path(args[args.index("--report") + 1]).write_text(_json.dumps({"install": items}))
+        elif "wheel" in args:
+            name, version = args[-1].split("==")
+            tag = "py3-none-any" if pure else "cp311-cp311-linux_x86_64"
+            dest = Path(args[args.index("--wheel-dir") + 1])
+            (dest / f"{name}-{version}-{tag}.whl").write_bytes(b"w")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    return run, calls
+
+
+def test_source_only_releases_are_built_before_the_target_resolve(tmp_path: Path) -> None:
+    """--only-binary would silently take seqeval 0.0.10 (a wheel) for 1.2.2 (source only),
+    whose dependencies differ: the release the set resolves to here is built instead."""
+    run, calls = fake_pip(tmp_path, {"seqeval": "1.2.2"})
+    built = tmp_path / "built"
+    wheels._build_source_only(Target.parse("3.10", "aarch64"), Path("pb.whl"), built, run)
+    assert [p.name for p in built.iterdir()] == ["seqeval-1.2.2-py3-none-any.whl"]
+    assert "--platform" not in calls[0]  # resolved as pip install resolves it here
+    assert calls[1][-1] == "seqeval==1.2.2" and "--no-binary" in calls[1]
+
+
+def test_a_source_only_release_that_compiles_is_refused(tmp_path: Path) -> None:
+    run, _ = fake_pip(tmp_path, {"fastcrc": "0.1"}, pure=False)
+    with pytest.raises(WheelsUnavailableError, match="fastcrc==0.1 exists only as source"):
+        wheels._build_source_only(Target.parse("3.10", "aarch64"), Path("pb.whl"),
+                                  tmp_path / "built", run)
+    assert not (tmp_path / "built").exists() or not list((tmp_path / "built").iterdir())
