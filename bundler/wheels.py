@@ -419,7 +419,14 @@ def sidecar_entries(folder: Path, bundle: Path) -> list[tuple[str, str]]:
 def attach_to_bundle(bundle: Path, target: Target, *, run: Runner = _run) -> WheelFolder:
     """``fetch --python``: write ``OUT.python/`` beside the written bundle ``OUT`` and add
     its files to ``OUT.sha256`` (before any signature is made over the sidecar)."""
-    folder = build_folder(folder_for(bundle), target, run=run)
+    try:
+        folder = build_folder(folder_for(bundle), target, run=run)
+    except BundleError as exc:
+        exc.message = (f"{bundle} is written, but not its wheel folder "
+                       f"{folder_for(bundle).name}/: {exc.message}")
+        exc.hint = (f"{exc.hint}; then paddle-bundle python -o {folder_for(bundle)} (pip "
+                    "checks it by its requirements.txt; OUT.sha256 does not list it)")
+        raise
     add_to_sidecar(bundle, folder.path)
     return folder
 

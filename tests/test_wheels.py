@@ -289,3 +289,18 @@ def test_a_source_only_release_that_compiles_is_refused(tmp_path: Path) -> None:
         wheels._build_source_only(Target.parse("3.10", "aarch64"), Path("pb.whl"),
                                   tmp_path / "built", run)
     assert not (tmp_path / "built").exists() or not list((tmp_path / "built").iterdir())
+
+
+def test_fetch_python_names_the_written_bundle_when_the_folder_fails(
+        bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> wheels.WheelFolder:
+        raise WheelsUnavailableError("no wheel of paddlepaddle==3.3.1 for Python 3.14",
+                                     missing="paddlepaddle==3.3.1", hint="choose another")
+
+    monkeypatch.setattr(wheels, "build_folder", refuse)
+    with pytest.raises(WheelsUnavailableError) as info:
+        wheels.attach_to_bundle(bundle, Target.parse("3.11", "x86_64"))
+    text = str(info.value)
+    assert text.startswith(f"{bundle} is written, but not its wheel folder")
+    assert "no wheel of paddlepaddle==3.3.1" in text and "paddle-bundle python -o" in text
+    assert "python" not in bundle.with_name(bundle.name + ".sha256").read_text()
