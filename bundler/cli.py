@@ -148,6 +148,57 @@ def _resolve_home(home: Path | None) -> Path:
     return home if home is not None else default_home()
 
 
+def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The offline machine a wheel folder is for (``fetch --python``, ``python``)."""
+    for option in reversed([
+        click.option("--target-python", metavar="X.Y", default=None,
+                     help="The offline machine's Python (3.10, 3.11, 3.12; default: this "
+                          "one's)."),
+        click.option("--target-platform", metavar="PLATFORM", default=None,
+                     help="x86_64 or aarch64 (manylinux, glibc >= 2.28), or a tag such as "
+                          "manylinux_2_17_x86_64 (default: this machine's architecture)."),
+        click.option("--paddle", type=click.Choice(["cpu", "gpu"]), default="cpu",
+                     show_default=True,
+                     help="paddle-bundle's [paddle] set (paddlepaddle) or [gpu] set "
+                          "(paddlepaddle-gpu: add Paddle's --extra-index-url)."),
+        click.option("--paddle-version", metavar="VERSION", default=None,
+                     help="Another paddlepaddle release than the one the set pins (which "
+                          "has no aarch64 wheels); the set is proven with the pinned one."),
+        click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL",
+                     help="Passed to pip (repeatable): Paddle's CUDA builds are not on PyPI."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _target(python: str | None, platform: str | None, paddle: str,
+            paddle_version: str | None, extra_index_urls: tuple[str, ...]) -> Any:
+    from bundler.wheels import Target
+
+    return Target.parse(python, platform, paddle, extra_index_urls, paddle_version)
+
+
+def _echo_wheel_folder(folder: Path) -> None:
+    from bundler.wheels import REQUIREMENTS, install_command
+
+    count = sum(1 for p in folder.iterdir() if p.name != REQUIREMENTS)
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    _echo(f"wheel folder {folder}: {count} wheels, {_human(size)}; on the offline machine, in "
+          "a venv: " + install_command(folder.name))
+
+
+def _echo_install_advice(bundle: Path, manifest: Any) -> None:
+    """The pip command for the bundle's wheel folder, when this Python lacks its PaddleNLP."""
+    from bundler.volumes import locate
+    from bundler.wheels import install_advice
+
+    origin = manifest.origin
+    proven = origin.proof.paddlenlp if origin.proof is not None else None
+    advice = install_advice(locate(bundle).base, proven or origin.paddlenlp)
+    if advice:
+        _echo(advice)
+
+
 # -- commands ------------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
@@ -364,13 +415,20 @@ class _FetchCommand(click.Command):
                                   "[default: $TMPDIR]; never beside -o.")
 @_output_options
 @_sign_options
+@click.option("--python", "with_python", is_flag=True,
+              help="Also write OUT.python/: wheels of paddle-bundle, Paddle, PaddleNLP and "
+                   "every dependency for the offline machine, with a hash-pinned "
+                   "requirements.txt; OUT.sha256 covers them.")
+@_target_options
 @_quiet_option
 @click.pass_context
 def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | None,
           task: str | None, task_args: tuple[str, ...], prove: bool, mirror: str | None,
           scratch: Path | None, level: int, threads: int, split_size: str | None,
           fat32: bool, state: Path | None, portable: bool, sign_key: Path | None,
-          allow_globals: tuple[str, ...], quiet: bool) -> int:
+          allow_globals: tuple[str, ...], with_python: bool, target_python: str | None,
+          target_platform: str | None, paddle: str, paddle_version: str | None,
+          extra_index_urls: tuple[str, ...], quiet: bool) -> int:
     """Bundle what PaddleNLP obtains for a program, or for MODELS, into one bundle.
 
     \b
@@ -406,19 +464,22 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
     _check_key(sign_key)
     options = _pack_options(tool, level, threads, split_size, fat32, state, portable,
                             allow_globals=_checked_globals(allow_globals))
+    python_target = (_target(target_python, target_platform, paddle, paddle_version,
+                             extra_index_urls) if with_python else None)
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:
             if command:
                 result = fetch_command(command, out, home=_resolve_home(home), options=options,
                                        prove=prove, mirror=mirror, progress=bar.update,
-                                       on_start=bar.start, scratch=scratch)
+                                       on_start=bar.start, scratch=scratch,
+                                       python=python_target)
             else:
                 result = do_fetch(models, out, home=_resolve_home(home), task=task,
                                   task_args=parse_task_args(task_args), options=options,
                                   progress=bar.update, on_start=bar.start,
                                   on_download=downloads.event, prove=prove, mirror=mirror,
-                                  scratch=scratch)
+                                  scratch=scratch, python=python_target)
     finally:
         downloads.close()
     if not quiet:
@@ -427,6 +488,10 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
         _echo(f"fetched from {result.endpoint} ({len(result.downloaded)} files "
               f"downloaded, {len(result.cached)} already cached); {proven}"
                    f"{_packed_summary(result.pack)}")
+        if python_target is not None:
+            from bundler.wheels import folder_for
+
+            _echo_wheel_folder(folder_for(out))
     _sign_last(result.pack.sidecar, sign_key, quiet)
     return EXIT_OK
 
@@ -559,6 +624,7 @@ def install(bundle: Path, home: Path | None, force: bool, trust: Path | None,
         if not quiet:
             for line in load_snippet(outcome.model, outcome.path).split("\n"):
                 _echo(line)  # its own line breaks; anything else in it is escaped
+    _echo_install_advice(bundle, result.manifest)
     return EXIT_OK
 
 
@@ -827,6 +893,50 @@ def mirror_nginx_config(root: Path, listen: str, allow: tuple[str, ...]) -> int:
 
 
 # -- entry point ----------------------------------------------------------------------------
+@cli.command(name="python")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Wheel folder to write (e.g. /media/usb/python).")
+@_target_options
+@_quiet_option
+def python_(out: Path, target_python: str | None, target_platform: str | None, paddle: str,
+            paddle_version: str | None, extra_index_urls: tuple[str, ...],
+            quiet: bool) -> int:
+    """Write a wheel folder for the offline machine: paddle-bundle, Paddle, PaddleNLP and
+    every dependency, with a hash-pinned requirements.txt.
+
+    \b
+    paddle-bundle python -o /media/usb/python --target-python 3.10
+    offline, in a venv: python3 -m pip install --no-index --find-links python \\
+                          -r python/requirements.txt
+    """
+    from bundler.wheels import build_folder
+
+    target = _target(target_python, target_platform, paddle, paddle_version, extra_index_urls)
+    folder = build_folder(out, target)
+    if not quiet:
+        _echo(f"{target.describe()}: {len(folder.wheels)} wheels, {_human(folder.size)}")
+        _echo_wheel_folder(folder.path)
+    return EXIT_OK
+
+
+@cli.command()
+@_home_option
+def doctor(home: Path | None) -> int:
+    """Can this machine load bundled models? One line per finding; exit 1 if anything
+    blocks loading.
+
+    Python, Paddle and PaddleNLP (imported in a child process), the offline-mode hook,
+    'unshare -n', the home and its models, and what to do about each problem.
+    """
+    from bundler.doctor import diagnose, exit_code
+
+    findings = diagnose(_resolve_home(home))
+    for finding in findings:
+        fix = f" -> {finding.fix}" if finding.fix else ""
+        _echo(f"[{finding.status}] {finding.topic}: {finding.message}{fix}")
+    return exit_code(findings)
+
+
 class _WarningHandler(logging.Handler):
     """The library logs; the CLI shows its warnings as one line each on stderr."""
 

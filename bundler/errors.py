@@ -203,3 +203,13 @@ class UnsafePickleLoadError(BundleError, RuntimeError):
     allowlist (``paddle.load`` of a file that never went through a bundle)."""
 
     exit_code = EXIT_INTEGRITY
+
+
+# -- the offline machine's software (bundler.wheels, bundler.doctor) --------------------------
+class WheelsUnavailableError(BundleError, LookupError):
+    """No wheel exists for the target Python/platform of a package the wheel folder needs
+    (``missing`` names the requirement), so no folder was written."""
+
+    def __init__(self, message: str, *, missing: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = missing

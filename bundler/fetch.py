@@ -57,6 +57,7 @@ from bundler.manifest import (
 )
 from bundler.pack import PackOptions, PackResult, check_output, write_bundle
 from bundler.paths import is_within, unsafe_reason
+from bundler.wheels import Target, attach_to_bundle
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +514,7 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
           on_start: Callable[[int], None] | None = None,
           on_download: Callable[[DownloadEvent], None] | None = None,
           prove: bool = False, mirror: str | None = None,
-          scratch: Path | None = None) -> FetchResult:
+          scratch: Path | None = None, python: Target | None = None) -> FetchResult:
     """Download with PaddleNLP what loading ``model_ids`` needs into ``home``, then pack it.
 
     Without ``task`` each model is resolved the way ``AutoConfig``, ``AutoTokenizer`` (slow
@@ -560,6 +561,8 @@ def fetch(model_ids: Sequence[str], out: Path, *, home: Path, task: str | None =
         options = replace(options, proof=_proof(prover.describe(), report))
     result = write_proven(entries, files, out, home=home, options=options, prover=prover,
                           progress=progress, on_start=on_start, scratch=scratch)
+    if python is not None:  # OUT.python/ and its lines in OUT.sha256, before any signature
+        attach_to_bundle(out, python)
     return _result(result, report, files, endpoint, options.proof)
 
 
@@ -568,7 +571,7 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
                   mirror: str | None = None,
                   progress: Callable[[int], None] | None = None,
                   on_start: Callable[[int], None] | None = None,
-                  scratch: Path | None = None) -> FetchResult:
+                  scratch: Path | None = None, python: Target | None = None) -> FetchResult:
     """Run ``command`` with the recorder in every Python it starts, then bundle every file
     PaddleNLP obtained for it (:mod:`bundler.capture`); with ``prove`` (the default) only
     once the same command has run offline from a scratch install of the bundle.
@@ -614,6 +617,8 @@ def fetch_command(command: Sequence[str], out: Path, *, home: Path,
         options = replace(options, proof=_proof(prover.describe(), report))
     result = write_proven(entries, files, out, home=home, options=options, prover=prover,
                           progress=progress, on_start=on_start, scratch=scratch)
+    if python is not None:  # OUT.python/ and its lines in OUT.sha256, before any signature
+        attach_to_bundle(out, python)
     return replace(_result(result, report, files, endpoint, options.proof),
                    processes=int(raw.get("processes") or 0))
 

@@ -20,6 +20,7 @@ from bundler.manifest import FileEntry, Manifest, parse_model_ids
 from bundler.scan import Allowlist, FileScan, aliases, offline_allowlist, refusal, scanned_chunks
 from bundler.signing import Signer, require_trusted
 from bundler.volumes import locate, quick_verify
+from bundler.wheels import folder_problems
 
 
 class Sink(Protocol):
@@ -120,8 +121,9 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None,
     files = locate(bundle)
     signer = require_trusted(files, trust=trust, home=home)  # SignatureError: exit 3
     if quick:
-        return VerifyReport(bundle, None, tuple(quick_verify(files, progress)), {},
-                            files.sidecar, signer)
+        return VerifyReport(bundle, None, tuple(quick_verify(files, progress)
+                                                + folder_problems(files.base, files.expected)),
+                            {}, files.sidecar, signer)
     problems: list[str] = []
     manifest: Manifest | None = None
     digests: dict[str, str] = {}
@@ -138,6 +140,7 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None,
     except IntegrityError as exc:
         problems.append(str(exc))
         problems.extend(exc.problems)
+    problems.extend(folder_problems(files.base, files.expected))  # OUT.python/ (--python)
     return VerifyReport(bundle, manifest, tuple(problems), digests, files.sidecar, signer)
 
 

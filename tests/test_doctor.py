@@ -1,0 +1,110 @@
+"""``paddle-bundle doctor``: one line per finding, exit 1 when loading is blocked, and a
+broken Paddle or PaddleNLP import (even one that kills the interpreter) cannot crash it.
+
+Paddle and PaddleNLP are shadowed by small stand-ins on PYTHONPATH (doctor imports them in a
+child Python, which inherits it), so these tests run in seconds; the real set is checked by
+doctor in tests/test_wheels_offline.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bundler import doctor
+from bundler.cli import _main
+from tests.conftest import ROOT
+
+
+def stand_ins(tmp_path: Path, paddle: str = "", paddlenlp: str = "") -> Path:
+    folder = tmp_path / "shadow"
+    for name, code in (("paddle", paddle), ("paddlenlp", paddlenlp)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(code)
+    return folder
+
+
+def run_doctor(tmp_path: Path, home: Path, **code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{stand_ins(tmp_path, **code)}{os.pathsep}{ROOT}"}
+    return subprocess.run([sys.executable, "-m", "bundler", "doctor", "--home", str(home)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def lines(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        status, _, rest = line.partition("] ")
+        found.setdefault(rest.split(":", 1)[0], f"{status[1:]}|{rest}")
+    return found
+
+
+def test_healthy_machine_exits_0_and_lists_the_home_s_models(
+        tmp_path: Path, bundle: Path, offline_home: Path) -> None:
+    assert _main(["install", str(bundle), "--home", str(offline_home), "-q"]) == 0
+    proc = run_doctor(tmp_path, offline_home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = lines(proc)
+    assert found["python"].startswith("ok|") and sys.version.split()[0] in found["python"]
+    assert found["paddlepaddle"].startswith("ok|") and "imports" in found["paddlepaddle"]
+    assert found["paddlenlp"].startswith("ok|")
+    assert found["home"] == f"ok|home: {offline_home}: 1 model(s) installed"
+    assert found["model"].startswith("ok|model: Org/small at ")
+    assert "offline hook" in found and "unshare" in found
+    assert all(line.startswith("[") for line in proc.stdout.splitlines())  # one per finding
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    pytest.param("import os; os.abort()", "the interpreter died with signal 6", id="crash"),
+    pytest.param("raise ImportError('libcudart.so.11.0: cannot open shared object file')",
+                 "ImportError: libcudart.so.11.0: cannot open shared object file",
+                 id="import-error"),
+])
+def test_a_broken_paddlenlp_is_one_line_and_exit_1_without_crashing_doctor(
+        tmp_path: Path, code: str, words: str) -> None:
+    proc = run_doctor(tmp_path, tmp_path / "no-home", paddlenlp=code)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    found = lines(proc)
+    assert found["paddlenlp"].startswith("fail|") and words in found["paddlenlp"]
+    assert "--no-index --find-links OUT.python" in found["paddlenlp"]  # what to do
+    assert found["paddlepaddle"].startswith("ok|")
+    # everything after the broken import was still checked
+    assert found["home"].startswith("warn|") and "does not exist" in found["home"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_missing_paddlenlp_blocks_loading(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(stand_ins(tmp_path)))
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version",
+                        lambda dist: None if dist == "paddlenlp" else real(dist))
+    assert _main(["doctor", "--home", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "[fail] paddlenlp: paddlenlp is not installed in this Python" in out
+    assert "[warn] home:" in out and "no models installed" in out
+
+
+def test_offline_hook_missing_is_a_warning_with_what_to_do(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import site
+    import sysconfig
+
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(tmp_path)})
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(tmp_path)])
+    finding = doctor.offline_hook_finding()
+    assert finding.status == doctor.WARN and not finding.blocking
+    assert finding.fix is not None and "import bundler.offline" in finding.fix
+    (tmp_path / "paddle_bundle_offline.pth").write_text("import os\n")
+    assert doctor.offline_hook_finding().status == doctor.OK
+
+
+def test_a_home_that_is_a_file_blocks_loading(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    findings = doctor.home_findings(home)
+    assert [f.status for f in findings] == [doctor.FAIL]
+    assert doctor.exit_code(findings) == 1
