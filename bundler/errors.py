@@ -161,3 +161,9 @@ class CommandFailedError(BundleError):
 class ProofFailedError(BundleError):
     """The offline proof of a new bundle failed: the program, run again offline from a scratch
     install of the bundle, did not succeed. Nothing was written."""
+
+
+#: ``paddle-bundle rewrite``: some files could not be read or parsed (each was reported and
+#: skipped; the others were handled).  Kept apart from 1 so that ``rewrite --check`` in CI
+#: tells "would change" (1) from "could not look at everything" (4).
+EXIT_SKIPPED = 4

@@ -35,10 +35,11 @@ from bundler.rewrite.files import (
     unified_diff,
 )
 from bundler.rewrite.notebooks import rewrite_notebook
-from bundler.rewrite.results import Change, Finding, FindingKind, RewriteResult
+from bundler.rewrite.results import SKIPPED_KINDS, Change, Finding, FindingKind, RewriteResult
 
 __all__ = [
     "OFFLINE_IMPORT_LINE",
+    "SKIPPED_KINDS",
     "SKIP_DIRS",
     "Change",
     "FileChangedError",
