@@ -1050,3 +1050,11 @@ def test_file_rewrite_is_a_frozen_value() -> None:
     assert not plan.changed
     with pytest.raises(AttributeError):
         plan.new_text = "b"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n"], ids=["cr-only", "crlf", "lf"])
+def test_line_endings_are_kept_to_the_last_one(newline: str) -> None:
+    """Issue 13: a CR-only file lost its final CR (libcst drops it)."""
+    source = f"x = 1{newline}m = A.from_pretrained('{ERNIE}'){newline}"
+    result = rewrite_source(source, INSTALLED)
+    assert result.new_source == source.replace(ERNIE, ERNIE_DIR)
