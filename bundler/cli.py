@@ -568,7 +568,14 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, target_home: Path | None
     """
     from bundler.cache import default_home, installed_hub_models, installed_models
     from bundler.errors import EXIT_SKIPPED
-    from bundler.rewrite import SKIPPED_KINDS, apply, default_jobs, plan_rewrites, unified_diff
+    from bundler.rewrite import (
+        SKIPPED_KINDS,
+        FileChangedError,
+        apply,
+        default_jobs,
+        plan_rewrites,
+        unified_diff,
+    )
 
     lookup = home if home is not None else default_home()
     target = target_home if target_home is not None else lookup
@@ -600,7 +607,13 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, target_home: Path | None
             else:  # byte for byte, so that `patch -p1` reproduces --in-place exactly
                 click.echo(diff, nl=False)
         elif mode == "in-place":
-            apply(plan)
+            try:
+                apply(plan)
+            except (FileChangedError, OSError) as exc:  # one file; the others are still written
+                why = exc.message if isinstance(exc, FileChangedError) else (exc.strerror or exc)
+                _echo(f"{plan.path}: warning [unreadable]: not written: {why}", err=True)
+                changed.remove(plan)
+                skipped += 1
     verb = {"diff": "would change", "check": "would change", "in-place": "changed"}[mode]
     ids = sum(len(p.result.changes) for p in changed)
     _echo(f"{len(changed)} of {len(plans)} file(s) {verb} ({ids} model id(s) -> full "

@@ -634,3 +634,29 @@ def test_only_ids_at_paddlenlp_call_sites_change(source: str) -> None:
     assert changed == _expected_edits(source)
     assert len(result.changes) == len(changed)
     assert rewrite_source(result.new_source, P_INSTALLED).new_source == result.new_source
+
+
+def test_a_file_that_cannot_be_written_is_one_warning(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--in-place: a file changed since it was read is not overwritten, and the rest are."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    first = root / "a.py"
+    first.write_text(f'm = A.from_pretrained("{BERT}")\n')
+    good = _good(root)
+    real_plan = files_module.plan_rewrites
+
+    def plan_then_edit(*args: object, **kwargs: object) -> object:
+        plans = real_plan(*args, **kwargs)  # type: ignore[arg-type]
+        first.write_text("# edited meanwhile\n")
+        return plans
+
+    monkeypatch.setattr("bundler.rewrite.plan_rewrites", plan_then_edit)
+    assert _main(["rewrite", str(root), "--home", str(home), "--in-place", "-j", "1"]) == 4
+    err = capsys.readouterr().err
+    assert f"{first}: warning [unreadable]: not written: {first} changed since it was read" in err
+    assert first.read_text() == "# edited meanwhile\n"
+    assert str(home.resolve() / "models" / BERT) in good.read_text()
+    assert "1 of 2 file(s) changed" in err
