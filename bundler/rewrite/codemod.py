@@ -3,14 +3,17 @@
 Pure ``str -> str``: :func:`rewrite_source` takes one module's text and returns the new text
 with what it changed and what it reports (:class:`~.results.RewriteResult`); it never
 touches a file, so it is easy to test and to property-test.  The edit is a libcst codemod:
-only the one string literal changes, and formatting, comments and quote style survive.
-Running it a second time changes nothing, because an absolute path is never an installed
-model id.
+only the id argument of a PaddleNLP ``from_pretrained`` call changes (a literal, or a
+variable assigned once to one -- the *call* gets the folder, the variable keeps its value
+for every other use), and formatting, comments and quote style survive.  Running it a
+second time changes nothing, because an absolute path is never an installed model id.
 
-Anything that cannot be rewritten safely is *reported*, never guessed at: ids built at run
-time (f-strings, concatenations, function parameters, imported names) and ``Taskflow(...)``
-calls, which take a task name rather than a folder and therefore need the offline-mode
-switch (:data:`OFFLINE_IMPORT_LINE`) instead.
+Anything that cannot be rewritten safely is *reported*, never guessed at: loads by other
+libraries (:data:`FOREIGN_LIBRARIES`), ids built at run time (f-strings, concatenations,
+function parameters, imported or reassigned names, bytes), hub flags and ``cache_dir=``
+that send the load elsewhere, hub downloads (:data:`DOWNLOAD_FUNCTIONS`) and
+``Taskflow(...)`` calls, which take a task name rather than a folder and therefore need
+the offline-mode switch (:data:`OFFLINE_IMPORT_LINE`) instead.
 
 Most modules of a real codebase call neither ``from_pretrained`` nor ``Taskflow``; for
 those the answer is known from the text alone (:func:`may_act`), so they cost one parse
@@ -960,7 +963,8 @@ def rewrite_source(
     ``installed`` maps model id (``"Salesforce/codegen-350M-mono"``) to the absolute
     folder it was installed to.  Literal ids in ``<anything>.from_pretrained(...)`` (first
     positional argument or ``pretrained_model_name_or_path=``) become that folder; a
-    module-level constant feeding such a call is rewritten where it is defined.  With
+    variable assigned once to a literal id is replaced at the call (never where it is
+    defined); calls whose class comes from another library are reported.  With
     ``add_offline_import`` a module that calls ``Taskflow`` gets :data:`OFFLINE_IMPORT_LINE`
     (once).  ``filename`` is only used to label changes and findings.
     """
