@@ -261,6 +261,8 @@ class _Bindings(cst.CSTVisitor):
         self.aliases: dict[str, set[str]] = {}
         self.star_origins: set[str] = set()
         self.values: dict[cst.CSTNode, cst.BaseExpression] = {}
+        #: Names assigned a string or bytes literal somewhere: only these need scope analysis.
+        self.literal_names: set[str] = set()
         #: Names unbound or rebound where scope analysis does not look (``del``, ``match``
         #: capture patterns): never treated as holding a known value.
         self.unsettled: dict[str, str] = {}
@@ -309,6 +311,8 @@ class _Bindings(cst.CSTVisitor):
         if not isinstance(target, cst.Name):
             return
         self.values[target] = value
+        if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
+            self.literal_names.add(target.value)
         root = _root_name(value)
         if root is not None and root != target.value:
             self.aliases.setdefault(target.value, set()).add(root)
@@ -353,8 +357,12 @@ class _Resolved:
     literal: cst.SimpleString | cst.ConcatenatedString
 
 
-class _Collector(cst.CSTVisitor):
+class _Collector(_Bindings):
     """Read-only pass: decide which literals to replace and what to report.
+
+    One traversal: the visit records the bindings (:class:`_Bindings`) and the calls acted
+    on; the calls are decided in :meth:`finish`, once every import and assignment of the
+    module has been seen (a function may use a name imported or assigned further down).
 
     Only the id argument of a ``from_pretrained`` call that resolves to PaddleNLP is ever
     changed, and only there: a variable holding an installed id is replaced *at the call*
@@ -367,7 +375,6 @@ class _Collector(cst.CSTVisitor):
         self,
         wrapper: MetadataWrapper,
         installed: Mapping[str, str],
-        bindings: _Bindings,
         filename: str,
         cell: int | None,
     ) -> None:
@@ -376,7 +383,8 @@ class _Collector(cst.CSTVisitor):
         self.module = wrapper.module
         self.installed = installed
         self.positions: Mapping[cst.CSTNode, CodeRange] = wrapper.resolve(PositionProvider)
-        self.bindings = bindings
+        self.bindings: _Bindings = self
+        self.calls: list[cst.Call] = []
         self._scopes: Mapping[cst.CSTNode, Scope | None] | None = None
         self.filename = filename
         self.cell = cell
@@ -401,13 +409,18 @@ class _Collector(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> bool:
         func = node.func
+        if _callee_name(func) in CALLEE_NAMES:
+            self.calls.append(node)
+        return True
+
+    def _decide(self, node: cst.Call) -> None:
+        func = node.func
         if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
             self._from_pretrained(node)
         elif _is_taskflow(func):
             self._taskflow(node)
         elif _callee_name(func) in DOWNLOAD_FUNCTIONS:
             self._download(node)
-        return True
 
     # -- which library a call belongs to -------------------------------------------------
 
@@ -567,6 +580,15 @@ class _Collector(cst.CSTVisitor):
         unsettled = self.bindings.unsettled.get(name.value)
         if unsettled is not None:
             return None, f"{label}, which is {unsettled}"
+        if name.value not in self.bindings.literal_names:
+            # Never assigned a literal anywhere here, so its value cannot be one: say why
+            # without scope analysis, the most expensive step of the pass (parameters like
+            # ``pretrained_model_name_or_path`` are most of what library code passes).
+            origins = sorted(self.bindings.imported.get(name.value, ()))
+            if origins:
+                where = "a relative import" if origins == ["."] else f"`{origins[0]}`"
+                return None, f"{label}, imported from {where}; its value is not known here"
+            return None, f"{label}, which is never assigned a string literal in this module"
         scope = self._scopes_of().get(name)
         if scope is None:
             return None, f"{label}, whose binding is unknown here"
@@ -653,6 +675,8 @@ class _Collector(cst.CSTVisitor):
         )
 
     def finish(self) -> _Analysis:
+        for call in self.calls:
+            self._decide(call)
         self.out.findings.sort(key=lambda f: f.line)
         self.out.changes.sort(key=lambda c: c.line)
         return self.out
@@ -930,9 +954,7 @@ def _transform(
     ascii_only: bool,
 ) -> RewriteResult:
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # parsed just now, ours
-    bindings = _Bindings()
-    wrapper.module.visit(bindings)
-    collector = _Collector(wrapper, installed, bindings, filename, cell)
+    collector = _Collector(wrapper, installed, filename, cell)
     wrapper.module.visit(collector)
     analysis = collector.finish()
 
