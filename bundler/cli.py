@@ -737,57 +737,95 @@ def run(home: Path | None, command: tuple[str, ...]) -> int:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True,
                 type=click.Path(exists=True, path_type=Path))
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Home whose paths are written (default: $PPNLP_HOME, else ~/.paddlenlp). "
-                   "Models are looked up there, or in this machine's home if it does not "
-                   "exist here (rewriting on the online side for the offline machine).")
+@click.option("--home", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None,
+              help="Home the installed models are looked up in (default: $PPNLP_HOME, else "
+                   "~/.paddlenlp); it must exist.")
+@click.option("--target-home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write paths under this home instead (the offline machine's, when "
+                   "rewriting on the online side); it need not exist here.")
 @click.option("--diff", "mode", flag_value="diff", default=True,
-              help="Print a unified diff (the default); write nothing.")
+              help="Print a unified diff (the default); write nothing. `patch -p1` or "
+                   "`git apply` in this folder gives exactly what --in-place writes.")
 @click.option("--in-place", "mode", flag_value="in-place",
-              help="Rewrite the files, atomically each; modules calling Taskflow get "
-                   "'import bundler.offline'.")
+              help="Rewrite the files, atomically each.")
 @click.option("--check", "mode", flag_value="check",
-              help="Exit 1 when anything would change (for CI); write nothing.")
+              help="Write nothing; exit 0 if nothing would change, 1 if something would, "
+                   "4 if a file could not be read or parsed (for CI).")
+@click.option("--add-offline-import", is_flag=True,
+              help="Also add 'import bundler.offline' to modules that call Taskflow "
+                   "(shown by --diff, written by --in-place).")
+@click.option("--max-size", "max_mb", type=click.FloatRange(min=0, min_open=True),
+              default=2.0, show_default=True,
+              help="Skip (and report) files larger than this many MB.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes reading the files (default: one per core).")
-def rewrite(paths: tuple[Path, ...], home: Path | None, mode: str, jobs: int | None) -> int:
-    """Rewrite installed model ids in from_pretrained(...) calls to full paths.
+def rewrite(paths: tuple[Path, ...], home: Path | None, target_home: Path | None, mode: str,
+            add_offline_import: bool, max_mb: float, jobs: int | None) -> int:
+    """Point installed model ids in PaddleNLP from_pretrained(...) calls at their folders.
 
-    PATH is a .py file, a notebook (.ipynb) or a folder of them. Comments and formatting are
-    kept; computed ids and Taskflow calls (which cannot take a path) are reported.
+    PATH is a .py file, a notebook (.ipynb) or a folder of them. Only the id argument of
+    calls that resolve to PaddleNLP changes; variables are never changed (the call gets the
+    folder instead). Everything else that names a model (other libraries' loaders,
+    Taskflow, hub downloads, computed ids) is reported.
     """
     from bundler.cache import default_home, installed_hub_models, installed_models
-    from bundler.rewrite import apply, default_jobs, plan_rewrites, unified_diff
+    from bundler.errors import EXIT_SKIPPED
+    from bundler.rewrite import (
+        SKIPPED_KINDS,
+        FileChangedError,
+        apply,
+        default_jobs,
+        plan_rewrites,
+        unified_diff,
+    )
 
-    target = home if home is not None else default_home()
-    lookup = target if target.is_dir() else default_home()
+    lookup = home if home is not None else default_home()
+    target = target_home if target_home is not None else lookup
     found = installed_models(lookup)
     base = Path(os.path.abspath(os.path.expanduser(target))) / "models"
     installed = {model_id: str(base / model_id) for model_id in found}
     installed.update({ref: str(path) for ref, path in installed_hub_models(lookup).items()})
-    plans = plan_rewrites(paths, installed, add_offline_import=(mode == "in-place"),
-                          jobs=jobs if jobs is not None else default_jobs())
+    # Folder names are the home's, possibly from a bundle: never write a control character
+    # into a user's source (nor onto the terminal through --diff).
+    installed = {k: v for k, v in installed.items() if k.isprintable() and v.isprintable()}
+    plans = plan_rewrites(paths, installed, add_offline_import=add_offline_import,
+                          jobs=jobs if jobs is not None else default_jobs(),
+                          max_bytes=int(max_mb * 1_000_000))
     changed = [p for p in plans if p.changed]
-    parse_errors = 0
+    skipped = 0
+    to_terminal = sys.stdout.isatty()
     for plan in plans:
+        skipped += any(f.kind in SKIPPED_KINDS for f in plan.result.findings)
         for finding in plan.result.findings:
-            parse_errors += finding.kind == "parse-error"
-            level = "warning" if finding.kind == "parse-error" else "note"
+            level = "warning" if finding.kind in SKIPPED_KINDS else "note"
             _echo(f"{finding.location}: {level} [{finding.kind}]: {finding.message}", err=True)
         if not plan.changed:
             continue
         if mode == "diff":
-            # the user's own source, with model paths from bundles: tabs and line ends kept
-            click.echo(printable(unified_diff(plan), keep="\t\r\n"), nl=False)
+            diff = unified_diff(plan)
+            if to_terminal:  # the user's own source: tabs and line ends kept, nothing acts
+                click.echo(printable(diff.decode(plan.encoding, "replace"), keep="\t\r\n"),
+                           nl=False)
+            else:  # byte for byte, so that `patch -p1` reproduces --in-place exactly
+                click.echo(diff, nl=False)
         elif mode == "in-place":
-            apply(plan)
+            try:
+                apply(plan)
+            except (FileChangedError, OSError) as exc:  # one file; the others are still written
+                why = exc.message if isinstance(exc, FileChangedError) else (exc.strerror or exc)
+                _echo(f"{plan.path}: warning [unreadable]: not written: {why}", err=True)
+                changed.remove(plan)
+                skipped += 1
     verb = {"diff": "would change", "check": "would change", "in-place": "changed"}[mode]
     ids = sum(len(p.result.changes) for p in changed)
     _echo(f"{len(changed)} of {len(plans)} file(s) {verb} ({ids} model id(s) -> full "
           f"paths under {target}); {len(found)} installed model(s) known"
-          + (f"; {parse_errors} file(s) skipped: parse errors" if parse_errors else ""),
+          + (f"; {skipped} file(s) skipped: cannot read or parse" if skipped else ""),
           err=True)
-    if parse_errors or (mode == "check" and changed):
+    if skipped:
+        return EXIT_SKIPPED
+    if mode == "check" and changed:
         return EXIT_ERROR
     return EXIT_OK
 

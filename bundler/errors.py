@@ -213,3 +213,9 @@ class WheelsUnavailableError(BundleError, LookupError):
     def __init__(self, message: str, *, missing: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.missing = missing
+
+
+#: ``paddle-bundle rewrite``: some files could not be read or parsed (each was reported and
+#: skipped; the others were handled).  Kept apart from 1 so that ``rewrite --check`` in CI
+#: tells "would change" (1) from "could not look at everything" (4).
+EXIT_SKIPPED = 4

@@ -88,7 +88,8 @@ def test_real_models_round_trip_with_no_network(online_home: Path, tmp_path: Pat
     rewrite = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(app), "--home",
                               str(offline_home), "--in-place"], capture_output=True, text=True)
     assert rewrite.returncode == 0, rewrite.stderr
-    assert f"CODEGEN = '{codegen_dir}'  # our code model" in app.read_text()
+    assert f"CODEGEN = {CODEGEN!r}  # our code model" in app.read_text()  # never changed
+    assert f"AutoTokenizer.from_pretrained('{codegen_dir}')" in app.read_text()  # the call is
     assert f"pretrained_model_name_or_path='{ernie_dir}'" in app.read_text()
     env = {k: v for k, v in os.environ.items() if k != "PADDLE_BUNDLE_OFFLINE"}
     run = subprocess.run(["unshare", "-n", "--", sys.executable, str(app)], capture_output=True,

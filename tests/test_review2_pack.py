@@ -132,7 +132,7 @@ def test_rewrite_reports_a_source_nested_too_deeply(tmp_path: Path, deep: str) -
     proc = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(project), "--home",
                            str(home), "--check", "-j", "1"], capture_output=True, text=True,
                           check=False, cwd=ROOT, timeout=120)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == 4, proc.stderr[-2000:]
     assert "deep.py:" in proc.stderr and "nested too deeply" in proc.stderr
     assert "1 of 2 file(s) would change" in proc.stderr
 
@@ -203,7 +203,7 @@ def test_rewrite_reports_a_notebook_cell_nested_too_deeply(tmp_path: Path, deep:
     proc = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(path), "--home",
                            str(home), "--check", "-j", "1"], capture_output=True, text=True,
                           check=False, cwd=ROOT, timeout=120)
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.returncode == 4, proc.stderr[-2000:]
     assert "[cell 2]:1: warning [parse-error]: cannot parse, skipped: " in proc.stderr
     assert "skipped: \n" not in proc.stderr  # says why
     assert "1 of 1 file(s) would change" in proc.stderr
@@ -262,7 +262,7 @@ def test_rewrite_skips_a_source_that_is_not_a_regular_file(tmp_path: Path, kind:
     proc = subprocess.run([sys.executable, "-m", "bundler", "rewrite", str(project), "--home",
                            str(home), "--check", "-j", "1"], capture_output=True, text=True,
                           check=False, cwd=ROOT, timeout=60)
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "odd.py:1: warning [parse-error]: cannot read, skipped: " in proc.stderr
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "odd.py:1: warning [unreadable]: cannot read, skipped: " in proc.stderr
     assert "not a regular file" in proc.stderr
     assert "1 of 2 file(s) would change" in proc.stderr

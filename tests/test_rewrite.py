@@ -136,7 +136,8 @@ def test_change_records_line_old_id_and_path() -> None:
         pytest.param('MODEL = "Salesforce/" "codegen-350M-mono"', id="implicit-concat"),
     ],
 )
-def test_module_constant_is_rewritten_at_the_constant(assignment: str) -> None:
+def test_module_constant_is_left_and_its_call_sites_get_the_folder(assignment: str) -> None:
+    """The constant's value never changes (other code may use it); each call does."""
     source = src(
         f"""
         {assignment}
@@ -148,10 +149,42 @@ def test_module_constant_is_rewritten_at_the_constant(assignment: str) -> None:
     )
     result = rewrite_source(source, INSTALLED)
     lines = result.new_source.splitlines()
-    assert CODEGEN_DIR in lines[0] and lines[0].startswith("MODEL")
-    assert lines[1:] == source.splitlines()[1:]  # the calls themselves are untouched
-    assert result.changes == (Change(1, CODEGEN, CODEGEN_DIR),)
+    assert lines[0] == source.splitlines()[0]  # the constant itself is untouched
+    assert lines[1] == f'tokenizer = CodeGenTokenizer.from_pretrained("{CODEGEN_DIR}")'
+    assert lines[4] == (
+        f'    return AutoModel.from_pretrained(pretrained_model_name_or_path="{CODEGEN_DIR}")'
+    )
+    assert result.changes == (Change(2, CODEGEN, CODEGEN_DIR), Change(5, CODEGEN, CODEGEN_DIR))
     assert result.findings == ()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(
+            f'if True:\n    MODEL = "{CODEGEN}"\nm = A.from_pretrained(MODEL)\n',
+            id="not-at-module-top-level",
+        ),
+        pytest.param(
+            f'if __name__ == "__main__":\n    MODEL = "{CODEGEN}"\n'
+            "    m = A.from_pretrained(MODEL)\n",
+            id="under-main-guard",
+        ),
+        pytest.param(
+            f'class C:\n    MODEL = "{CODEGEN}"\n    m = A.from_pretrained(MODEL)\n',
+            id="class-attribute",
+        ),
+        pytest.param(
+            f'def f():\n    name = "{CODEGEN}"\n    return A.from_pretrained(name)\n',
+            id="local-variable",
+        ),
+    ],
+)
+def test_variables_assigned_once_anywhere_are_resolved_at_the_call(source: str) -> None:
+    result = rewrite_source(source, INSTALLED)
+    assert result.new_source.count(f'"{CODEGEN}"') == 1  # the assignment keeps the id
+    assert result.new_source.count(f'from_pretrained("{CODEGEN_DIR}")') == 1
+    assert len(result.changes) == 1 and result.findings == ()
 
 
 @pytest.mark.parametrize(
@@ -179,12 +212,17 @@ def test_module_constant_is_rewritten_at_the_constant(assignment: str) -> None:
             id="imported-name",
         ),
         pytest.param(
-            f'if True:\n    MODEL = "{CODEGEN}"\nm = A.from_pretrained(MODEL)\n',
-            id="not-at-module-top-level",
+            f'MODEL = "{CODEGEN}"\ndel MODEL\nm = A.from_pretrained(MODEL)\n',
+            id="deleted",
         ),
         pytest.param(
-            f'class C:\n    MODEL = "{CODEGEN}"\n    m = A.from_pretrained(MODEL)\n',
-            id="class-attribute",
+            f'MODEL = "{CODEGEN}"\nmatch x:\n    case MODEL:\n        pass\n'
+            "m = A.from_pretrained(MODEL)\n",
+            id="rebound-by-match",
+        ),
+        pytest.param(
+            f'MODEL = b"{CODEGEN}"\nm = A.from_pretrained(MODEL)\n',
+            id="bytes-constant",
         ),
     ],
 )
@@ -269,13 +307,13 @@ def test_comments_docstrings_and_unrelated_strings_are_untouched() -> None:
             print("{CODEGEN}")
             registry = {{"{CODEGEN}": 1}}
             save(name="{CODEGEN}")
-            m = AutoModel.from_pretrained("{CODEGEN}", cache_dir="{CODEGEN}")
+            m = AutoModel.from_pretrained("{CODEGEN}", revision="{CODEGEN}")
             return NAME_FOR_LOGS, registry, m
         '''
     )
     result = rewrite_source(source, INSTALLED)
     expected = source.replace(
-        f'from_pretrained("{CODEGEN}", cache', f'from_pretrained("{CODEGEN_DIR}", cache'
+        f'from_pretrained("{CODEGEN}", rev', f'from_pretrained("{CODEGEN_DIR}", rev'
     )
     assert result.new_source == expected
     assert len(result.changes) == 1
@@ -411,10 +449,10 @@ def test_constant_shared_with_taskflow_is_left_as_an_id() -> None:
         """
     )
     result = rewrite_source(source, INSTALLED)
-    assert result.new_source == source
-    kinds = sorted(f.kind for f in result.findings)
-    assert kinds == ["taskflow", "taskflow"]
-    assert any("MODEL" in f.message and f.line == 1 for f in result.findings)
+    assert result.new_source == source.replace(
+        "from_pretrained(MODEL)", f'from_pretrained("{CODEGEN_DIR}")'
+    )
+    assert [f.kind for f in result.findings] == ["taskflow"]
 
 
 # --------------------------------------------------------------------------------------
@@ -618,12 +656,12 @@ def test_notebook_code_cells_rewritten_everything_else_byte_stable() -> None:
     text = _dump(notebook)
     result = rewrite_notebook(text, INSTALLED, filename="demo.ipynb")
 
-    expected = text.replace(f'"MODEL = \\"{CODEGEN}\\""', f'"MODEL = \\"{CODEGEN_DIR}\\""').replace(
-        f"from_pretrained('{ERNIE}')", f"from_pretrained('{ERNIE_DIR}')"
-    )
+    expected = text.replace(
+        "from_pretrained(MODEL)", f'from_pretrained(\\"{CODEGEN_DIR}\\")'
+    ).replace(f"from_pretrained('{ERNIE}')", f"from_pretrained('{ERNIE_DIR}')")
     assert result.new_source == expected  # only those two JSON strings changed
-    assert [(c.cell, c.line, c.old_id) for c in result.changes] == [(2, 3, CODEGEN), (3, 3, ERNIE)]
-    assert result.changes[0].location == "demo.ipynb[cell 2]:3"
+    assert [(c.cell, c.line, c.old_id) for c in result.changes] == [(3, 2, CODEGEN), (3, 3, ERNIE)]
+    assert result.changes[0].location == "demo.ipynb[cell 3]:2"
 
     new = json.loads(result.new_source)
     assert new["cells"][0] == notebook["cells"][0]  # type: ignore[index]
@@ -803,11 +841,12 @@ def test_plan_diff_and_apply(tmp_path: Path) -> None:
     assert plan.changed and not other.changed
 
     diff = unified_diff(plan)
+    name = str(script).lstrip("/")  # outside the working directory: absolute minus the root
     assert diff == (
-        f"--- {script}\n+++ {script}\n@@ -1 +1 @@\n"
+        f"--- a/{name}\n+++ b/{name}\n@@ -1 +1 @@\n"
         f'-m = A.from_pretrained("{CODEGEN}")\n+m = A.from_pretrained("{CODEGEN_DIR}")\n'
-    )
-    assert unified_diff(other) == ""
+    ).encode()
+    assert unified_diff(other) == b""
     assert script.read_text() == plan.old_text  # planning never writes
 
     before = untouched.stat().st_mtime_ns
@@ -824,7 +863,7 @@ def test_unified_diff_marks_missing_final_newline(tmp_path: Path) -> None:
     script = _write(tmp_path / "s.py", f"m = A.from_pretrained('{ERNIE}')")
     (plan,) = plan_rewrites([script], INSTALLED)
     assert unified_diff(plan).endswith(
-        f"+m = A.from_pretrained('{ERNIE_DIR}')\n\\ No newline at end of file\n"
+        f"+m = A.from_pretrained('{ERNIE_DIR}')\n\\ No newline at end of file\n".encode()
     )
 
 
@@ -1011,3 +1050,11 @@ def test_file_rewrite_is_a_frozen_value() -> None:
     assert not plan.changed
     with pytest.raises(AttributeError):
         plan.new_text = "b"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\n"], ids=["cr-only", "crlf", "lf"])
+def test_line_endings_are_kept_to_the_last_one(newline: str) -> None:
+    """Issue 13: a CR-only file lost its final CR (libcst drops it)."""
+    source = f"x = 1{newline}m = A.from_pretrained('{ERNIE}'){newline}"
+    result = rewrite_source(source, INSTALLED)
+    assert result.new_source == source.replace(ERNIE, ERNIE_DIR)

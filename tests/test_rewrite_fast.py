@@ -238,11 +238,20 @@ def test_workers_give_the_same_plans_in_the_same_order(
     assert any(f.kind == "parse-error" for p in serial for f in p.result.findings)
 
 
-def test_an_error_in_a_worker_is_raised_as_without_workers(tree: Path) -> None:
-    (tree / "pkg0" / "zz_dangling.py").symlink_to(tree / "missing.py")
+def test_an_unreadable_file_is_one_finding_with_or_without_workers(tree: Path) -> None:
+    """Issue 13: a dangling link used to abort every file; now it is reported, in any mode."""
+    dangling = tree / "pkg0" / "zz_dangling.py"
+    dangling.symlink_to(tree / "missing.py")
+    results = []
     for jobs in (1, 2):
-        with pytest.raises(FileNotFoundError):
-            plan_rewrites([tree], INSTALLED, jobs=jobs)
+        plans = plan_rewrites([tree], INSTALLED, jobs=jobs)
+        bad = [f for p in plans for f in p.result.findings if f.kind == "unreadable"]
+        assert [(f.file, f.message) for f in bad] == [
+            (str(dangling), "cannot read, skipped: No such file or directory")
+        ]
+        results.append([(p.path, p.new_text, p.result) for p in plans])
+        assert sum(p.changed for p in plans) == 9  # the others are planned as usual
+    assert results[0] == results[1]
 
 
 def test_few_files_are_planned_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,7 +277,7 @@ def test_cli_jobs_do_not_change_the_output(
         outputs.append((code, *capsys.readouterr()))
     assert outputs[0] == outputs[1]
     code, out, err = outputs[0]
-    assert code == 1  # the unparsable module
+    assert code == 4  # the unparsable module: 'cannot read/parse', not 'would change'
     assert out.count("+++ ") == 9 and "mod07.py:1: warning [parse-error]" in err
 
 

@@ -4,8 +4,8 @@ Why this exists: on an air-gapped machine
 ``AutoModel.from_pretrained("Salesforce/codegen-350M-mono")`` starts with a network lookup
 that can only fail or hang.  Handing PaddleNLP the installed folder's absolute path instead
 makes it read straight from disk.  The scripts and notebooks being edited belong to the
-user, so only the one string literal changes; anything that cannot be rewritten safely is
-reported, never guessed at.
+user, so only the id argument of a PaddleNLP call changes; anything that cannot be
+rewritten safely is reported, never guessed at.
 
 The package is laid out along the data flow:
 
@@ -35,10 +35,11 @@ from bundler.rewrite.files import (
     unified_diff,
 )
 from bundler.rewrite.notebooks import rewrite_notebook
-from bundler.rewrite.results import Change, Finding, FindingKind, RewriteResult
+from bundler.rewrite.results import SKIPPED_KINDS, Change, Finding, FindingKind, RewriteResult
 
 __all__ = [
     "OFFLINE_IMPORT_LINE",
+    "SKIPPED_KINDS",
     "SKIP_DIRS",
     "Change",
     "FileChangedError",

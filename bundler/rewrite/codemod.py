@@ -3,14 +3,17 @@
 Pure ``str -> str``: :func:`rewrite_source` takes one module's text and returns the new text
 with what it changed and what it reports (:class:`~.results.RewriteResult`); it never
 touches a file, so it is easy to test and to property-test.  The edit is a libcst codemod:
-only the one string literal changes, and formatting, comments and quote style survive.
-Running it a second time changes nothing, because an absolute path is never an installed
-model id.
+only the id argument of a PaddleNLP ``from_pretrained`` call changes (a literal, or a
+variable assigned once to one -- the *call* gets the folder, the variable keeps its value
+for every other use), and formatting, comments and quote style survive.  Running it a
+second time changes nothing, because an absolute path is never an installed model id.
 
-Anything that cannot be rewritten safely is *reported*, never guessed at: ids built at run
-time (f-strings, concatenations, function parameters, imported names) and ``Taskflow(...)``
-calls, which take a task name rather than a folder and therefore need the offline-mode
-switch (:data:`OFFLINE_IMPORT_LINE`) instead.
+Anything that cannot be rewritten safely is *reported*, never guessed at: loads by other
+libraries (:data:`FOREIGN_LIBRARIES`), ids built at run time (f-strings, concatenations,
+function parameters, imported or reassigned names, bytes), hub flags and ``cache_dir=``
+that send the load elsewhere, hub downloads (:data:`DOWNLOAD_FUNCTIONS`) and
+``Taskflow(...)`` calls, which take a task name rather than a folder and therefore need
+the offline-mode switch (:data:`OFFLINE_IMPORT_LINE`) instead.
 
 Most modules of a real codebase call neither ``from_pretrained`` nor ``Taskflow``; for
 those the answer is known from the text alone (:func:`may_act`), so they cost one parse
@@ -29,7 +32,7 @@ import libcst as cst
 from libcst.metadata import (
     Assignment,
     CodeRange,
-    GlobalScope,
+    ImportAssignment,
     MetadataWrapper,
     PositionProvider,
     Scope,
@@ -39,6 +42,9 @@ from libcst.metadata import (
 from bundler.rewrite.results import Change, Finding, FindingKind, RewriteResult
 
 __all__ = [
+    "CALLEE_NAMES",
+    "DOWNLOAD_FUNCTIONS",
+    "FOREIGN_LIBRARIES",
     "OFFLINE_IMPORT_LINE",
     "may_act",
     "parse_error_message",
@@ -196,38 +202,179 @@ def _describe_computed(node: cst.BaseExpression) -> str:
     return "computed at run time"
 
 
-@dataclass
-class _Constant:
-    """A module-level ``NAME = "literal"`` that may feed ``from_pretrained`` calls."""
+#: Top-level packages whose ``from_pretrained`` is not PaddleNLP's: their loaders read their
+#: own caches (or hubs), so a PaddleNLP folder handed to them is wrong.  A callee imported
+#: from one of these is reported, never rewritten.
+FOREIGN_LIBRARIES = frozenset(
+    {
+        "accelerate", "allennlp", "ctranslate2", "diffusers", "fairseq", "flax", "gensim",
+        "huggingface_hub", "jax", "keras", "llama_cpp", "mindnlp", "mindspore", "modelscope",
+        "onnxruntime", "openai", "optimum", "paddlehub", "paddleocr", "peft", "ppdiffusers",
+        "sentence_transformers", "spacy", "tensorflow", "timm", "torch", "torchvision",
+        "transformers", "vllm",
+    }
+)
 
-    target: cst.Name
-    value: cst.SimpleString | cst.ConcatenatedString
-    text: str
-    assignment: Assignment | None = None
+#: Hub download helpers: they fetch a repository by id at run time, so offline they fail.
+#: They are reported (with the installed folder when the id is installed), never rewritten:
+#: they return a path into a hub cache, which a folder is not a drop-in for.
+DOWNLOAD_FUNCTIONS = frozenset({"snapshot_download", "hf_hub_download", "bos_download"})
+
+#: ``from_pretrained`` keywords that send the load somewhere other than ``models/<id>``.
+_HUB_FLAGS = (("from_hf_hub", "hf", "the Hugging Face hub cache"),
+              ("from_aistudio", "aistudio", "the AI Studio cache"))
+
+
+def _names_in(node: cst.BaseExpression) -> list[str]:
+    """The plain names a ``del`` target unbinds (``del a, (b, c)``)."""
+    if isinstance(node, cst.Name):
+        return [node.value]
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return [name for element in node.elements for name in _names_in(element.value)]
+    return []
+
+
+def _root_name(node: cst.BaseExpression) -> str | None:
+    """``a`` for ``a``, ``a.b.c``; None for anything that is not a dotted name."""
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return node.value if isinstance(node, cst.Name) else None
+
+
+def _top_package(node: cst.BaseExpression) -> str | None:
+    dotted = _dotted(node)
+    return None if dotted is None else dotted.split(".")[0]
+
+
+class _Bindings(cst.CSTVisitor):
+    """Read-only pre-pass: where names come from, and what single-name assignments hold.
+
+    ``origins`` maps a name to the top-level packages it is imported from anywhere in the
+    module (``"."`` for a relative import), including through plain aliases
+    (``Model = transformers.AutoModel``); ``values`` maps each assigned ``Name`` target
+    node to the expression assigned to it, for :meth:`_Collector._resolve_name`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imported: dict[str, set[str]] = {}
+        self.aliases: dict[str, set[str]] = {}
+        self.star_origins: set[str] = set()
+        self.values: dict[cst.CSTNode, cst.BaseExpression] = {}
+        #: Names assigned a string or bytes literal somewhere: only these need scope analysis.
+        self.literal_names: set[str] = set()
+        #: Names unbound or rebound where scope analysis does not look (``del``, ``match``
+        #: capture patterns): never treated as holding a known value.
+        self.unsettled: dict[str, str] = {}
+
+    def visit_Del(self, node: cst.Del) -> None:
+        for target in _names_in(node.target):
+            self.unsettled.setdefault(target, "deleted with `del`")
+
+    def visit_MatchAs(self, node: cst.MatchAs) -> None:
+        if node.name is not None:
+            self.unsettled.setdefault(node.name.value, "rebound by a `match` pattern")
+
+    def visit_MatchStar(self, node: cst.MatchStar) -> None:
+        if node.name is not None:
+            self.unsettled.setdefault(node.name.value, "rebound by a `match` pattern")
+
+    def visit_MatchMapping(self, node: cst.MatchMapping) -> None:
+        if node.rest is not None:
+            self.unsettled.setdefault(node.rest.value, "rebound by a `match` pattern")
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            top = _top_package(alias.name)
+            if top is None:
+                continue
+            bound = alias.asname.name if alias.asname is not None else None
+            name = bound.value if isinstance(bound, cst.Name) else top
+            self.imported.setdefault(name, set()).add(top)
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.relative:
+            origin: str | None = "."
+        else:
+            origin = _top_package(node.module) if node.module is not None else None
+        if origin is None:
+            return
+        if isinstance(node.names, cst.ImportStar):
+            self.star_origins.add(origin)
+            return
+        for alias in node.names:
+            bound = alias.asname.name if alias.asname is not None else alias.name
+            if isinstance(bound, cst.Name):
+                self.imported.setdefault(bound.value, set()).add(origin)
+
+    def _assigned(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        if not isinstance(target, cst.Name):
+            return
+        self.values[target] = value
+        if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
+            self.literal_names.add(target.value)
+        root = _root_name(value)
+        if root is not None and root != target.value:
+            self.aliases.setdefault(target.value, set()).add(root)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._assigned(target.target, node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._assigned(node.target, node.value)
+
+    def origins(self, name: str) -> set[str]:
+        """Every package ``name`` may be imported from (directly or via aliases)."""
+        found: set[str] = set()
+        todo, seen = [name], set()
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            found |= self.imported.get(current, set())
+            todo.extend(self.aliases.get(current, ()))
+        return found
 
 
 @dataclass
 class _Analysis:
     """What the read-only pass over one module found; the transformer only consumes it."""
 
-    replacements: dict[cst.CSTNode, str] = field(default_factory=dict)
+    replacements: dict[cst.CSTNode, tuple[str, str]] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     taskflow_calls: int = 0
 
 
-class _Collector(cst.CSTVisitor):
+@dataclass(frozen=True)
+class _Resolved:
+    """A name at a call site whose value is known: one assignment, to a string literal."""
+
+    value: str
+    literal: cst.SimpleString | cst.ConcatenatedString
+
+
+class _Collector(_Bindings):
     """Read-only pass: decide which literals to replace and what to report.
 
-    Kept separate from the transformer so decisions that need the whole module (a constant
-    is safe only once every use has been seen) are made before anything is edited.
+    One traversal: the visit records the bindings (:class:`_Bindings`) and the calls acted
+    on; the calls are decided in :meth:`finish`, once every import and assignment of the
+    module has been seen (a function may use a name imported or assigned further down).
+
+    Only the id argument of a ``from_pretrained`` call that resolves to PaddleNLP is ever
+    changed, and only there: a variable holding an installed id is replaced *at the call*
+    by the folder's literal, and its definition is left alone, so every other use of the
+    variable (``os.path.join``, ``startswith``, ``Taskflow(model=...)``, another module's
+    ``from app import MODEL``) still sees the id.
     """
 
     def __init__(
         self,
         wrapper: MetadataWrapper,
         installed: Mapping[str, str],
-        candidates: Mapping[str, _Constant],
         filename: str,
         cell: int | None,
     ) -> None:
@@ -236,14 +383,12 @@ class _Collector(cst.CSTVisitor):
         self.module = wrapper.module
         self.installed = installed
         self.positions: Mapping[cst.CSTNode, CodeRange] = wrapper.resolve(PositionProvider)
-        self.candidates = candidates
+        self.bindings: _Bindings = self
+        self.calls: list[cst.Call] = []
         self._scopes: Mapping[cst.CSTNode, Scope | None] | None = None
-        self.constants: dict[str, _Constant] = {}  # the candidates scope analysis confirmed
         self.filename = filename
         self.cell = cell
         self.out = _Analysis()
-        self.used_constants: dict[str, None] = {}  # insertion-ordered set of names
-        self.taskflow_arg_names: set[cst.CSTNode] = set()
 
     def _line(self, node: cst.CSTNode) -> int:
         return self.positions[node].start.line
@@ -253,25 +398,55 @@ class _Collector(cst.CSTVisitor):
             Finding(kind, self._line(node), message, file=self.filename, cell=self.cell)
         )
 
-    def _replace(self, node: cst.SimpleString | cst.ConcatenatedString, old: str) -> None:
+    def _replace(self, node: cst.BaseExpression, key: str, like: str) -> None:
         if node in self.out.replacements:
             return
-        new = self.installed[old]
-        self.out.replacements[node] = new
+        new = self.installed[key]
+        self.out.replacements[node] = (new, like)
         self.out.changes.append(
-            Change(self._line(node), old, new, file=self.filename, cell=self.cell)
+            Change(self._line(node), key, new, file=self.filename, cell=self.cell)
         )
 
     def visit_Call(self, node: cst.Call) -> bool:
+        func = node.func
+        if _callee_name(func) in CALLEE_NAMES:
+            self.calls.append(node)
+        return True
+
+    def _decide(self, node: cst.Call) -> None:
         func = node.func
         if isinstance(func, cst.Attribute) and func.attr.value == "from_pretrained":
             self._from_pretrained(node)
         elif _is_taskflow(func):
             self._taskflow(node)
-        return True
+        elif _callee_name(func) in DOWNLOAD_FUNCTIONS:
+            self._download(node)
+
+    # -- which library a call belongs to -------------------------------------------------
+
+    def _foreign_origin(self, receiver: cst.BaseExpression) -> str | None:
+        """The other library ``receiver`` (the ``X`` of ``X.from_pretrained``) comes from.
+
+        None when it is PaddleNLP's, local, or unknown: unknown callees (a parameter,
+        ``self.model_class``) are PaddleNLP's unless the module says otherwise.
+        """
+        root = _root_name(receiver)
+        origins = self.bindings.origins(root) if root is not None else set()
+        foreign = sorted(origins & FOREIGN_LIBRARIES)
+        if foreign:
+            return foreign[0]
+        if not origins:
+            star = sorted(self.bindings.star_origins & FOREIGN_LIBRARIES)
+            if star:
+                return f"{star[0]} (through `from {star[0]} import *`)"
+        return None
+
+    # -- from_pretrained ----------------------------------------------------------------
 
     def _from_pretrained(self, call: cst.Call) -> None:
-        callee = _snippet(self.module, call.func)
+        func = call.func
+        assert isinstance(func, cst.Attribute)
+        callee = _snippet(self.module, func)
         positional = _positional(call.args)
         keyword = _keyword(call.args, _ID_KEYWORD)
         if positional:
@@ -286,51 +461,177 @@ class _Collector(cst.CSTVisitor):
                     f"{callee}() gets its model id through */** arguments; not rewritten",
                 )
             return
-        literal = _static_str(id_node)
-        if literal is not None:
-            assert isinstance(id_node, (cst.SimpleString, cst.ConcatenatedString))
-            key = _hub_key(call, literal)
-            if key in self.installed:
-                self._replace(id_node, key)
+        resolved, why = self._id_value(id_node)
+        if resolved is None:
+            if why is not None:
+                self._finding(
+                    "computed-id",
+                    id_node,
+                    f"model id passed to {callee}() is {why}; not rewritten -- use a literal "
+                    "id or a variable assigned once to one, or point it at the installed folder",
+                )
             return
-        if isinstance(id_node, cst.Name):
-            constant = self._resolve_constant(id_node)
-            if constant is not None:
-                self.used_constants[id_node.value] = None
-                return
-            why = f"the variable `{id_node.value}`, which is not a module-level string constant"
-        else:
-            why = f"{_describe_computed(id_node)}: `{_snippet(self.module, id_node)}`"
-        self._finding(
-            "computed-id",
-            id_node,
-            f"model id passed to {callee}() is {why}; not rewritten -- "
-            "use a literal id or a module-level constant, or point it at the installed folder",
-        )
+        text = resolved.value
+        foreign = self._foreign_origin(func.value)
+        if foreign is not None:
+            if self._any_installed(text):
+                self._finding(
+                    "foreign-call",
+                    id_node,
+                    f"{callee}({text!r}) loads with {foreign}, not PaddleNLP; not rewritten "
+                    "-- the installed folder is in PaddleNLP's format",
+                )
+            return
+        key = self._hub_key(call, text, id_node, callee)
+        if key is None:
+            return
+        if key not in self.installed:
+            return
+        like = _literal_style(resolved.literal)
+        self._replace(id_node, key, like)
+
+    def _any_installed(self, model_id: str) -> bool:
+        return any(k in self.installed for k in (model_id, f"hf:{model_id}",
+                                                  f"aistudio:{model_id}"))
+
+    def _hub_key(
+        self, call: cst.Call, model_id: str, id_node: cst.CSTNode, callee: str
+    ) -> str | None:
+        """The installed key a load of ``model_id`` by this call reads, or None (reported).
+
+        ``from_hf_hub=True``/``from_aistudio=True`` load from those hubs' caches
+        (``hf:<id>``/``aistudio:<id>``); a flag whose value is not a literal, or a
+        ``cache_dir=``, makes the folder PaddleNLP reads unknowable here, so it is reported.
+        """
+        for flag, kind, where in _HUB_FLAGS:
+            arg = _keyword(call.args, flag)
+            if arg is None:
+                continue
+            value = arg.value.value if isinstance(arg.value, cst.Name) else None
+            if value == "False":
+                continue
+            key = f"{kind}:{model_id}"
+            if value == "True":
+                if key in self.installed:
+                    return key
+                if self._any_installed(model_id):
+                    self._finding(
+                        "hub-source",
+                        id_node,
+                        f"{callee}({model_id!r}, {flag}=True) reads {where}, where "
+                        f"{model_id!r} is not installed; not rewritten -- install it with "
+                        "its hub source or drop the flag",
+                    )
+                return None
+            if self._any_installed(model_id):
+                self._finding(
+                    "hub-source",
+                    id_node,
+                    f"{callee}({model_id!r}) decides {flag}= at run time, so which cache it "
+                    "reads is unknown here; not rewritten",
+                )
+            return None
+        cache_dir = _keyword(call.args, "cache_dir")
+        if cache_dir is not None and self._any_installed(model_id):
+            self._finding(
+                "hub-source",
+                id_node,
+                f"{callee}({model_id!r}, cache_dir=...) reads its own cache folder, not the "
+                "home's; not rewritten -- drop cache_dir= or point the call at the folder "
+                f"yourself ({self.installed.get(model_id, 'see paddle-bundle list')})",
+            )
+            return None
+        return model_id
+
+    # -- what an id argument holds ------------------------------------------------------
+
+    def _id_value(self, node: cst.BaseExpression) -> tuple[_Resolved | None, str | None]:
+        """(the literal value of ``node``, None) or (None, why it is not known; None if
+        nothing worth saying -- e.g. a literal that is simply not an id)."""
+        literal = _static_str(node)
+        if literal is not None:
+            assert isinstance(node, (cst.SimpleString, cst.ConcatenatedString))
+            return _Resolved(literal, node), None
+        if _is_bytes(node):
+            return None, f"a bytes literal `{_snippet(self.module, node)}` (PaddleNLP wants a str)"
+        if isinstance(node, cst.Name):
+            return self._resolve_name(node)
+        return None, f"{_describe_computed(node)}: `{_snippet(self.module, node)}`"
 
     def _scopes_of(self) -> Mapping[cst.CSTNode, Scope | None]:
-        """Scope analysis, run the first time a call's id is a candidate constant's name.
+        """Scope analysis, run the first time an id is a variable's name.
 
         It is the most expensive step of the pass (more than parsing), and most modules
-        that call from_pretrained never pass it a module constant, so it runs on demand.
+        that call from_pretrained pass it literals, so it runs on demand.
         """
         if self._scopes is None:
             self._scopes = self.wrapper.resolve(ScopeProvider)
-            global_scope = self._scopes.get(self.module)
-            if isinstance(global_scope, GlobalScope):
-                self.constants = _confirm_constants(self.candidates, global_scope)
         return self._scopes
 
-    def _resolve_constant(self, name: cst.Name) -> _Constant | None:
-        """The module constant ``name`` refers to here, honouring shadowing by locals."""
-        if name.value not in self.candidates:
-            return None
+    def _resolve_name(self, name: cst.Name) -> tuple[_Resolved | None, str | None]:
+        """A variable's value at this call when it is assigned exactly once, to a literal.
+
+        Scope analysis decides which binding the name refers to here (locals shadow
+        globals); the binding must be the only assignment of that name in its scope
+        (``for`` targets, ``global`` statements in functions and imports all count), so
+        the value cannot be anything else whenever the name is bound at all.
+        """
+        label = f"the variable `{name.value}`"
+        unsettled = self.bindings.unsettled.get(name.value)
+        if unsettled is not None:
+            return None, f"{label}, which is {unsettled}"
+        if name.value not in self.bindings.literal_names:
+            # Never assigned a literal anywhere here, so its value cannot be one: say why
+            # without scope analysis, the most expensive step of the pass (parameters like
+            # ``pretrained_model_name_or_path`` are most of what library code passes).
+            origins = sorted(self.bindings.imported.get(name.value, ()))
+            if origins:
+                where = "a relative import" if origins == ["."] else f"`{origins[0]}`"
+                return None, f"{label}, imported from {where}; its value is not known here"
+            return None, f"{label}, which is never assigned a string literal in this module"
         scope = self._scopes_of().get(name)
-        constant = self.constants.get(name.value)
-        if constant is None or constant.assignment is None or scope is None:
-            return None
-        referents = {r for access in scope.accesses[name] for r in access.referents}
-        return constant if referents == {constant.assignment} else None
+        if scope is None:
+            return None, f"{label}, whose binding is unknown here"
+        referents: set[object] = set()
+        for access in scope.accesses[name]:
+            if access.node is name:
+                referents |= set(access.referents)
+        if not referents:
+            return None, f"{label}, which is not assigned in this module"
+        scopes = {r.scope for r in referents if isinstance(r, Assignment)}
+        if len(scopes) == 1:
+            (scope_of,) = scopes
+            bindings = list(scope_of.assignments[name.value])
+            if len(bindings) > 1:
+                lines = sorted({self._line(b.node) for b in bindings
+                                if isinstance(b, Assignment) and b.node in self.positions})
+                shown = ", ".join(str(n) for n in lines)
+                return None, f"{label}, which is assigned {len(bindings)} times (lines {shown})"
+        if len(referents) > 1:
+            return None, f"{label}, which may hold one of several values here"
+        (only,) = referents
+        if not isinstance(only, Assignment):
+            return None, f"{label}, which is not assigned in this module"
+        if isinstance(only, ImportAssignment):
+            source = _snippet(self.module, only.node)
+            return None, (f"{label}, imported (`{source}`); its value is not known in this "
+                          "file")
+        value = self.bindings.values.get(only.node)
+        if isinstance(only.node, cst.Param):
+            return None, f"{label}, a function parameter"
+        if value is None:
+            return None, f"{label}, bound by `{_snippet(self.module, only.node)}` at run time"
+        literal = _static_str(value)
+        if literal is None:
+            if _is_bytes(value):
+                return None, (f"{label}, which holds a bytes literal "
+                              f"`{_snippet(self.module, value)}` (PaddleNLP wants a str)")
+            return None, (f"{label}, which is {_describe_computed(value)} "
+                          f"(line {self._line(value)})")
+        assert isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
+        return _Resolved(literal, value), None
+
+    # -- Taskflow and hub downloads -----------------------------------------------------
 
     def _taskflow(self, call: cst.Call) -> None:
         self.out.taskflow_calls += 1
@@ -341,8 +642,6 @@ class _Collector(cst.CSTVisitor):
         for label, arg in (("task", task_arg), ("model", model_arg)):
             if arg is None:
                 continue
-            if isinstance(arg.value, cst.Name):
-                self.taskflow_arg_names.add(arg.value)
             value = _static_str(arg.value)
             parts.append(f"{label}={value!r}" if value is not None else f"{label}=<computed>")
         shown = f"{_snippet(self.module, call.func)}({', '.join(parts)})"
@@ -350,108 +649,97 @@ class _Collector(cst.CSTVisitor):
             "taskflow",
             call,
             f"{shown} picks its model by name and cannot take a folder; "
-            f"it needs offline mode (`{OFFLINE_IMPORT_LINE.split('  #')[0]}`)",
+            f"it needs offline mode (`{OFFLINE_IMPORT_LINE.split('  #')[0]}`, or "
+            "rewrite --add-offline-import)",
+        )
+
+    def _download(self, call: cst.Call) -> None:
+        callee = _snippet(self.module, call.func)
+        positional = _positional(call.args)
+        arg = positional[0] if positional else _keyword(call.args, "repo_id")
+        if arg is None:
+            return
+        resolved, _ = self._id_value(arg.value)
+        model_id = resolved.value if resolved is not None else None
+        folder = None
+        if model_id is not None:
+            for key in (model_id, f"hf:{model_id}", f"aistudio:{model_id}"):
+                folder = folder or self.installed.get(key)
+        shown = repr(model_id) if model_id is not None else "a computed id"
+        where = f"; it is installed at {folder}" if folder else ""
+        self._finding(
+            "download",
+            call,
+            f"{callee}({shown}) downloads at run time and fails offline; not rewritten"
+            f"{where}",
         )
 
     def finish(self) -> _Analysis:
-        """Decide the constants now that every use of them has been seen."""
-        for name in self.used_constants:
-            constant = self.constants[name]
-            assert constant.assignment is not None
-            if constant.text not in self.installed:
-                continue
-            refs = {ref.node for ref in constant.assignment.references}
-            if refs & self.taskflow_arg_names:
-                # Rewriting would hand Taskflow a path, which it rejects: leave the id.
-                self._finding(
-                    "taskflow",
-                    constant.value,
-                    f"`{name}` feeds both from_pretrained() and Taskflow(); left as an id "
-                    "because Taskflow needs the name -- use a separate constant for the "
-                    "from_pretrained() calls to have them rewritten",
-                )
-                continue
-            # Every use resolves to this one literal: rewrite it once, at the constant.
-            self._replace(constant.value, constant.text)
+        for call in self.calls:
+            self._decide(call)
         self.out.findings.sort(key=lambda f: f.line)
         self.out.changes.sort(key=lambda c: c.line)
         return self.out
 
 
-class _Replacer(cst.CSTTransformer):
-    """Swap the chosen literals for path literals in the same quote style."""
+def _callee_name(func: cst.BaseExpression) -> str | None:
+    if isinstance(func, cst.Name):
+        return func.value
+    if isinstance(func, cst.Attribute):
+        return func.attr.value
+    return None
 
-    def __init__(self, replacements: Mapping[cst.CSTNode, str], ascii_only: bool) -> None:
+
+def _is_bytes(node: cst.BaseExpression) -> bool:
+    if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        return isinstance(node.evaluated_value, bytes)
+    return False
+
+
+def _literal_style(node: cst.SimpleString | cst.ConcatenatedString) -> str:
+    """The source of the literal whose quote style a replacement copies."""
+    if isinstance(node, cst.SimpleString):
+        return node.value
+    first = _leftmost_string(node)
+    return first.value if first is not None else '""'
+
+
+class _Replacer(cst.CSTTransformer):
+    """Swap the chosen id arguments for path literals in the same quote style.
+
+    An argument is a string literal or a variable's name; either way only that one
+    argument expression changes (parentheses around it are kept).
+    """
+
+    def __init__(
+        self, replacements: Mapping[cst.CSTNode, tuple[str, str]], ascii_only: bool
+    ) -> None:
         super().__init__()
         self.replacements = replacements
         self.ascii_only = ascii_only
 
+    def _swap(
+        self, original_node: cst.BaseExpression, updated_node: cst.BaseExpression
+    ) -> cst.BaseExpression:
+        found = self.replacements.get(original_node)
+        if found is None:
+            return updated_node
+        new, like = found
+        literal = render_string_literal(new, like, ascii_only=self.ascii_only)
+        return cst.SimpleString(literal, lpar=updated_node.lpar, rpar=updated_node.rpar)
+
     def leave_SimpleString(
         self, original_node: cst.SimpleString, updated_node: cst.SimpleString
     ) -> cst.BaseExpression:
-        new = self.replacements.get(original_node)
-        if new is None:
-            return updated_node
-        literal = render_string_literal(new, original_node.value, ascii_only=self.ascii_only)
-        return updated_node.with_changes(value=literal)
+        return self._swap(original_node, updated_node)
 
     def leave_ConcatenatedString(
         self, original_node: cst.ConcatenatedString, updated_node: cst.ConcatenatedString
     ) -> cst.BaseExpression:
-        new = self.replacements.get(original_node)
-        if new is None:
-            return updated_node
-        first = _leftmost_string(original_node)
-        like = first.value if first is not None else '""'
-        literal = render_string_literal(new, like, ascii_only=self.ascii_only)
-        return cst.SimpleString(literal, lpar=updated_node.lpar, rpar=updated_node.rpar)
+        return self._swap(original_node, updated_node)
 
-
-def _constant_candidates(module: cst.Module) -> dict[str, _Constant]:
-    """Module-level names with exactly one top-level assignment, to a string literal.
-
-    Only candidates: :func:`_confirm_constants` decides, with scope analysis.
-    """
-    found: dict[str, list[_Constant]] = {}
-    for stmt in module.body:
-        if not isinstance(stmt, cst.SimpleStatementLine):
-            continue
-        for small in stmt.body:
-            target: cst.BaseExpression | None = None
-            value: cst.BaseExpression | None = None
-            if isinstance(small, cst.Assign) and len(small.targets) == 1:
-                target, value = small.targets[0].target, small.value
-            elif isinstance(small, cst.AnnAssign) and small.value is not None:
-                target, value = small.target, small.value
-            if not isinstance(target, cst.Name) or value is None:
-                continue
-            text = _static_str(value)
-            if text is None:
-                continue
-            assert isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
-            found.setdefault(target.value, []).append(_Constant(target, value, text))
-    return {name: found_[0] for name, found_ in found.items() if len(found_) == 1}
-
-
-def _confirm_constants(
-    candidates: Mapping[str, _Constant], global_scope: GlobalScope
-) -> dict[str, _Constant]:
-    """The candidates assigned exactly once in the whole module.
-
-    "Exactly once" is checked against every binding in the global scope (``for`` targets,
-    imports, ``global`` statements in functions, ...), so a name that is ever rebound is
-    not treated as a constant.
-    """
-    constants: dict[str, _Constant] = {}
-    for name, candidate in candidates.items():
-        assignments = list(global_scope.assignments[name])
-        if len(assignments) != 1:
-            continue
-        (only,) = assignments
-        if isinstance(only, Assignment) and only.node is candidate.target:
-            candidate.assignment = only
-            constants[name] = candidate
-    return constants
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
+        return self._swap(original_node, updated_node)
 
 
 def _has_offline_import(module: cst.Module) -> bool:
@@ -551,15 +839,15 @@ def parse_error_message(source: str, error: Exception) -> tuple[int, str]:
 
 #: The only callee names the codemod acts on (:meth:`_Collector.visit_Call`): a module in
 #: which no call has one of them has nothing to change and nothing to report.
-_CALLEE_NAMES = ("from_pretrained", "Taskflow")
+CALLEE_NAMES = ("from_pretrained", "Taskflow", *sorted(DOWNLOAD_FUNCTIONS))
 
 
 def _is_acted_on(call: ast.Call) -> bool:
     """``ast`` twin of the tests in :meth:`_Collector.visit_Call` (names NFKC-normalised)."""
     func = call.func
     if isinstance(func, ast.Attribute):
-        return func.attr in _CALLEE_NAMES
-    return isinstance(func, ast.Name) and func.id == "Taskflow"
+        return func.attr in CALLEE_NAMES
+    return isinstance(func, ast.Name) and (func.id == "Taskflow" or func.id in DOWNLOAD_FUNCTIONS)
 
 
 def may_act(source: str) -> bool:
@@ -588,7 +876,7 @@ def may_act(source: str) -> bool:
             tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return True  # the full pass reports it, exactly as without this filter
-    if not any(name in source for name in _CALLEE_NAMES):
+    if not any(name in source for name in CALLEE_NAMES):
         return False
     return any(isinstance(node, ast.Call) and _is_acted_on(node) for node in ast.walk(tree))
 
@@ -644,9 +932,29 @@ def rewrite_python(
         finding = Finding("parse-error", line, message, file=filename, cell=cell)
         return RewriteResult(source, (), (finding,))
 
+    try:
+        return _transform(module, source, installed, add_offline_import=add_offline_import,
+                          filename=filename, cell=cell, ascii_only=ascii_only)
+    except RecursionError:
+        # libcst's visitors recurse once per nesting level (a sum of a few hundred terms
+        # is enough); CPython's parser accepted the file, so say what happened and go on.
+        finding = Finding("parse-error", 1, "cannot rewrite, skipped: nested too deeply "
+                          "for the rewriter (RecursionError)", file=filename, cell=cell)
+        return RewriteResult(source, (), (finding,))
+
+
+def _transform(
+    module: cst.Module,
+    source: str,
+    installed: Mapping[str, str],
+    *,
+    add_offline_import: bool,
+    filename: str,
+    cell: int | None,
+    ascii_only: bool,
+) -> RewriteResult:
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # parsed just now, ours
-    candidates = _constant_candidates(wrapper.module)
-    collector = _Collector(wrapper, installed, candidates, filename, cell)
+    collector = _Collector(wrapper, installed, filename, cell)
     wrapper.module.visit(collector)
     analysis = collector.finish()
 
@@ -658,6 +966,8 @@ def rewrite_python(
         new_module = _insert_offline_import(new_module)
         added = True
     new_source = new_module.code if (analysis.replacements or added) else source
+    if source.endswith("\r") and not new_source.endswith("\r"):
+        new_source += "\r"  # libcst drops a CR-only file's last line break
     return RewriteResult(
         new_source, tuple(analysis.changes), tuple(analysis.findings), offline_import_added=added
     )
@@ -675,7 +985,8 @@ def rewrite_source(
     ``installed`` maps model id (``"Salesforce/codegen-350M-mono"``) to the absolute
     folder it was installed to.  Literal ids in ``<anything>.from_pretrained(...)`` (first
     positional argument or ``pretrained_model_name_or_path=``) become that folder; a
-    module-level constant feeding such a call is rewritten where it is defined.  With
+    variable assigned once to a literal id is replaced at the call (never where it is
+    defined); calls whose class comes from another library are reported.  With
     ``add_offline_import`` a module that calls ``Taskflow`` gets :data:`OFFLINE_IMPORT_LINE`
     (once).  ``filename`` is only used to label changes and findings.
     """

@@ -10,9 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Change", "Finding", "FindingKind", "RewriteResult"]
+__all__ = ["SKIPPED_KINDS", "Change", "Finding", "FindingKind", "RewriteResult"]
 
-FindingKind = Literal["computed-id", "taskflow", "parse-error"]
+FindingKind = Literal[
+    "computed-id", "foreign-call", "hub-source", "download", "taskflow", "parse-error", "unreadable"
+]
+
+#: The kinds that mean a file (or cell) was not looked at: the "cannot read/parse" outcome.
+SKIPPED_KINDS: frozenset[FindingKind] = frozenset({"parse-error", "unreadable"})
 
 
 def _location(file: str, cell: int | None, line: int) -> str:
@@ -46,8 +51,12 @@ class Change:
 class Finding:
     """Something the user has to look at because it was deliberately *not* rewritten.
 
-    Kinds: ``computed-id`` (the id is only known at run time), ``taskflow`` (a ``Taskflow``
-    call, which cannot take a folder), ``parse-error`` (the file or cell was skipped).
+    Kinds: ``computed-id`` (the id is only known at run time), ``foreign-call`` (an
+    installed id loaded by another library, e.g. ``transformers``), ``hub-source`` (the
+    call reads a hub cache or ``cache_dir=`` the installed folder may not be),
+    ``download`` (``snapshot_download``-style calls), ``taskflow`` (a ``Taskflow`` call,
+    which cannot take a folder); ``parse-error`` and ``unreadable`` (the file or cell was
+    skipped: :data:`SKIPPED_KINDS`).
     """
 
     kind: FindingKind
