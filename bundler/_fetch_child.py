@@ -43,6 +43,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from bundler import _offline
 from bundler.capture import recorder
 from bundler.capture.recorder import REPORT_VERSION, Recorder, one_line, reason
 
@@ -305,6 +306,9 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     if request.get("prove"):
         return prove(request, rec)
     install(rec, task_mode=task is not None)
+    # a task loads the weights it downloaded: paddle.load unpickles them through the scan's
+    # allowlist, so a poisoned file on the server is refused here instead of run
+    _offline.install_load_guard()
     bmod: Any = sys.modules["paddlenlp.utils.download.bos_download"]
     steps: list[dict[str, Any]] = []
     models: list[str] = list(request["models"])

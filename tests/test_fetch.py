@@ -13,6 +13,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -462,3 +463,24 @@ def test_child_never_runs_in_offline_mode(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PADDLE_BUNDLE_OFFLINE", "1")
     env = _child_env(tmp_path)
     assert "PADDLE_BUNDLE_OFFLINE" not in env and env["PPNLP_HOME"] == str(tmp_path)
+
+
+@pytest.mark.paddle
+def test_a_poisoned_weights_file_on_the_server_is_refused_not_run_by_a_task_fetch(
+        mirror_root: Path, tmp_path: Path) -> None:
+    """--task loads the weights it downloaded online: paddle.load goes through the scan's
+    allowlist there too, so a pickle that would run code fails the fetch and never runs."""
+    root = tmp_path / "poisoned"
+    shutil.copytree(tiny_models.community_dir(mirror_root, CODEGEN),
+                    tiny_models.community_dir(root, CODEGEN))
+    canary = tmp_path / "CANARY"
+    payload = f"cos\nsystem\n(S'touch {canary}'\ntR.".encode()
+    (tiny_models.community_dir(root, CODEGEN) / "model_state.pdparams").write_bytes(payload)
+    out = tmp_path / "b.tar.zst"
+    with mirror.start(root) as srv:
+        proc = fetch_cli(srv.endpoint, tmp_path / "home", out, CODEGEN, "--task",
+                         "code_generation")
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert not canary.exists(), "the poisoned pickle ran during fetch"
+    assert not out.exists()
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
