@@ -48,9 +48,9 @@ from bundler.errors import (
 )
 from bundler.manifest import HUB_KINDS, KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
-from bundler.scan import Allowlist, offline_allowlist
+from bundler.scan import Allowlist
 from bundler.signing import Signer, require_trusted
-from bundler.verify import stream_check
+from bundler.verify import bundle_allowlist, stream_check
 from bundler.volumes import locate
 
 log = logging.getLogger(__name__)
@@ -479,9 +479,7 @@ def install(bundle: Path, *, home: Path, force: bool = False,
     signer = require_trusted(files, trust=trust, home=cache.home)
     with BundleReader(bundle, progress=progress) as reader:
         manifest = reader.manifest()
-        allow, note = offline_allowlist(manifest.origin.allowed_globals,
-                                        signer is not None and signer.trusted_by is not None,
-                                        allow_globals)
+        allow, note = bundle_allowlist(manifest, signer, allow_globals)
         manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
         plan = make_plan(cache, manifest)
         if not plan.is_noop():  # a no-op needs no lock, so a read-only home can say so

@@ -109,6 +109,14 @@ class VerifyReport:
         return not self.problems
 
 
+def bundle_allowlist(manifest: Manifest, signer: Signer | None, extra: Sequence[str]
+                     ) -> tuple[Allowlist, str | None]:
+    """The allowlist verify, install and mirror publish scan a bundle with: the globals its
+    manifest asks for count only when a trusted signer vouches for it (plus ``extra``)."""
+    return offline_allowlist(manifest.origin.allowed_globals,
+                             signer is not None and signer.trusted_by is not None, extra)
+
+
 def verify(bundle: Path, progress: Callable[[int], None] | None = None,
            *, quick: bool = False, trust: Path | None = None, home: Path | None = None,
            allow_globals: Sequence[str] = ()) -> VerifyReport:
@@ -130,9 +138,7 @@ def verify(bundle: Path, progress: Callable[[int], None] | None = None,
     try:
         with BundleReader(bundle, progress=progress) as reader:
             manifest = reader.manifest()
-            allow, note = offline_allowlist(
-                manifest.origin.allowed_globals,
-                signer is not None and signer.trusted_by is not None, allow_globals)
+            allow, note = bundle_allowlist(manifest, signer, allow_globals)
             problems.extend(stream_check(reader, manifest, HashOnly(), allow=allow))
             if problems and note:
                 problems.append(note)

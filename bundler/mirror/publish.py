@@ -23,9 +23,8 @@ from bundler.errors import IntegrityError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest
 from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
 from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
-from bundler.scan import offline_allowlist
 from bundler.signing import Signer, require_trusted
-from bundler.verify import stream_check
+from bundler.verify import bundle_allowlist, stream_check
 from bundler.volumes import BundleFiles, locate
 
 UNCHANGED, PUBLISHED, REPLACED = "unchanged", "published", "replaced"
@@ -138,9 +137,7 @@ def _verify_into(bundle: Path, files: BundleFiles, sink: BlobSink, signer: Signe
                  progress: Callable[[int], None] | None) -> list[PublishedModel]:
     with BundleReader(bundle, progress=progress) as reader:
         manifest = reader.manifest()
-        allow, note = offline_allowlist(manifest.origin.allowed_globals,
-                                        signer is not None and signer.trusted_by is not None,
-                                        allow_globals)
+        allow, note = bundle_allowlist(manifest, signer, allow_globals)
         manifest_sha256 = hashlib.sha256(reader.manifest_bytes).hexdigest()
         planned = _plan(manifest, lookup)  # before reading: an unknown URL fails early
         problems = stream_check(reader, manifest, sink, allow=allow)
