@@ -300,3 +300,21 @@ def test_fetch_python_names_the_written_bundle_when_the_folder_fails(
     assert text.startswith(f"{bundle} is written, but not its wheel folder")
     assert "no wheel of paddlepaddle==3.3.1" in text and "paddle-bundle python -o" in text
     assert "python" not in bundle.with_name(bundle.name + ".sha256").read_text()
+
+
+def test_a_signed_sidecar_covers_the_wheel_folder(bundle_with_folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """fetch --python --sign signs the sidecar after the folder's lines are in it: a trusted
+    verify passes, and a wheel changed afterwards fails it (exit 3) naming the wheel."""
+    from bundler.signing import sign
+    from tests.test_sign import allowed_signers, keygen
+
+    key = keygen(tmp_path, "alice")
+    trust = allowed_signers(tmp_path / "allowed_signers", ("alice@site", key, ""))
+    sidecar = bundle_with_folder.with_name(bundle_with_folder.name + ".sha256")
+    sign(sidecar, key)
+    assert _main(["verify", str(bundle_with_folder), "--trust", str(trust), "-q"]) == 0
+    wheel = wheels.folder_for(bundle_with_folder) / "click-8.1.7-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes() + b"x")
+    assert _main(["verify", str(bundle_with_folder), "--trust", str(trust)]) == 3
+    assert str(wheel) in capsys.readouterr().err
