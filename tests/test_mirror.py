@@ -355,3 +355,23 @@ def test_two_models_serving_different_files_at_one_url_are_refused(tmp_path: Pat
         publish([bundles[1]], root, lookup=lambda model: {"vocab.txt": url})
     served = root / "paddlenlp/models/transformers/shared/vocab.txt"
     assert served.read_text() == "a\n"  # the first stays served, unchanged
+
+
+# -- review (rv11): what an administrator's machine looks like -------------------------------
+def test_a_root_reached_through_a_symlink_serves_every_request_of_a_pinned_client(
+        tmp_path: Path) -> None:
+    """/srv/mirror -> /data/mirror: the configuration has disable_symlinks on, so the pinned
+    generation's path must be the real one, or a client's second request is refused."""
+    real = tmp_path / "data" / "mirror"
+    real.mkdir(parents=True)
+    link = tmp_path / "srv-mirror"
+    link.symlink_to(real)
+    publish([make_bundle(tmp_path, "v1", V1)], link)
+    with nginx(link, tmp_path / "nginx") as server:
+        client = requests.Session()
+        base = f"{server.endpoint}/models/community/{MODEL}"
+        assert client.head(f"{base}/config.json", timeout=10).status_code == 200
+        assert client.cookies.get("pb_generation") == "1"
+        got = client.get(f"{base}/config.json", timeout=10)  # pinned by the cookie
+        assert got.status_code == 200 and got.text == '{"v": 1}'
+

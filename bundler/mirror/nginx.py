@@ -16,6 +16,7 @@ mix two generations across files.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,8 +58,9 @@ def parse_allow(values: Sequence[str]) -> list[str]:
 def server_config(root: Path, *, listen: str = "127.0.0.1:8080",
                   allow: Sequence[str] = ()) -> str:
     """The configuration text. ``allow`` empty: loopback only."""
-    mirror = Mirror(root)
-    base = mirror.root.as_posix()
+    # The real path: the configuration has ``disable_symlinks on``, so a root reached through
+    # a symlink (/srv/mirror -> /data/mirror) would refuse every request of a pinned client.
+    base = Path(os.path.realpath(Mirror(root).root)).as_posix()
     if not _SAFE_PATH.fullmatch(base):
         raise UsageError(f"--root {base!r} has characters nginx would need quoted",
                          hint="use a path of letters, digits and ._-/@+ only")
