@@ -375,3 +375,19 @@ def test_a_root_reached_through_a_symlink_serves_every_request_of_a_pinned_clien
         got = client.get(f"{base}/config.json", timeout=10)  # pinned by the cookie
         assert got.status_code == 200 and got.text == '{"v": 1}'
 
+
+def test_a_strict_umask_leaves_the_served_tree_readable_by_the_web_server(
+        tmp_path: Path) -> None:
+    """A hardened root shell (umask 077) publishes; nginx's worker is another user."""
+    bundle = make_bundle(tmp_path, "v1", V1)
+    old = os.umask(0o077)
+    try:
+        publish([bundle], tmp_path / "root")
+    finally:
+        os.umask(old)
+    served = (tmp_path / "root" / URL_DIR / "config.json").resolve()
+    for path in [served, *served.parents]:
+        if path == tmp_path:
+            break
+        wanted = 0o005 if path.is_dir() else 0o004  # others may search folders, read files
+        assert path.stat().st_mode & wanted == wanted, oct(path.stat().st_mode)

@@ -178,7 +178,7 @@ class Mirror:
         import fcntl
 
         for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
-            folder.mkdir(mode=0o755, exist_ok=True)
+            _served_dir(folder)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             try:
@@ -233,16 +233,17 @@ class Mirror:
         index = Index(number, _now(), tuple(sorted(models, key=lambda m: m.id)),
                       {**old.history, number: now})
         staging = self.tmp / f"generation-{number}"
-        staging.mkdir(mode=0o755)
-        made: set[Path] = set()
+        _served_dir(staging)
+        made: set[Path] = {staging}
         for model in index.models:
             for served in model.files:
                 dest = staging / served.url_path
-                if dest.parent not in made:
-                    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                    made.add(dest.parent)
+                for folder in reversed(dest.parents):
+                    if folder not in made and folder.is_relative_to(staging):
+                        _served_dir(folder)
+                        made.add(folder)
                 os.link(self.blob(served.sha256), dest)
-        (staging / BUCKET_MARK).mkdir(mode=0o755, exist_ok=True)  # served even when empty
+        _served_dir(staging / BUCKET_MARK)  # served even when empty
         atomic_write_bytes(staging / "index.json", index.to_json())
         if not sync_file_system(staging):
             for folder, _, _ in os.walk(staging):
@@ -321,6 +322,16 @@ class Mirror:
                                     "file")
             results.append((model.id, problems))
         return results
+
+
+def _served_dir(folder: Path) -> None:
+    """Create ``folder`` readable and searchable by the web server's user whatever the
+    umask (an administrator's ``umask 077`` would otherwise make nginx answer 403)."""
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return
+    os.chmod(folder, 0o755)
 
 
 def _refuse_clashes(models: list[PublishedModel]) -> None:
