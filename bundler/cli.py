@@ -653,7 +653,11 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
         _echo(f"{printable(model_id)}: {f'{len(problems)} problem(s)' if problems else 'ok'}",
               err=bool(problems))
         _print_problems(problems)
-    return EXIT_INTEGRITY if any(p for _, p in results) else EXIT_OK
+    if any(p for _, p in results):
+        _echo("hint: publish the bundles of the damaged models again ('paddle-bundle mirror "
+              "publish BUNDLE --root DIR'): damaged files are written anew", err=True)
+        return EXIT_INTEGRITY
+    return EXIT_OK
 
 
 @mirror.command(name="remove")

@@ -391,3 +391,23 @@ def test_a_strict_umask_leaves_the_served_tree_readable_by_the_web_server(
             break
         wanted = 0o005 if path.is_dir() else 0o004  # others may search folders, read files
         assert path.stat().st_mode & wanted == wanted, oct(path.stat().st_mode)
+
+
+def test_publishing_again_repairs_a_file_check_found_damaged(tmp_path: Path) -> None:
+    """A blob damaged on the disk was reused by every later publish ("already published"),
+    so the mirror kept serving the damaged bytes with no way to repair them."""
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path, "v1", V1)
+    publish([bundle], root)
+    served = root / URL_DIR / "config.json"
+    served.write_text('{"v": 9}')  # bit rot, or a stray edit: the blob's inode too
+    rc, _, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "publish the bundles of the damaged models again" in err
+    result = publish([bundle], root)
+    assert [o.status for o in result.outcomes] == ["replaced"]
+    assert result.index.generation == 2
+    assert served.read_text() == '{"v": 1}'
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    again = publish([bundle], root)  # intact now: nothing to do
+    assert [o.status for o in again.outcomes] == ["unchanged"]
+    assert again.index.generation == 2

@@ -214,13 +214,10 @@ class Mirror:
 
     def store_blob(self, temp: Path, sha256: str) -> None:
         """Move a verified temporary file to its blob name (world-readable, for the web
-        server); an existing blob of the same content is kept and the temporary dropped."""
+        server). A blob already there is one found damaged: it is replaced by the rename, and
+        the generations still linking the damaged file keep it until they are pruned."""
         os.chmod(temp, 0o644)
-        target = self.blob(sha256)
-        if target.exists():
-            temp.unlink()
-        else:
-            os.rename(temp, target)
+        os.rename(temp, self.blob(sha256))
 
     def commit(self, models: Iterable[PublishedModel]) -> Index:
         """Build the next generation holding ``models`` and flip ``current`` to it."""
