@@ -411,3 +411,23 @@ def test_publishing_again_repairs_a_file_check_found_damaged(tmp_path: Path) -> 
     again = publish([bundle], root)  # intact now: nothing to do
     assert [o.status for o in again.outcomes] == ["unchanged"]
     assert again.index.generation == 2
+
+
+def test_a_signing_module_that_fails_to_import_publishes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the absence of bundler.signing means "nothing to check"; a signing module whose
+    own dependency is missing must not silently skip the signature check (fail open)."""
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name: str, package: str | None = None) -> object:
+        if name == "bundler.signing":
+            raise ModuleNotFoundError("No module named 'cryptography'", name="cryptography")
+        return real(name, package)
+
+    bundle = make_bundle(tmp_path, "v1", V1)
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ImportError):
+        publish([bundle], tmp_path / "root")
+    assert Mirror(tmp_path / "root").index().models == ()

@@ -122,7 +122,9 @@ def require_signature(files: BundleFiles, trust: Path | None) -> str | None:
 
     try:
         signing = importlib.import_module("bundler.signing")
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "bundler.signing":
+            raise  # signing is there but broken: never publish unchecked (fail closed)
         return None
     signer = signing.require_trusted(files, trust=trust, home=None)
     return None if signer is None else str(signer)
