@@ -235,10 +235,10 @@ class Mirror:
         for model in index.models:
             for served in model.files:
                 dest = staging / served.url_path
-                for folder in reversed(dest.parents):
-                    if folder not in made and folder.is_relative_to(staging):
-                        _served_dir(folder)
-                        made.add(folder)
+                for parent in reversed(dest.parents):
+                    if parent not in made and parent.is_relative_to(staging):
+                        _served_dir(parent)
+                        made.add(parent)
                 os.link(self.blob(served.sha256), dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
         atomic_write_bytes(staging / "index.json", index.to_json())
