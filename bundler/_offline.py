@@ -876,18 +876,22 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
         return isinstance(name, str) and name.lower().rstrip(".") == host and \
             wanted_port in (None, port, str(port))
     if event == "socket.connect":
+        import socket  # the look-up below is itself audited, and allowed above
+
         address = args[1] if len(args) > 1 else None
         if not (isinstance(address, tuple) and len(address) >= 2 and address[1] == port):
             return False
-        if host not in _MIRROR_IPS:
-            import socket  # the look-up is itself audited, and allowed above
-
+        if getattr(args[0], "type", None) != socket.SOCK_STREAM:
+            return False  # HTTP to the mirror is TCP: a UDP "connection" to it is refused
+        ips = _MIRROR_IPS.get(host)
+        if ips is None:
             try:
-                _MIRROR_IPS[host] = frozenset(
-                    str(info[4][0]) for info in socket.getaddrinfo(host, port))
+                ips = frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, port))
             except OSError:
-                _MIRROR_IPS[host] = frozenset({host})
-        return str(address[0]).split("%", 1)[0] in _MIRROR_IPS[host] | {host}
+                ips = frozenset({host})  # not cached: the next connection looks it up again
+            else:
+                _MIRROR_IPS[host] = ips
+        return str(address[0]).split("%", 1)[0] in ips | {host}
     return False
 
 

@@ -103,26 +103,33 @@ def test_an_unreachable_mirror_is_named(patched: types.ModuleType,
 
 def test_the_guard_lets_exactly_the_mirror_host_and_port_through(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    tcp = socket.socket()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     monkeypatch.setenv(_offline.ENV_MIRROR, "http://10.9.8.7:8080/paddlenlp")
-    _offline._audit("socket.connect", (None, ("10.9.8.7", 8080)))  # allowed: no exception
+    _offline._audit("socket.connect", (tcp, ("10.9.8.7", 8080)))  # allowed: no exception
     _offline._audit("socket.getaddrinfo", ("10.9.8.7", 8080, 0, 1, 6, 0))
     for event, args in (("socket.connect", (None, ("10.9.8.7", 8081))),
                         ("socket.connect", (None, ("10.9.8.8", 8080))),
                         ("socket.getaddrinfo", ("bj.bcebos.com", 443, 0, 0, 0, 0)),
-                        ("socket.sendto", (None, ("10.9.8.7", 8080)))):
+                        ("socket.sendto", (None, ("10.9.8.7", 8080))),
+                        ("socket.connect", (udp, ("10.9.8.7", 8080)))):  # UDP: not HTTP
         with pytest.raises(OfflineBlockedError):
             _offline._audit(event, args)
     monkeypatch.setenv(_offline.ENV_MIRROR, "https://mirror.example/paddlenlp")
     monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example", frozenset({"10.1.1.1"}))
     _offline._audit("socket.getaddrinfo", ("mirror.example", 443, 0, 1, 6, 0))
-    _offline._audit("socket.connect", (None, ("10.1.1.1", 443)))
+    _offline._audit("socket.connect", (tcp, ("10.1.1.1", 443)))
     with pytest.raises(OfflineBlockedError):
-        _offline._audit("socket.connect", (None, ("10.1.1.1", 80)))
+        _offline._audit("socket.connect", (tcp, ("10.1.1.1", 80)))
     with pytest.raises(OfflineBlockedError):
         _offline._audit("socket.getaddrinfo", ("mirror.example.evil", 443, 0, 1, 6, 0))
     monkeypatch.delenv(_offline.ENV_MIRROR)
     with pytest.raises(OfflineBlockedError):  # no mirror: nothing remote at all
-        _offline._audit("socket.connect", (None, ("10.9.8.7", 8080)))
+        _offline._audit("socket.connect", (tcp, ("10.9.8.7", 8080)))
+    tcp.close()
+    udp.close()
 
 
 @pytest.mark.parametrize("value", ["ftp://m/paddlenlp", "mirror:8080", "http://:80/x",
