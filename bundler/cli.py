@@ -673,6 +673,18 @@ def mirror_remove(models: tuple[str, ...], root: Path) -> int:
     return EXIT_OK
 
 
+@mirror.command(name="prune")
+@_root_option
+def mirror_prune(root: Path) -> int:
+    """Delete generations superseded over 15 minutes ago (run it from cron)."""
+    from bundler.mirror import prune
+
+    removed = prune(root)
+    _echo(f"removed generation(s) {', '.join(map(str, removed))}" if removed
+          else "nothing to remove")
+    return EXIT_OK
+
+
 @mirror.command(name="nginx-config")
 @_root_option
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="ADDR:PORT")

@@ -431,3 +431,29 @@ def test_a_signing_module_that_fails_to_import_publishes_nothing(
     with pytest.raises(ImportError):
         publish([bundle], tmp_path / "root")
     assert Mirror(tmp_path / "root").index().models == ()
+
+
+def test_a_removed_model_stops_being_served_to_crafted_cookies_once_pruned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After 'mirror remove' the old generation stays for pinned clients; without a later
+    publish nothing ever deleted it, so a client sending pb_generation=1 could fetch the
+    removed model indefinitely. 'mirror prune' (cron) ends that after KEEP_SECONDS."""
+    import bundler.mirror.tree as tree
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V1, model="Org/other")], root)
+    remove(root, [MODEL])
+    with nginx(root, tmp_path / "nginx") as server:
+        url = f"{server.endpoint}/models/community/{MODEL}/config.json"
+        assert requests.get(url, timeout=10).status_code == 404
+        crafted = {"pb_generation": "1"}
+        assert requests.get(url, cookies=crafted, timeout=10).status_code == 200
+        rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+        assert rc == 0 and "nothing to remove" in out  # still within KEEP_SECONDS
+        later = time.time() + tree.KEEP_SECONDS + 1
+        monkeypatch.setattr(tree.time, "time", lambda: later)
+        rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+        assert rc == 0 and "removed generation(s) 1" in out
+        assert requests.get(url, cookies=crafted, timeout=10).status_code == 404
+    assert _cli("mirror", "prune", "--root", str(tmp_path / "absent"))[0] == 2

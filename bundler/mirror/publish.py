@@ -217,3 +217,16 @@ def remove(root: Path, model_ids: Sequence[str]) -> Index:
             raise ModelNotFoundError(f"{', '.join(unknown)} not published in {mirror.root}",
                                      hint="see 'paddle-bundle mirror list --root DIR'")
         return mirror.commit(m for m in index.models if m.id not in model_ids)
+
+
+def prune(root: Path) -> list[int]:
+    """Remove the generations superseded more than :data:`bundler.mirror.tree.KEEP_SECONDS`
+    ago, and the files only they served. A publish or remove prunes too, but only when it
+    runs: without a later one, a removed model stayed on the disk, and any client could still
+    fetch it by sending an old generation's cookie (run this from cron, docs/fleet.md)."""
+    mirror = Mirror(root)
+    if not mirror.state.is_dir():
+        mirror.index()  # a root that does not exist is named; an empty one has nothing
+        return []
+    with mirror.locked():
+        return mirror.prune()
