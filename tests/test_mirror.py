@@ -457,3 +457,15 @@ def test_a_removed_model_stops_being_served_to_crafted_cookies_once_pruned(
         assert rc == 0 and "removed generation(s) 1" in out
         assert requests.get(url, cookies=crafted, timeout=10).status_code == 404
     assert _cli("mirror", "prune", "--root", str(tmp_path / "absent"))[0] == 2
+
+
+def test_publishing_again_restores_a_served_file_deleted_on_the_disk(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path, "v1", V1)
+    publish([bundle], root)
+    (root / URL_DIR / "model_state.pdparams").unlink()  # a stray clean-up
+    assert _cli("mirror", "check", "--root", str(root))[0] == 3
+    result = publish([bundle], root)
+    assert [o.status for o in result.outcomes] == ["replaced"]
+    assert (root / URL_DIR / "model_state.pdparams").read_bytes() == V1["model_state.pdparams"]
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0

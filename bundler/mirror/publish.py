@@ -152,7 +152,8 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
         outcomes = []
         for model in incoming.values():
             before = current.get(model.id)
-            repaired = any(f.sha256 in sink.written for f in model.files)
+            repaired = any(f.sha256 in sink.written for f in model.files) or \
+                not mirror.serves_blobs(model)
             status = PUBLISHED if before is None else (
                 UNCHANGED if before.same_content(model) and not repaired else REPLACED)
             outcomes.append(PublishOutcome(before if status == UNCHANGED and before else model,

@@ -172,6 +172,19 @@ class Mirror:
     def generation_dir(self, n: int) -> Path:
         return self.generations / str(n)
 
+    def serves_blobs(self, model: PublishedModel) -> bool:
+        """Whether every file of ``model`` in the current generation is its blob (the same
+        inode): a served file deleted or replaced on the disk is not."""
+        base = self.current_link
+        try:
+            for served in model.files:
+                got, blob = os.stat(base / served.url_path), os.stat(self.blob(served.sha256))
+                if (got.st_dev, got.st_ino) != (blob.st_dev, blob.st_ino):
+                    return False
+        except OSError:
+            return False
+        return True
+
     # -- changing --------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
