@@ -680,8 +680,11 @@ def mirror_prune(root: Path) -> int:
     from bundler.mirror import prune
 
     removed = prune(root)
-    _echo(f"removed generation(s) {', '.join(map(str, removed))}" if removed
-          else "nothing to remove")
+    if removed is None:
+        _echo("another mirror command is changing the root; it prunes when it finishes")
+    else:
+        _echo(f"removed generation(s) {', '.join(map(str, removed))}" if removed
+              else "nothing to remove")
     return EXIT_OK
 
 

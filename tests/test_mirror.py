@@ -457,6 +457,9 @@ def test_a_removed_model_stops_being_served_to_crafted_cookies_once_pruned(
         assert rc == 0 and "removed generation(s) 1" in out
         assert requests.get(url, cookies=crafted, timeout=10).status_code == 404
     assert _cli("mirror", "prune", "--root", str(tmp_path / "absent"))[0] == 2
+    with Mirror(root).locked():  # a publish running when cron prunes: neither fails
+        rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+    assert rc == 0 and "prunes when it finishes" in out
 
 
 def test_publishing_again_restores_a_served_file_deleted_on_the_disk(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from bundler._io import display_name, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import sync_file_system
-from bundler.errors import IntegrityError, ModelNotFoundError
+from bundler.errors import IntegrityError, LockedError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest
 from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
 from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
@@ -220,14 +220,20 @@ def remove(root: Path, model_ids: Sequence[str]) -> Index:
         return mirror.commit(m for m in index.models if m.id not in model_ids)
 
 
-def prune(root: Path) -> list[int]:
+def prune(root: Path) -> list[int] | None:
     """Remove the generations superseded more than :data:`bundler.mirror.tree.KEEP_SECONDS`
     ago, and the files only they served. A publish or remove prunes too, but only when it
     runs: without a later one, a removed model stayed on the disk, and any client could still
-    fetch it by sending an old generation's cookie (run this from cron, docs/fleet.md)."""
+    fetch it by sending an old generation's cookie (run this from cron, docs/fleet.md).
+
+    None when another publish or remove holds the lock: it prunes when it finishes, and a
+    cron job must neither wait for it nor fail."""
     mirror = Mirror(root)
     if not mirror.state.is_dir():
         mirror.index()  # a root that does not exist is named; an empty one has nothing
         return []
-    with mirror.locked():
-        return mirror.prune()
+    try:
+        with mirror.locked():
+            return mirror.prune()
+    except LockedError:
+        return None
