@@ -271,6 +271,8 @@ def test_nginx_config_refuses_bad_input(tmp_path: Path) -> None:
     text = server_config(tmp_path, listen="0.0.0.0:8080", allow=["10.0.0.0/8", "192.168.1.7"])
     assert "allow 10.0.0.0/8;" in text and "allow 192.168.1.7/32;" in text
     assert "deny all;" in text and "autoindex off;" in text and "sendfile on;" in text
+    six = server_config(tmp_path, listen="[::1]:8080")  # the TLS line, once uncommented, too
+    assert "listen [::1]:8080;" in six and "listen [::1]:443 ssl;" in six
     rc, _, err = _cli("mirror", "nginx-config", "--root", str(tmp_path), "--listen", "x")
     assert rc == 2 and "ADDR:PORT" in err
 

@@ -66,7 +66,8 @@ def server_config(root: Path, *, listen: str = "127.0.0.1:8080",
                          hint="use a path of letters, digits and ._-/@+ only")
     host, port = parse_listen(listen)
     nets = parse_allow(allow) or ["127.0.0.1", "::1"]
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bracketed = f"[{host}]" if ":" in host else host
+    address = f"{bracketed}:{port}"
     gens = f"{base}/{STATE}/generations"
     cookie = f"{COOKIE}=$pb_generation; Path=/; Max-Age={COOKIE_SECONDS}; HttpOnly"
     allow_lines = "\n".join(f"    allow {net};" for net in nets)
@@ -92,7 +93,7 @@ server {{
     server_name _;
 
     # TLS: terminate it here (or in the site's existing proxy in front of this server):
-    #   listen {host}:443 ssl;  ssl_certificate /etc/ssl/mirror.crt;
+    #   listen {bracketed}:443 ssl;  ssl_certificate /etc/ssl/mirror.crt;
     #   ssl_certificate_key /etc/ssl/mirror.key;  ssl_protocols TLSv1.2 TLSv1.3;
     # Basic auth: clients put the user in the URL, PPNLP_ENDPOINT=https://user:pass@host/paddlenlp
     #   auth_basic "paddle-bundle mirror";  auth_basic_user_file /etc/nginx/mirror.htpasswd;
