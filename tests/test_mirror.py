@@ -474,3 +474,24 @@ def test_publishing_again_restores_a_served_file_deleted_on_the_disk(tmp_path: P
     assert [o.status for o in result.outcomes] == ["replaced"]
     assert (root / URL_DIR / "model_state.pdparams").read_bytes() == V1["model_state.pdparams"]
     assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_a_root_without_hard_links_is_named_and_serves_what_it_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlinked .paddle-bundle/blobs on another disk, or a file system without hard links:
+    one line saying so (was a bare 'Invalid cross-device link: <temporary file>')."""
+    import errno
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+
+    def no_links(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src))
+
+    monkeypatch.setattr(os, "link", no_links)
+    rc, _, err = _cli("mirror", "publish", str(make_bundle(tmp_path, "v2", V2)), "--root",
+                      str(root), "-q")
+    assert rc == 2 and "one file system that supports hard links" in err, err
+    monkeypatch.undo()
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    assert publish([make_bundle(tmp_path, "v2", V2)], root).index.generation == 2

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -230,7 +231,8 @@ class Mirror:
         server). A blob already there is one found damaged: it is replaced by the rename, and
         the generations still linking the damaged file keep it until they are pruned."""
         os.chmod(temp, 0o644)
-        os.rename(temp, self.blob(sha256))
+        with self._one_file_system():
+            os.rename(temp, self.blob(sha256))
 
     def commit(self, models: Iterable[PublishedModel]) -> Index:
         """Build the next generation holding ``models`` and flip ``current`` to it."""
@@ -252,7 +254,8 @@ class Mirror:
                     if parent not in made and parent.is_relative_to(staging):
                         _served_dir(parent)
                         made.add(parent)
-                os.link(self.blob(served.sha256), dest)
+                with self._one_file_system():
+                    os.link(self.blob(served.sha256), dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
         atomic_write_bytes(staging / "index.json", index.to_json())
         if not sync_file_system(staging):
@@ -263,6 +266,22 @@ class Mirror:
         self._flip(number)
         self.prune()
         return index
+
+    @contextlib.contextmanager
+    def _one_file_system(self) -> Iterator[None]:
+        """Blobs, generations and their temporaries are renamed and hard-linked into each
+        other: a ``.paddle-bundle`` folder spread over file systems (a symlinked ``blobs``)
+        or one without hard links is named as such, not as a bare errno."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                                 errno.EOPNOTSUPP):
+                raise
+            raise UsageError(
+                f"{self.state}: cannot rename or hard-link {exc.filename} ({exc.strerror}); "
+                "nothing new is served", hint="the mirror root must be one file system that "
+                "supports hard links, with no symlinked folders inside .paddle-bundle") from None
 
     def _flip(self, number: int) -> None:
         link = self.tmp / "current"
