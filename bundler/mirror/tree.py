@@ -250,10 +250,11 @@ class Mirror:
         for model in index.models:
             for served in model.files:
                 dest = staging / served.url_path
-                for parent in reversed(dest.parents):
-                    if parent not in made and parent.is_relative_to(staging):
-                        _served_dir(parent)
-                        made.add(parent)
+                if dest.parent not in made:
+                    for parent in reversed(dest.parents):
+                        if parent not in made and parent.is_relative_to(staging):
+                            _served_dir(parent)
+                            made.add(parent)
                 with self._one_file_system():
                     os.link(self.blob(served.sha256), dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
