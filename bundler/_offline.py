@@ -870,8 +870,8 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
         return False
     host, port = mirror_address(mirror)
     if event in ("socket.getaddrinfo", "socket.gethostbyname"):
-        name = args[0].decode() if args and isinstance(args[0], bytes) else \
-            (args[0] if args else None)
+        raw = args[0] if args else None
+        name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
         wanted_port = args[1] if len(args) > 1 else None
         return isinstance(name, str) and name.lower().rstrip(".") == host and \
             wanted_port in (None, port, str(port))

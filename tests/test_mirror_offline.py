@@ -114,7 +114,8 @@ def test_the_guard_lets_exactly_the_mirror_host_and_port_through(
                         ("socket.connect", (None, ("10.9.8.8", 8080))),
                         ("socket.getaddrinfo", ("bj.bcebos.com", 443, 0, 0, 0, 0)),
                         ("socket.sendto", (None, ("10.9.8.7", 8080))),
-                        ("socket.connect", (udp, ("10.9.8.7", 8080)))):  # UDP: not HTTP
+                        ("socket.connect", (udp, ("10.9.8.7", 8080))),  # UDP: not HTTP
+                        ("socket.getaddrinfo", (b"\xff.example", 80, 0, 0, 0, 0))):
         with pytest.raises(OfflineBlockedError):
             _offline._audit(event, args)
     monkeypatch.setenv(_offline.ENV_MIRROR, "https://mirror.example/paddlenlp")
