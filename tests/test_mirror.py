@@ -393,6 +393,7 @@ def test_a_strict_umask_leaves_the_served_tree_readable_by_the_web_server(
             break
         wanted = 0o005 if path.is_dir() else 0o004  # others may search folders, read files
         assert path.stat().st_mode & wanted == wanted, oct(path.stat().st_mode)
+    assert (tmp_path / "root/.paddle-bundle/index.json").stat().st_mode & 0o004  # mirror list
 
 
 def test_publishing_again_repairs_a_file_check_found_damaged(tmp_path: Path) -> None:

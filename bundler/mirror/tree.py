@@ -259,6 +259,7 @@ class Mirror:
                     os.link(self.blob(served.sha256), dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
         atomic_write_bytes(staging / "index.json", index.to_json())
+        os.chmod(staging / "index.json", 0o644)  # 'mirror list' for any user, whatever the umask
         if not sync_file_system(staging):
             for folder, _, _ in os.walk(staging):
                 fsync_dir(Path(folder))
