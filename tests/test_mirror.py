@@ -496,3 +496,15 @@ def test_a_root_without_hard_links_is_named_and_serves_what_it_served(
     monkeypatch.undo()
     assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
     assert publish([make_bundle(tmp_path, "v2", V2)], root).index.generation == 2
+
+
+def test_the_index_remembers_only_generations_still_on_the_disk(tmp_path: Path) -> None:
+    """history grew by one entry per publish forever (an hourly publish: 26,000 entries in
+    three years, rewritten and parsed by every command)."""
+    root = tmp_path / "root"
+    mirror = Mirror(root)
+    for n, files in enumerate((V1, V2, V1, V2), start=1):
+        publish([make_bundle(tmp_path, f"b{n}", files)], root)
+        mirror.prune(keep_seconds=0)
+    index = mirror.index()
+    assert index.generation == 4 and sorted(index.history) == [3, 4]

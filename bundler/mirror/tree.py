@@ -243,7 +243,9 @@ class Mirror:
                                         if p.name.isdigit())]) + 1
         now = time.time()
         index = Index(number, _now(), tuple(sorted(models, key=lambda m: m.id)),
-                      {**old.history, number: now})
+                      {**{g: t for g, t in old.history.items()  # generations on the disk
+                          if g == old.generation or self.generation_dir(g).is_dir()},
+                       number: now})
         staging = self.tmp / f"generation-{number}"
         _served_dir(staging)
         made: set[Path] = {staging}
