@@ -262,8 +262,11 @@ def test_layout_of_builtin_and_taskflow_files_follows_their_fixed_urls(tmp_path:
 
 
 def test_nginx_config_refuses_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "a b").mkdir()
     with pytest.raises(UsageError):
         server_config(tmp_path / "a b", listen="127.0.0.1:80")
+    rc, _, err = _cli("mirror", "nginx-config", "--root", str(tmp_path / "typo"))
+    assert rc == 2 and "is not a folder" in err  # not a config for a root that is not there
     with pytest.raises(UsageError):
         server_config(tmp_path, listen="localhost")
     with pytest.raises(UsageError):

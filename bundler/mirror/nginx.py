@@ -60,7 +60,12 @@ def server_config(root: Path, *, listen: str = "127.0.0.1:8080",
     """The configuration text. ``allow`` empty: loopback only."""
     # The real path: the configuration has ``disable_symlinks on``, so a root reached through
     # a symlink (/srv/mirror -> /data/mirror) would refuse every request of a pinned client.
-    base = Path(os.path.realpath(Mirror(root).root)).as_posix()
+    given = Mirror(root).root
+    if not given.is_dir():  # a typo would otherwise be a server answering 404 to everything
+        raise UsageError(f"--root {given} is not a folder",
+                         hint="publish into it first ('paddle-bundle mirror publish BUNDLE "
+                              "--root DIR'), then print its configuration")
+    base = Path(os.path.realpath(given)).as_posix()
     if not _SAFE_PATH.fullmatch(base):
         raise UsageError(f"--root {base!r} has characters nginx would need quoted",
                          hint="use a path of letters, digits and ._-/@+ only")
