@@ -849,13 +849,41 @@ def mirror_address(value: str) -> tuple[str, int]:
 
     try:
         parts = urlsplit(value)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError:
         parts, port = None, 0
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{ENV_MIRROR}={value!r} is not a mirror URL",
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or \
+            port == 0 or parts.query or parts.fragment or "?" in value or "#" in value or \
+            any(ch.isspace() or ch in "/\\" for ch in parts.hostname):
+        raise UsageError(f"{ENV_MIRROR}={redact_url(value)!r} is not a mirror URL",
                          hint=f"set {ENV_MIRROR}=http://HOST:PORT/paddlenlp (docs/fleet.md)")
-    return parts.hostname.lower(), port
+    return parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced, for messages."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not sep or not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostport}{slash}{path}"
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@`` part, and the ``Authorization`` header value
+    for them (basic auth, as ``requests`` sends for a URL with credentials), or None."""
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    hostport = parts.netloc.rpartition("@")[2]
+    plain = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return plain, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
 def mirrored_url(url: str) -> str | None:
@@ -875,24 +903,28 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
         return False
     host, port = mirror_address(mirror)
     if event in ("socket.getaddrinfo", "socket.gethostbyname"):
-        name = args[0].decode() if args and isinstance(args[0], bytes) else \
-            (args[0] if args else None)
+        raw = args[0] if args else None
+        name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
         wanted_port = args[1] if len(args) > 1 else None
         return isinstance(name, str) and name.lower().rstrip(".") == host and \
             wanted_port in (None, port, str(port))
     if event == "socket.connect":
+        import socket  # the look-up below is itself audited, and allowed above
+
         address = args[1] if len(args) > 1 else None
         if not (isinstance(address, tuple) and len(address) >= 2 and address[1] == port):
             return False
-        if host not in _MIRROR_IPS:
-            import socket  # the look-up is itself audited, and allowed above
-
+        if getattr(args[0], "type", None) != socket.SOCK_STREAM:
+            return False  # HTTP to the mirror is TCP: a UDP "connection" to it is refused
+        ips = _MIRROR_IPS.get(host)
+        if ips is None:
             try:
-                _MIRROR_IPS[host] = frozenset(
-                    str(info[4][0]) for info in socket.getaddrinfo(host, port))
+                ips = frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, port))
             except OSError:
-                _MIRROR_IPS[host] = frozenset({host})
-        return str(address[0]).split("%", 1)[0] in _MIRROR_IPS[host] | {host}
+                ips = frozenset({host})  # not cached: the next connection looks it up again
+            else:
+                _MIRROR_IPS[host] = ips
+        return str(address[0]).split("%", 1)[0] in ips | {host}
     return False
 
 
@@ -900,7 +932,8 @@ def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
     """A file on neither the local cache nor the mirror: the offline-mode message, fast."""
     from bundler.errors import NotOnMirrorError
 
-    mirror = mirror_endpoint()
+    mirror = redact_url(mirror_endpoint() or "")
+    url = redact_url(url)
     if getattr(exc, "code", None) == 404:
         return NotOnMirrorError(
             what, f"{what} is not installed here and not on the mirror {mirror} ({url} "
@@ -911,6 +944,16 @@ def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
         what, f"{what} is not installed here and the mirror {mirror} could not serve {url} "
               f"({type(exc).__name__}: {str(exc)[:200]})",
         hint=f"check that the mirror is up and reachable from here, or unset {ENV_MIRROR}")
+
+
+def _no_redirect_handler() -> Any:
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx is then raised as an HTTPError: the mirror could not serve
+
+    return NoRedirect()
 
 
 def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> str:
@@ -927,12 +970,19 @@ def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> s
                                           hint=f"only PaddleNLP's bucket is on {ENV_MIRROR}"))
     folder = os.path.dirname(dest) or "."
     os.makedirs(folder, exist_ok=True)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the mirror only
+    # the mirror only: no proxy, and no redirect (nginx-config never redirects; a redirect
+    # would carry the credentials elsewhere)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                          _no_redirect_handler())
+    plain, authorization = _split_credentials(target)
+    request = urllib.request.Request(plain)
+    if authorization is not None:
+        request.add_unredirected_header("Authorization", authorization)
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
     try:
         digest = hashlib.md5()
         received = 0
-        with os.fdopen(fd, "wb") as out, opener.open(target, timeout=30) as response:
+        with os.fdopen(fd, "wb") as out, opener.open(request, timeout=30) as response:
             expected = response.headers.get("Content-Length")
             while chunk := response.read(1 << 20):
                 out.write(chunk)

@@ -901,7 +901,11 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
         _echo(f"{printable(model_id)}: {f'{len(problems)} problem(s)' if problems else 'ok'}",
               err=bool(problems))
         _print_problems(problems)
-    return EXIT_INTEGRITY if any(p for _, p in results) else EXIT_OK
+    if any(p for _, p in results):
+        _echo("hint: publish the bundles of the damaged models again ('paddle-bundle mirror "
+              "publish BUNDLE --root DIR'): damaged files are written anew", err=True)
+        return EXIT_INTEGRITY
+    return EXIT_OK
 
 
 @mirror.command(name="remove")
@@ -914,6 +918,21 @@ def mirror_remove(models: tuple[str, ...], root: Path) -> int:
     index = remove(root, models)
     for model_id in models:
         _echo(f"{printable(model_id)}: removed (generation {index.generation})")
+    return EXIT_OK
+
+
+@mirror.command(name="prune")
+@_root_option
+def mirror_prune(root: Path) -> int:
+    """Delete generations superseded over 15 minutes ago (run it from cron)."""
+    from bundler.mirror import prune
+
+    removed = prune(root)
+    if removed is None:
+        _echo("another mirror command is changing the root; it prunes when it finishes")
+    else:
+        _echo(f"removed generation(s) {', '.join(map(str, removed))}" if removed
+              else "nothing to remove")
     return EXIT_OK
 
 

@@ -262,8 +262,11 @@ def test_layout_of_builtin_and_taskflow_files_follows_their_fixed_urls(tmp_path:
 
 
 def test_nginx_config_refuses_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "a b").mkdir()
     with pytest.raises(UsageError):
         server_config(tmp_path / "a b", listen="127.0.0.1:80")
+    rc, _, err = _cli("mirror", "nginx-config", "--root", str(tmp_path / "typo"))
+    assert rc == 2 and "is not a folder" in err  # not a config for a root that is not there
     with pytest.raises(UsageError):
         server_config(tmp_path, listen="localhost")
     with pytest.raises(UsageError):
@@ -271,6 +274,8 @@ def test_nginx_config_refuses_bad_input(tmp_path: Path) -> None:
     text = server_config(tmp_path, listen="0.0.0.0:8080", allow=["10.0.0.0/8", "192.168.1.7"])
     assert "allow 10.0.0.0/8;" in text and "allow 192.168.1.7/32;" in text
     assert "deny all;" in text and "autoindex off;" in text and "sendfile on;" in text
+    six = server_config(tmp_path, listen="[::1]:8080")  # the TLS line, once uncommented, too
+    assert "listen [::1]:8080;" in six and "listen [::1]:443 ssl;" in six
     rc, _, err = _cli("mirror", "nginx-config", "--root", str(tmp_path), "--listen", "x")
     assert rc == 2 and "ADDR:PORT" in err
 
@@ -355,3 +360,134 @@ def test_two_models_serving_different_files_at_one_url_are_refused(tmp_path: Pat
         publish([bundles[1]], root, lookup=lambda model: {"vocab.txt": url})
     served = root / "paddlenlp/models/transformers/shared/vocab.txt"
     assert served.read_text() == "a\n"  # the first stays served, unchanged
+
+
+# -- review (rv11): what an administrator's machine looks like -------------------------------
+def test_a_root_reached_through_a_symlink_serves_every_request_of_a_pinned_client(
+        tmp_path: Path) -> None:
+    """/srv/mirror -> /data/mirror: the configuration has disable_symlinks on, so the pinned
+    generation's path must be the real one, or a client's second request is refused."""
+    real = tmp_path / "data" / "mirror"
+    real.mkdir(parents=True)
+    link = tmp_path / "srv-mirror"
+    link.symlink_to(real)
+    publish([make_bundle(tmp_path, "v1", V1)], link)
+    with nginx(link, tmp_path / "nginx") as server:
+        client = requests.Session()
+        base = f"{server.endpoint}/models/community/{MODEL}"
+        assert client.head(f"{base}/config.json", timeout=10).status_code == 200
+        assert client.cookies.get("pb_generation") == "1"
+        got = client.get(f"{base}/config.json", timeout=10)  # pinned by the cookie
+        assert got.status_code == 200 and got.text == '{"v": 1}'
+
+
+def test_a_strict_umask_leaves_the_served_tree_readable_by_the_web_server(
+        tmp_path: Path) -> None:
+    """A hardened root shell (umask 077) publishes; nginx's worker is another user."""
+    bundle = make_bundle(tmp_path, "v1", V1)
+    old = os.umask(0o077)
+    try:
+        publish([bundle], tmp_path / "root")
+    finally:
+        os.umask(old)
+    served = (tmp_path / "root" / URL_DIR / "config.json").resolve()
+    for path in [served, *served.parents]:
+        if path == tmp_path:
+            break
+        wanted = 0o005 if path.is_dir() else 0o004  # others may search folders, read files
+        assert path.stat().st_mode & wanted == wanted, oct(path.stat().st_mode)
+    assert (tmp_path / "root/.paddle-bundle/index.json").stat().st_mode & 0o004  # mirror list
+
+
+def test_publishing_again_repairs_a_file_check_found_damaged(tmp_path: Path) -> None:
+    """A blob damaged on the disk was reused by every later publish ("already published"),
+    so the mirror kept serving the damaged bytes with no way to repair them."""
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path, "v1", V1)
+    publish([bundle], root)
+    served = root / URL_DIR / "config.json"
+    served.write_text('{"v": 9}')  # bit rot, or a stray edit: the blob's inode too
+    rc, _, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "publish the bundles of the damaged models again" in err
+    result = publish([bundle], root)
+    assert [o.status for o in result.outcomes] == ["replaced"]
+    assert result.index.generation == 2
+    assert served.read_text() == '{"v": 1}'
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    again = publish([bundle], root)  # intact now: nothing to do
+    assert [o.status for o in again.outcomes] == ["unchanged"]
+    assert again.index.generation == 2
+
+
+def test_a_removed_model_stops_being_served_to_crafted_cookies_once_pruned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After 'mirror remove' the old generation stays for pinned clients; without a later
+    publish nothing ever deleted it, so a client sending pb_generation=1 could fetch the
+    removed model indefinitely. 'mirror prune' (cron) ends that after KEEP_SECONDS."""
+    import bundler.mirror.tree as tree
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V1, model="Org/other")], root)
+    remove(root, [MODEL])
+    with nginx(root, tmp_path / "nginx") as server:
+        url = f"{server.endpoint}/models/community/{MODEL}/config.json"
+        assert requests.get(url, timeout=10).status_code == 404
+        crafted = {"pb_generation": "1"}
+        assert requests.get(url, cookies=crafted, timeout=10).status_code == 200
+        rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+        assert rc == 0 and "nothing to remove" in out  # still within KEEP_SECONDS
+        later = time.time() + tree.KEEP_SECONDS + 1
+        monkeypatch.setattr(tree.time, "time", lambda: later)
+        rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+        assert rc == 0 and "removed generation(s) 1" in out
+        assert requests.get(url, cookies=crafted, timeout=10).status_code == 404
+    assert _cli("mirror", "prune", "--root", str(tmp_path / "absent"))[0] == 2
+    with Mirror(root).locked():  # a publish running when cron prunes: neither fails
+        rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+    assert rc == 0 and "prunes when it finishes" in out
+
+
+def test_publishing_again_restores_a_served_file_deleted_on_the_disk(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path, "v1", V1)
+    publish([bundle], root)
+    (root / URL_DIR / "model_state.pdparams").unlink()  # a stray clean-up
+    assert _cli("mirror", "check", "--root", str(root))[0] == 3
+    result = publish([bundle], root)
+    assert [o.status for o in result.outcomes] == ["replaced"]
+    assert (root / URL_DIR / "model_state.pdparams").read_bytes() == V1["model_state.pdparams"]
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_a_root_without_hard_links_is_named_and_serves_what_it_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlinked .paddle-bundle/blobs on another disk, or a file system without hard links:
+    one line saying so (was a bare 'Invalid cross-device link: <temporary file>')."""
+    import errno
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+
+    def no_links(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src))
+
+    monkeypatch.setattr(os, "link", no_links)
+    rc, _, err = _cli("mirror", "publish", str(make_bundle(tmp_path, "v2", V2)), "--root",
+                      str(root), "-q")
+    assert rc == 2 and "one file system that supports hard links" in err, err
+    monkeypatch.undo()
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    assert publish([make_bundle(tmp_path, "v2", V2)], root).index.generation == 2
+
+
+def test_the_index_remembers_only_generations_still_on_the_disk(tmp_path: Path) -> None:
+    """history grew by one entry per publish forever (an hourly publish: 26,000 entries in
+    three years, rewritten and parsed by every command)."""
+    root = tmp_path / "root"
+    mirror = Mirror(root)
+    for n, files in enumerate((V1, V2, V1, V2), start=1):
+        publish([make_bundle(tmp_path, f"b{n}", files)], root)
+        mirror.prune(keep_seconds=0)
+    index = mirror.index()
+    assert index.generation == 4 and sorted(index.history) == [3, 4]

@@ -6,6 +6,7 @@ nginx serving a published root; the socket guard is called as the audit hook cal
 
 from __future__ import annotations
 
+import subprocess
 import time
 import types
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from bundler import _offline
 from bundler.errors import NotOnMirrorError, OfflineBlockedError, UsageError
-from bundler.mirror import publish
+from bundler.mirror import publish, server_config
 from tests import test_offline
 from tests.conftest import make_model
 from tests.test_mirror import _main, free_port, nginx
@@ -102,26 +103,34 @@ def test_an_unreachable_mirror_is_named(patched: types.ModuleType,
 
 def test_the_guard_lets_exactly_the_mirror_host_and_port_through(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    tcp = socket.socket()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     monkeypatch.setenv(_offline.ENV_MIRROR, "http://10.9.8.7:8080/paddlenlp")
-    _offline._audit("socket.connect", (None, ("10.9.8.7", 8080)))  # allowed: no exception
+    _offline._audit("socket.connect", (tcp, ("10.9.8.7", 8080)))  # allowed: no exception
     _offline._audit("socket.getaddrinfo", ("10.9.8.7", 8080, 0, 1, 6, 0))
     for event, args in (("socket.connect", (None, ("10.9.8.7", 8081))),
                         ("socket.connect", (None, ("10.9.8.8", 8080))),
                         ("socket.getaddrinfo", ("bj.bcebos.com", 443, 0, 0, 0, 0)),
-                        ("socket.sendto", (None, ("10.9.8.7", 8080)))):
+                        ("socket.sendto", (None, ("10.9.8.7", 8080))),
+                        ("socket.connect", (udp, ("10.9.8.7", 8080))),  # UDP: not HTTP
+                        ("socket.getaddrinfo", (b"\xff.example", 80, 0, 0, 0, 0))):
         with pytest.raises(OfflineBlockedError):
             _offline._audit(event, args)
     monkeypatch.setenv(_offline.ENV_MIRROR, "https://mirror.example/paddlenlp")
     monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example", frozenset({"10.1.1.1"}))
     _offline._audit("socket.getaddrinfo", ("mirror.example", 443, 0, 1, 6, 0))
-    _offline._audit("socket.connect", (None, ("10.1.1.1", 443)))
+    _offline._audit("socket.connect", (tcp, ("10.1.1.1", 443)))
     with pytest.raises(OfflineBlockedError):
-        _offline._audit("socket.connect", (None, ("10.1.1.1", 80)))
+        _offline._audit("socket.connect", (tcp, ("10.1.1.1", 80)))
     with pytest.raises(OfflineBlockedError):
         _offline._audit("socket.getaddrinfo", ("mirror.example.evil", 443, 0, 1, 6, 0))
     monkeypatch.delenv(_offline.ENV_MIRROR)
     with pytest.raises(OfflineBlockedError):  # no mirror: nothing remote at all
-        _offline._audit("socket.connect", (None, ("10.9.8.7", 8080)))
+        _offline._audit("socket.connect", (tcp, ("10.9.8.7", 8080)))
+    tcp.close()
+    udp.close()
 
 
 @pytest.mark.parametrize("value", ["ftp://m/paddlenlp", "mirror:8080", "http://:80/x",
@@ -132,3 +141,49 @@ def test_a_malformed_mirror_setting_is_a_usage_error(value: str,
     with pytest.raises(UsageError, match=_offline.ENV_MIRROR):
         _offline.mirror_endpoint()
 
+
+
+@pytest.mark.parametrize("value", ["http://m:8080/paddlenlp?x=1", "http://m:8080/paddlenlp#f",
+                                   "http://m:0/paddlenlp", "http://m x:80/paddlenlp"])
+def test_a_mirror_setting_that_would_build_wrong_urls_is_a_usage_error(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_offline.ENV_MIRROR, value)
+    with pytest.raises(UsageError, match=_offline.ENV_MIRROR):
+        _offline.mirror_endpoint()
+
+
+def test_a_mirror_behind_basic_auth_is_reached_and_its_password_never_printed(
+        patched: types.ModuleType, home: Path, root: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/fleet.md puts the mirror behind basic auth with the credentials in the URL: urllib
+    took 'user:pass@host' for the host name (a DNS look-up of the password) and every message
+    quoted the password."""
+    from tests.test_mirror import nginx_binary, nginx_files, wait_for_port
+
+    port = free_port()
+    conf = server_config(root, listen=f"127.0.0.1:{port}")
+    users = tmp_path / "htpasswd"
+    users.write_text("fleet:{PLAIN}s3cret-pw\n")
+    conf = conf.replace("    server_tokens off;",
+                        f'    auth_basic "mirror";  auth_basic_user_file {users};\n'
+                        "    server_tokens off;")
+    prefix = tmp_path / "nginx"
+    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c",
+                                str(nginx_files(prefix, conf))], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        monkeypatch.setenv(_offline.ENV_MIRROR, f"http://fleet:s3cret-pw@127.0.0.1:{port}/paddlenlp")
+        got = patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+        assert Path(got).read_text() == "[PAD]\n[UNK]\n"
+        monkeypatch.setenv(_offline.ENV_MIRROR, f"http://fleet:wrong-pw@127.0.0.1:{port}/paddlenlp")
+        with pytest.raises(NotOnMirrorError) as info:
+            patched.resolve_file_path("ernie-two", [VOCAB_URL.replace("tiny", "two")])
+        assert "401" in str(info.value) and "wrong-pw" not in str(info.value)
+        assert "fleet:***@127.0.0.1" in str(info.value)
+    finally:
+        process.terminate()
+        process.wait(10)
+    monkeypatch.setenv(_offline.ENV_MIRROR, "ftp://fleet:s3cret-pw@m/paddlenlp")
+    with pytest.raises(UsageError) as bad:
+        _offline.mirror_endpoint()
+    assert "s3cret-pw" not in str(bad.value)

@@ -9,8 +9,8 @@ them (:mod:`bundler.mirror.layout`), in immutable generations flipped with one r
 from __future__ import annotations
 
 from bundler.mirror.nginx import server_config
-from bundler.mirror.publish import PublishResult, publish, remove
+from bundler.mirror.publish import PublishResult, prune, publish, remove
 from bundler.mirror.tree import Index, Mirror, PublishedModel
 
-__all__ = ["Index", "Mirror", "PublishResult", "PublishedModel", "publish", "remove",
-           "server_config"]
+__all__ = ["Index", "Mirror", "PublishResult", "PublishedModel", "prune", "publish",
+           "remove", "server_config"]

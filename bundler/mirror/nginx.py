@@ -16,6 +16,7 @@ mix two generations across files.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,14 +58,21 @@ def parse_allow(values: Sequence[str]) -> list[str]:
 def server_config(root: Path, *, listen: str = "127.0.0.1:8080",
                   allow: Sequence[str] = ()) -> str:
     """The configuration text. ``allow`` empty: loopback only."""
-    mirror = Mirror(root)
-    base = mirror.root.as_posix()
+    # The real path: the configuration has ``disable_symlinks on``, so a root reached through
+    # a symlink (/srv/mirror -> /data/mirror) would refuse every request of a pinned client.
+    given = Mirror(root).root
+    if not given.is_dir():  # a typo would otherwise be a server answering 404 to everything
+        raise UsageError(f"--root {given} is not a folder",
+                         hint="publish into it first ('paddle-bundle mirror publish BUNDLE "
+                              "--root DIR'), then print its configuration")
+    base = Path(os.path.realpath(given)).as_posix()
     if not _SAFE_PATH.fullmatch(base):
         raise UsageError(f"--root {base!r} has characters nginx would need quoted",
                          hint="use a path of letters, digits and ._-/@+ only")
     host, port = parse_listen(listen)
     nets = parse_allow(allow) or ["127.0.0.1", "::1"]
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bracketed = f"[{host}]" if ":" in host else host
+    address = f"{bracketed}:{port}"
     gens = f"{base}/{STATE}/generations"
     cookie = f"{COOKIE}=$pb_generation; Path=/; Max-Age={COOKIE_SECONDS}; HttpOnly"
     allow_lines = "\n".join(f"    allow {net};" for net in nets)
@@ -90,7 +98,7 @@ server {{
     server_name _;
 
     # TLS: terminate it here (or in the site's existing proxy in front of this server):
-    #   listen {host}:443 ssl;  ssl_certificate /etc/ssl/mirror.crt;
+    #   listen {bracketed}:443 ssl;  ssl_certificate /etc/ssl/mirror.crt;
     #   ssl_certificate_key /etc/ssl/mirror.key;  ssl_protocols TLSv1.2 TLSv1.3;
     # Basic auth: clients put the user in the URL, PPNLP_ENDPOINT=https://user:pass@host/paddlenlp
     #   auth_basic "paddle-bundle mirror";  auth_basic_user_file /etc/nginx/mirror.htpasswd;

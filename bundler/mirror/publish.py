@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler._io import display_name
+from bundler._io import display_name, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import sync_file_system
-from bundler.errors import IntegrityError, ModelNotFoundError
+from bundler.errors import IntegrityError, LockedError, ModelNotFoundError
 from bundler.manifest import FileEntry, Manifest
 from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
 from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
@@ -50,11 +50,15 @@ class BlobSink:
     def __init__(self, mirror: Mirror) -> None:
         self.mirror = mirror
         self.pending: dict[str, Path] = {}  # sha256 -> temporary file
+        self.intact: set[str] = set()  # existing blobs re-hashed by this publish
+        #: blobs this publish wrote (new, or replacing a damaged one): a model serving one
+        #: needs a new generation even when its manifest is unchanged
+        self.written: set[str] = set()
 
     def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         digest = hashlib.sha256()
         wanted = entry.sha256 or ""
-        if wanted in self.pending or self.mirror.blob(wanted).exists():
+        if wanted in self.pending or wanted in self.intact or self._intact(wanted):
             for chunk in chunks:
                 digest.update(chunk)
             return digest.hexdigest()
@@ -71,6 +75,21 @@ class BlobSink:
             temp.unlink()
         return got
 
+    def _intact(self, sha256: str) -> bool:
+        """Whether the blob is on the disk with exactly that content: a blob damaged on the
+        disk (``mirror check`` finds it) is written again by the next publish of it."""
+        path = self.mirror.blob(sha256)
+        try:
+            digest = hashlib.sha256()
+            for chunk in read_chunks(path):
+                digest.update(chunk)
+        except OSError:
+            return False
+        if digest.hexdigest() != sha256:
+            return False
+        self.intact.add(sha256)
+        return True
+
     def write_symlink(self, entry: FileEntry) -> None:
         return None  # served as the file it leads to (layout.place)
 
@@ -84,6 +103,7 @@ class BlobSink:
                     os.fsync(fh.fileno())
         for sha256, temp in self.pending.items():
             self.mirror.store_blob(temp, sha256)
+            self.written.add(sha256)
         self.pending.clear()
 
     def discard(self) -> None:
@@ -122,8 +142,10 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
         outcomes = []
         for model in incoming.values():
             before = current.get(model.id)
+            repaired = any(f.sha256 in sink.written for f in model.files) or \
+                not mirror.serves_blobs(model)
             status = PUBLISHED if before is None else (
-                UNCHANGED if before.same_content(model) else REPLACED)
+                UNCHANGED if before.same_content(model) and not repaired else REPLACED)
             outcomes.append(PublishOutcome(before if status == UNCHANGED and before else model,
                                            status))
         if all(o.status == UNCHANGED for o in outcomes):
@@ -190,3 +212,22 @@ def remove(root: Path, model_ids: Sequence[str]) -> Index:
             raise ModelNotFoundError(f"{', '.join(unknown)} not published in {mirror.root}",
                                      hint="see 'paddle-bundle mirror list --root DIR'")
         return mirror.commit(m for m in index.models if m.id not in model_ids)
+
+
+def prune(root: Path) -> list[int] | None:
+    """Remove the generations superseded more than :data:`bundler.mirror.tree.KEEP_SECONDS`
+    ago, and the files only they served. A publish or remove prunes too, but only when it
+    runs: without a later one, a removed model stayed on the disk, and any client could still
+    fetch it by sending an old generation's cookie (run this from cron, docs/fleet.md).
+
+    None when another publish or remove holds the lock: it prunes when it finishes, and a
+    cron job must neither wait for it nor fail."""
+    mirror = Mirror(root)
+    if not mirror.state.is_dir():
+        mirror.index()  # a root that does not exist is named; an empty one has nothing
+        return []
+    try:
+        with mirror.locked():
+            return mirror.prune()
+    except LockedError:
+        return None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -172,13 +173,26 @@ class Mirror:
     def generation_dir(self, n: int) -> Path:
         return self.generations / str(n)
 
+    def serves_blobs(self, model: PublishedModel) -> bool:
+        """Whether every file of ``model`` in the current generation is its blob (the same
+        inode): a served file deleted or replaced on the disk is not."""
+        base = self.current_link
+        try:
+            for served in model.files:
+                got, blob = os.stat(base / served.url_path), os.stat(self.blob(served.sha256))
+                if (got.st_dev, got.st_ino) != (blob.st_dev, blob.st_ino):
+                    return False
+        except OSError:
+            return False
+        return True
+
     # -- changing --------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         import fcntl
 
         for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
-            folder.mkdir(mode=0o755, exist_ok=True)
+            _served_dir(folder)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             try:
@@ -214,13 +228,11 @@ class Mirror:
 
     def store_blob(self, temp: Path, sha256: str) -> None:
         """Move a verified temporary file to its blob name (world-readable, for the web
-        server); an existing blob of the same content is kept and the temporary dropped."""
+        server). A blob already there is one found damaged: it is replaced by the rename, and
+        the generations still linking the damaged file keep it until they are pruned."""
         os.chmod(temp, 0o644)
-        target = self.blob(sha256)
-        if target.exists():
-            temp.unlink()
-        else:
-            os.rename(temp, target)
+        with self._one_file_system():
+            os.rename(temp, self.blob(sha256))
 
     def commit(self, models: Iterable[PublishedModel]) -> Index:
         """Build the next generation holding ``models`` and flip ``current`` to it."""
@@ -231,19 +243,25 @@ class Mirror:
                                         if p.name.isdigit())]) + 1
         now = time.time()
         index = Index(number, _now(), tuple(sorted(models, key=lambda m: m.id)),
-                      {**old.history, number: now})
+                      {**{g: t for g, t in old.history.items()  # generations on the disk
+                          if g == old.generation or self.generation_dir(g).is_dir()},
+                       number: now})
         staging = self.tmp / f"generation-{number}"
-        staging.mkdir(mode=0o755)
-        made: set[Path] = set()
+        _served_dir(staging)
+        made: set[Path] = {staging}
         for model in index.models:
             for served in model.files:
                 dest = staging / served.url_path
                 if dest.parent not in made:
-                    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-                    made.add(dest.parent)
-                os.link(self.blob(served.sha256), dest)
-        (staging / BUCKET_MARK).mkdir(mode=0o755, exist_ok=True)  # served even when empty
+                    for parent in reversed(dest.parents):
+                        if parent not in made and parent.is_relative_to(staging):
+                            _served_dir(parent)
+                            made.add(parent)
+                with self._one_file_system():
+                    os.link(self.blob(served.sha256), dest)
+        _served_dir(staging / BUCKET_MARK)  # served even when empty
         atomic_write_bytes(staging / "index.json", index.to_json())
+        os.chmod(staging / "index.json", 0o644)  # 'mirror list' for any user, whatever the umask
         if not sync_file_system(staging):
             for folder, _, _ in os.walk(staging):
                 fsync_dir(Path(folder))
@@ -252,6 +270,22 @@ class Mirror:
         self._flip(number)
         self.prune()
         return index
+
+    @contextlib.contextmanager
+    def _one_file_system(self) -> Iterator[None]:
+        """Blobs, generations and their temporaries are renamed and hard-linked into each
+        other: a ``.paddle-bundle`` folder spread over file systems (a symlinked ``blobs``)
+        or one without hard links is named as such, not as a bare errno."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                                 errno.EOPNOTSUPP):
+                raise
+            raise UsageError(
+                f"{self.state}: cannot rename or hard-link {exc.filename} ({exc.strerror}); "
+                "nothing new is served", hint="the mirror root must be one file system that "
+                "supports hard links, with no symlinked folders inside .paddle-bundle") from None
 
     def _flip(self, number: int) -> None:
         link = self.tmp / "current"
@@ -321,6 +355,16 @@ class Mirror:
                                     "file")
             results.append((model.id, problems))
         return results
+
+
+def _served_dir(folder: Path) -> None:
+    """Create ``folder`` readable and searchable by the web server's user whatever the
+    umask (an administrator's ``umask 077`` would otherwise make nginx answer 403)."""
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return
+    os.chmod(folder, 0o755)
 
 
 def _refuse_clashes(models: list[PublishedModel]) -> None:
