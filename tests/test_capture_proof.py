@@ -454,3 +454,19 @@ def test_scratch_must_be_an_existing_folder(tmp_path: Path) -> None:
     rc, _, err = run_cli("fetch", "-o", tmp_path / "b.tar.zst", "--scratch",
                          tmp_path / "nope", "--", sys.executable, "-c", "pass")
     assert rc == 2 and "--scratch" in err
+
+
+# -- review rv8 -------------------------------------------------------------------------------
+def test_a_site_mirror_cannot_fill_in_what_the_bundle_lacks_in_the_proof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PADDLE_BUNDLE_MIRROR`` (docs/fleet.md) makes offline mode download built-in names'
+    files and Taskflow's files from the site's mirror, through the socket guard: exported on
+    the fetching machine, the proof passed on files the bundle does not hold."""
+    monkeypatch.setattr(prove, "_ISOLATION", (prove.ISOLATION_GUARD, ()))
+    monkeypatch.setenv("PADDLE_BUNDLE_MIRROR", "http://mirror.corp.example:8080/paddlenlp")
+    code = """
+        import os, sys
+        from bundler._offline import mirror_endpoint
+        sys.exit(f"offline mode would use {mirror_endpoint()}" if mirror_endpoint() else 0)
+        """
+    assert _prove(tmp_path, code).is_file()

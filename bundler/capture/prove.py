@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundler._offline import ENV_GUARD, ENV_OFFLINE, ENV_REPORT, read_resolved_homes
+from bundler._offline import ENV_MIRROR as ENV_SITE_MIRROR
 from bundler.capture.session import base_environment, run_command, write_hook
 
 ISOLATION_NAMESPACE = "network namespace"
@@ -126,7 +127,9 @@ def offline_environment(scratch: Path, hook_folder: Path, refusals: Path,
                         base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Offline mode over the scratch home and caches (docs/fetch.md, the proof)."""
     env = base_environment(hook_folder, base)
-    for name in ("PPNLP_ENDPOINT", *HUB_CACHE_VARS):
+    # A site mirror (PADDLE_BUNDLE_MIRROR, docs/fleet.md) would let offline mode download
+    # what the bundle lacks, through the socket guard: the proof tests the bundle alone.
+    for name in ("PPNLP_ENDPOINT", ENV_SITE_MIRROR, *HUB_CACHE_VARS):
         env.pop(name, None)
     # A proxy on loopback passes the socket guard (loopback is not "the network") and would
     # carry the proof's requests to the internet: the offline machine has none.
