@@ -118,13 +118,34 @@ class FetchResult:
 _SECRET_KEY = re.compile(r"(?i)^(--?)?[\w.-]*(token|passw(or)?d|passwd|secret|api[_-]?key|"
                          r"access[_-]?key|auth|credential)[\w.-]*$")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_SECRET_WORD = (r"[\w.-]*(?:token|passw(?:or)?d|passwd|secret|api[_-]?key|access[_-]?key|auth|"
+                r"credential)[\w.-]*")
+#: ``?access_token=VALUE`` / ``&password=VALUE`` in a URL's query
+_URL_QUERY_SECRET = re.compile(rf"(?i)([?&;]{_SECRET_WORD}=)[^&#\s]*")
+#: inside one argument that holds several words (``sh -c "python app.py --token X"``,
+#: ``-H "Authorization: Bearer X"``): ``--token X``, ``token=X``, ``Authorization: Bearer X``
+_TEXT_SECRETS = (
+    re.compile(rf"(?i)(?<![\w.-])(--?{_SECRET_WORD}\s+)(?!-)[^\s'\"]+"),
+    re.compile(rf"(?i)(?<![\w.-])({_SECRET_WORD}[\"']?\s*[=:]\s*[\"']?"
+               r"(?:(?:bearer|basic|token|digest)\s+)?)(?!\*\*\*)[^\s'\"]+"),
+)
 REDACTED = "***"
 
 
 def redact_url(text: str) -> str:
     """``text`` with the user and password of every URL in it removed
-    (``https://user:pw@host/p`` -> ``https://***@host/p``)."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    (``https://user:pw@host/p`` -> ``https://***@host/p``), and the value of a secret-named
+    query parameter (``?access_token=X`` -> ``?access_token=***``)."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return _URL_QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _redact_text(text: str) -> str:
+    """One argument's text with the secrets :data:`_TEXT_SECRETS` finds in it replaced."""
+    text = redact_url(text)
+    for pattern in _TEXT_SECRETS:
+        text = pattern.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return text
 
 
 def redact_command(command: Sequence[str]) -> tuple[str, ...]:
@@ -139,12 +160,12 @@ def redact_command(command: Sequence[str]) -> tuple[str, ...]:
             hide_next = False
             continue
         key, sep, _ = arg.partition("=")
-        if sep and _SECRET_KEY.match(key):
+        if sep and _SECRET_KEY.match(key) and not any(c.isspace() for c in arg):
             out.append(f"{key}={REDACTED}")
             continue
         if arg.startswith("-") and _SECRET_KEY.match(arg):
             hide_next = True
-        out.append(redact_url(arg))
+        out.append(_redact_text(arg))
     return tuple(out)
 
 

@@ -470,3 +470,21 @@ def test_a_site_mirror_cannot_fill_in_what_the_bundle_lacks_in_the_proof(
         sys.exit(f"offline mode would use {mirror_endpoint()}" if mirror_endpoint() else 0)
         """
     assert _prove(tmp_path, code).is_file()
+
+
+def test_secrets_in_headers_query_strings_and_shell_strings_are_redacted() -> None:
+    from bundler.fetch import redact_command, redact_url, shown
+
+    command = ["curl", "-H", "Authorization: Bearer abc123", "--header=X-Api-Key: k3y",
+               "https://h.example/x?access_token=qqq&a=1", "sh", "-c",
+               "HF_TOKEN=hf_zz python app.py --token s3cret --epochs 3"]
+    text = shown(command)
+    for secret in ("abc123", "k3y", "qqq", "hf_zz", "s3cret"):
+        assert secret not in text, text
+    assert redact_command(command) == (
+        "curl", "-H", "Authorization: Bearer ***", "--header=X-Api-Key: ***",
+        "https://h.example/x?access_token=***&a=1", "sh", "-c",
+        "HF_TOKEN=*** python app.py --token *** --epochs 3")
+    assert redact_url("http://m/p?token=t1&x=2#f") == "http://m/p?token=***&x=2#f"
+    assert redact_command(["python", "app.py", "--epochs", "3", "model=org/name"]) == (
+        "python", "app.py", "--epochs", "3", "model=org/name")
