@@ -823,12 +823,18 @@ def remove_stale(folder: Path, prefix: str) -> list[Path]:
     except OSError:
         return removed
     for path in entries:
-        head = path.name[len(prefix):].split("-", 1)[0]
+        named = _OURS.fullmatch(path.name[len(prefix):])
         try:
-            if head.isdigit() and "-" in path.name[len(prefix):]:
-                if int(head) == os.getpid() or _alive(int(head)):
+            st = path.lstat()
+            # only a folder as mkdtemp names ours, made by this user: never a user's own
+            # folder that happens to start like ours ("...-2024-backup"), never another's
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            if named is not None:
+                if int(named.group(1)) == os.getpid() or _alive(int(named.group(1))):
                     continue
-            elif time.time() - path.lstat().st_mtime < STALE_AFTER:
+            elif (_LEGACY.fullmatch(path.name[len(prefix):]) is None
+                  or time.time() - st.st_mtime < STALE_AFTER):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -836,6 +842,12 @@ def remove_stale(folder: Path, prefix: str) -> list[Path]:
         except OSError:
             continue
     return removed
+
+
+#: what follows the prefix in a folder fetch made: ``<pid>-`` and mkdtemp's 8 characters
+_OURS = re.compile(r"([0-9]+)-[a-z0-9_]{8}")
+#: an older version's folder: mkdtemp's 8 characters, no pid
+_LEGACY = re.compile(r"[a-z0-9_]{8}")
 
 
 def _alive(pid: int) -> bool:

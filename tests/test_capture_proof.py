@@ -368,10 +368,10 @@ def test_a_later_fetch_removes_stale_folders_of_a_killed_one(tmp_path: Path) -> 
     stick = tmp_path / "stick"
     system_tmp = tmp_path / "systemtmp"
     dead = int(Path("/proc/sys/kernel/pid_max").read_text()) - 1
-    stale = [stick / f".paddle-bundle-fetch-{dead}-abc", system_tmp / f"{PROOF_PREFIX}{dead}-x",
-             stick / ".paddle-bundle-proof-oldname"]
-    live = [stick / f".paddle-bundle-fetch-{os.getppid()}-abc",
-            system_tmp / f"{PROOF_PREFIX}{os.getppid()}-y"]
+    stale = [stick / f".paddle-bundle-fetch-{dead}-abc_1234",
+             system_tmp / f"{PROOF_PREFIX}{dead}-x9y8z7w6", stick / ".paddle-bundle-proof-oldname1"]
+    live = [stick / f".paddle-bundle-fetch-{os.getppid()}-abcdefgh",
+            system_tmp / f"{PROOF_PREFIX}{os.getppid()}-yyyyyyyy"]
     for folder in stale + live:
         (folder / "home").mkdir(parents=True)
     old = time.time() - 3 * 24 * 3600
@@ -457,6 +457,26 @@ def test_scratch_must_be_an_existing_folder(tmp_path: Path) -> None:
 
 
 # -- review rv8 -------------------------------------------------------------------------------
+def test_stale_cleanup_never_removes_a_users_folder_named_like_ours(tmp_path: Path) -> None:
+    """``.paddle-bundle-fetch-2024-backup`` (a dead "pid", a name mkdtemp never makes) and a
+    day-old ``paddle-bundle-proof-notes`` are the user's, not a killed fetch's leftovers."""
+    from bundler.capture.prove import PROOF_PREFIX
+
+    stick = tmp_path / "stick"
+    system_tmp = tmp_path / "systemtmp"
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text()) - 1
+    mine = [stick / f".paddle-bundle-fetch-{dead}-backup", stick / ".paddle-bundle-fetch-old",
+            system_tmp / f"{PROOF_PREFIX}{dead}-my-notes-2024",
+            system_tmp / f"{PROOF_PREFIX}notes"]
+    for folder in mine:
+        (folder / "precious").mkdir(parents=True)
+    old = time.time() - 3 * 24 * 3600
+    for folder in mine:
+        os.utime(folder, (old, old))
+    _prove(tmp_path, "pass", scratch=system_tmp)
+    assert [p for p in mine if not (p / "precious").is_dir()] == []
+
+
 def test_a_site_mirror_cannot_fill_in_what_the_bundle_lacks_in_the_proof(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``PADDLE_BUNDLE_MIRROR`` (docs/fleet.md) makes offline mode download built-in names'
