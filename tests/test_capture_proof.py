@@ -508,3 +508,24 @@ def test_secrets_in_headers_query_strings_and_shell_strings_are_redacted() -> No
     assert redact_url("http://m/p?token=t1&x=2#f") == "http://m/p?token=***&x=2#f"
     assert redact_command(["python", "app.py", "--epochs", "3", "model=org/name"]) == (
         "python", "app.py", "--epochs", "3", "model=org/name")
+
+
+@needs_unshare
+def test_a_project_inside_the_home_does_not_unhide_the_homes_models(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the command's folder inside the PaddleNLP home (``~/.paddlenlp/work``), the home
+    was not hidden at all, so a program reading the real model by path passed the proof.
+    Its own folder must still be there."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    home = tmp_path / "home"
+    project = home / "work"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "input.txt").write_text("hello")
+    monkeypatch.chdir(project)
+    model_file = home / "models" / MODEL / "config.json"
+    with pytest.raises(ProofFailedError, match="No such file"):
+        _prove(tmp_path, f"print(open({str(model_file)!r}).read())", home=home)
+    assert model_file.is_file()
+    assert not (tmp_path / "stick" / "b.tar.zst").exists()
+    # the project's own files are not hidden
+    assert _prove(tmp_path, "print(open('data/input.txt').read())", home=home).is_file()

@@ -93,11 +93,30 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
 
 
 def _hideable(folders: Sequence[Path], keep: Sequence[Path]) -> list[str]:
-    """``folders`` that hold none of ``keep`` (the scratch, the command's folder, this
-    Python): hiding those would hide what the proof itself needs."""
+    """What to hide of ``folders`` without hiding ``keep`` (the scratch, the command's
+    folder, this Python): a folder that holds none of them whole; one that holds one (your
+    project inside the PaddleNLP home) folder by folder, down the way to what it holds, so
+    ``<home>/models`` is hidden beside ``<home>/project``; a kept folder itself never."""
     kept = [Path(os.path.realpath(k)) for k in keep]
-    return [str(f) for f in folders
-            if not any(k == f or f in k.parents for k in kept)]
+    out: list[str] = []
+
+    def visit(folder: Path) -> None:
+        if folder in kept:
+            return
+        if not any(folder in k.parents for k in kept):
+            out.append(str(folder))
+            return
+        try:
+            children = sorted(folder.iterdir())
+        except OSError:
+            return
+        for child in children:
+            if child.is_dir() and not child.is_symlink():
+                visit(child)
+
+    for folder in folders:
+        visit(Path(os.path.realpath(folder)))
+    return out
 
 
 @dataclass(frozen=True)
