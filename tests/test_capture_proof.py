@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from shlex import quote as shlex_quote
 
 import pytest
 
@@ -529,3 +530,33 @@ def test_a_project_inside_the_home_does_not_unhide_the_homes_models(
     assert not (tmp_path / "stick" / "b.tar.zst").exists()
     # the project's own files are not hidden
     assert _prove(tmp_path, "print(open('data/input.txt').read())", home=home).is_file()
+
+
+def test_sigterm_stops_the_commands_grandchildren_too(tmp_path: Path) -> None:
+    """``fetch -- sh run.sh``: SIGTERM stopped the shell only; the Python it started ran on,
+    orphaned (downloading, writing), after paddle-bundle had exited."""
+    pidfile = tmp_path / "grandchild.pid"
+    child = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+             "time.sleep(120)")
+    script = f"{shlex_quote(sys.executable)} -c {shlex_quote(child)}; true"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bundler", "fetch", "--home", str(tmp_path / "home"), "-o",
+         str(tmp_path / "b.tar.zst"), "--", "sh", "-c", script], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)  # no pipe the orphan holds open
+    deadline = time.monotonic() + 120
+    while not pidfile.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pidfile.exists(), proc.poll()
+    time.sleep(0.2)
+    grandchild = int(pidfile.read_text())
+    proc.terminate()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not Path(f"/proc/{grandchild}").exists() or \
+        Path(f"/proc/{grandchild}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    if not gone:
+        os.kill(grandchild, signal.SIGKILL)
+    assert gone, "the command's grandchild outlived paddle-bundle"
