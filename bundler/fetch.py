@@ -690,6 +690,7 @@ class _CommandProof:
         debug = bool(os.environ.get("PADDLE_BUNDLE_DEBUG"))
         outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, hide=hide,
                               debug=debug)
+        _check_started(outcome)
         _check_homes(outcome.foreign_homes, outcome.isolation)
         if outcome.returncode != 0:
             raise _proof_failed(outcome.refusals, outcome.isolation,
@@ -737,6 +738,7 @@ class _LoaderProof:
         outcome = run_offline(bundle, argv, scratch_parent=scratch_parent, hide=hide,
                               debug=bool(os.environ.get("PADDLE_BUNDLE_DEBUG")),
                               prepare=prepare, collect=collect, cwd="cwd")
+        _check_started(outcome)
         _check_homes(outcome.foreign_homes, outcome.isolation)
         error = raw.get("error") if isinstance(raw.get("error"), dict) else None
         if outcome.returncode != 0 or error is not None or not raw:
@@ -744,6 +746,17 @@ class _LoaderProof:
             raise _proof_failed(outcome.refusals, outcome.isolation,
                                 detail or f"the offline loads exited with code "
                                           f"{outcome.returncode}", outcome.tail)
+
+
+def _check_started(outcome: Any) -> None:
+    """A namespace that could not be set up is not the program's failure: say so."""
+    if not outcome.started:
+        raise ProofFailedError(
+            f"the offline proof could not start its {outcome.isolation} "
+            f"({outcome.tail or 'unshare failed'}); the command did not run offline; no "
+            "bundle was written",
+            hint="use --no-prove, or set PADDLE_BUNDLE_PROVE_NO_NAMESPACE=1 to prove under "
+                 "the socket guard alone")
 
 
 def _check_homes(homes: Sequence[str], isolation_name: str) -> None:

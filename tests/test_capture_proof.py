@@ -560,3 +560,19 @@ def test_sigterm_stops_the_commands_grandchildren_too(tmp_path: Path) -> None:
     if not gone:
         os.kill(grandchild, signal.SIGKILL)
     assert gone, "the command's grandchild outlived paddle-bundle"
+
+
+@needs_unshare
+def test_a_sandbox_that_cannot_be_set_up_is_not_blamed_on_the_program(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mount the sandbox could not make (here: a folder gone between listing and hiding)
+    was reported as "python ... exited with code 125 offline" with the hint that the program
+    needs something the capture did not see: the command never ran."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    monkeypatch.setattr(prove, "real_homes", lambda extra=(): [tmp_path / "vanished"])
+    with pytest.raises(ProofFailedError) as info:
+        _prove(tmp_path, "pass")
+    text = str(info.value)
+    assert "could not start" in text and "exited with code" not in text, text
+    assert "vanished" in text and "--no-prove" in text
+    assert not (tmp_path / "stick" / "b.tar.zst").exists()

@@ -131,6 +131,9 @@ class ProofRun:
     #: PaddleNLP homes / caches offline mode resolved models in outside the scratch: the
     #: program chose its own (it set PPNLP_HOME, passed cache_dir), the proof did not test it
     foreign_homes: tuple[str, ...] = ()
+    #: False when the namespace could not be set up and the command never ran (``tail`` then
+    #: says why: ``unshare`` or the sandbox helper failed)
+    started: bool = True
 
 
 #: The variables that say where the hub caches are (bundler.cache.hf_hub_cache and
@@ -192,7 +195,8 @@ def run_offline(bundle: Path, command: Sequence[str], *,
         if prefix:
             hidden = _hideable(real_homes(hide), [scratch, workdir, Path(sys.prefix),
                                                   Path(sys.executable).parent])
-            full = [*prefix, *(a for h in hidden for a in ("--hide", h)), "--", *command]
+            full = [*prefix, *(a for h in hidden for a in ("--hide", h)),
+                    "--ready", str(scratch / "ready"), "--", *command]
         log = scratch / "output.log"
         with open(log, "wb") as out:
             sink = None if debug else out
@@ -203,7 +207,7 @@ def run_offline(bundle: Path, command: Sequence[str], *,
         homes = tuple(h for h in read_resolved_homes(refusals)
                       if not _within(Path(h), scratch))
         return ProofRun(code, name, _read_refusals(refusals), _tail(log), scratch / "home",
-                        homes)
+                        homes, started=not prefix or (scratch / "ready").exists())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
