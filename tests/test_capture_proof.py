@@ -444,6 +444,7 @@ def test_the_proof_never_hides_your_home_folder_itself(
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("HOME", str(user))
     monkeypatch.setenv("PPNLP_HOME", str(user))  # a home that is the home folder: not hidden
+    monkeypatch.setattr(prove, "_account_homes", lambda: [])  # this machine's own accounts
     for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "AISTUDIO_HUB_CACHE",
                  "XDG_CACHE_HOME", "AISTUDIO_HOME"):
         monkeypatch.delenv(name, raising=False)
@@ -576,3 +577,18 @@ def test_a_sandbox_that_cannot_be_set_up_is_not_blamed_on_the_program(
     assert "could not start" in text and "exited with code" not in text, text
     assert "vanished" in text and "--no-prove" in text
     assert not (tmp_path / "stick" / "b.tar.zst").exists()
+
+
+@needs_unshare
+def test_another_accounts_paddlenlp_home_is_hidden_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sudo paddle-bundle fetch`` proves with root's home: a program reading
+    ``/home/alice/.paddlenlp/...`` by path passed the proof with a model the bundle lacks."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    alice = tmp_path / "alice"
+    make_model(alice / ".paddlenlp", "Other/model", {"config.json": "{}"})
+    monkeypatch.setattr(prove, "_account_homes", lambda: [alice])
+    path = alice / ".paddlenlp" / "models" / "Other" / "model" / "config.json"
+    with pytest.raises(ProofFailedError, match="No such file"):
+        _prove(tmp_path, f"print(open({str(path)!r}).read())")
+    assert path.is_file()

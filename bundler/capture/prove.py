@@ -80,8 +80,12 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
     from bundler.cache import default_home, top_dirs
 
     user = Path(os.path.realpath(os.path.expanduser("~")))
-    found = [*extra, default_home(), user / ".paddlenlp", user / ".cache" / "huggingface",
-             user / ".cache" / "paddle"]
+    found = [*extra, default_home()]
+    # yours, and every account's (``sudo paddle-bundle fetch`` runs with root's home while
+    # the program may read /home/alice/.paddlenlp by path)
+    for folder in [user, *_account_homes()]:
+        found += [folder / ".paddlenlp", folder / ".cache" / "huggingface",
+                  folder / ".cache" / "paddle"]
     tops = top_dirs(default_home(), os.environ)
     found += [tops["hf"], tops["aistudio"]]  # the caches themselves, not the folder above
     out: list[Path] = []
@@ -90,6 +94,17 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
                 path == o or o in path.parents for o in out):
             out.append(path)
     return out
+
+
+def _account_homes() -> list[Path]:
+    """The home folders of this machine's accounts (``/etc/passwd``), ``/`` left out."""
+    try:
+        import pwd
+
+        homes = {entry.pw_dir for entry in pwd.getpwall()}
+    except (ImportError, OSError):
+        return []
+    return [Path(os.path.realpath(h)) for h in sorted(homes) if h and h != "/"]
 
 
 def _hideable(folders: Sequence[Path], keep: Sequence[Path]) -> list[str]:
