@@ -753,8 +753,8 @@ def _check_started(outcome: Any) -> None:
     if not outcome.started:
         raise ProofFailedError(
             f"the offline proof could not start its {outcome.isolation} "
-            f"({outcome.tail or 'unshare failed'}); the command did not run offline; no "
-            "bundle was written",
+            f"({_redact_text(outcome.tail) or 'unshare failed'}); the command did not run "
+            "offline; no bundle was written",
             hint="use --no-prove, or set PADDLE_BUNDLE_PROVE_NO_NAMESPACE=1 to prove under "
                  "the socket guard alone")
 
@@ -778,7 +778,7 @@ def _proof_failed(refusals: Sequence[Mapping[str, str]], isolation_name: str, wh
         more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
         detail = f"offline mode refused: {first['message']}{more}"
     else:
-        detail = f"{what}" + (f": {tail}" if tail else "")
+        detail = f"{what}" + (f": {_redact_text(tail)}" if tail else "")  # its own output
     return ProofFailedError(
         f"the offline proof failed ({isolation_name}): {detail}; no bundle was written",
         hint="the program needs something the capture did not see (a file read outside "

@@ -592,3 +592,17 @@ def test_another_accounts_paddlenlp_home_is_hidden_too(
     with pytest.raises(ProofFailedError, match="No such file"):
         _prove(tmp_path, f"print(open({str(path)!r}).read())")
     assert path.is_file()
+
+
+def test_a_failed_proof_does_not_print_a_secret_from_the_programs_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prove, "_ISOLATION", (prove.ISOLATION_GUARD, ()))
+    code = """
+        import sys
+        sys.exit("cannot log in to http://bob:hunter2@db.local with --password s3cret")
+        """
+    with pytest.raises(ProofFailedError) as info:
+        _prove(tmp_path, code)
+    text = str(info.value)
+    assert "cannot log in" in text and "db.local" in text, text
+    assert "hunter2" not in text and "s3cret" not in text, text
