@@ -606,3 +606,21 @@ def test_a_failed_proof_does_not_print_a_secret_from_the_programs_output(
     text = str(info.value)
     assert "cannot log in" in text and "db.local" in text, text
     assert "hunter2" not in text and "s3cret" not in text, text
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+                    reason="needs root (to drop CAP_SYS_ADMIN) and setpriv")
+def test_root_without_cap_sys_admin_still_gets_a_namespace(tmp_path: Path) -> None:
+    """Root in a container without CAP_SYS_ADMIN: ``unshare -m -n`` is refused, only that
+    was tried, and the proof fell back to the socket guard although ``unshare -r`` works."""
+    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"]
+    if subprocess.run([*drop, "unshare", "-r", "-m", "-n", "true"]).returncode != 0:
+        pytest.skip("user namespaces are not permitted here either")
+    assert subprocess.run([*drop, "unshare", "-m", "-n", "true"],
+                          stderr=subprocess.DEVNULL).returncode != 0
+    proc = subprocess.run(
+        [*drop, "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", NOBODY_PROBE],
+        capture_output=True, text=True, cwd="/tmp", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    name, rc, ids, err = (p.strip() for p in proc.stdout.split("|"))
+    assert (name, rc, ids) == (prove.ISOLATION_NAMESPACE, "0", "0 0"), (name, rc, ids, err)

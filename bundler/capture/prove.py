@@ -40,12 +40,14 @@ _ISOLATION: tuple[str, tuple[str, ...]] | None = None
 
 
 def _candidates() -> list[tuple[str, ...]]:
-    """Namespace prefixes to try, best first: as root a new mount and network namespace;
-    otherwise a user namespace too, mapped back to the caller's own uid/gid inside
+    """Namespace prefixes to try, best first: as root a new mount and network namespace
+    (else, without CAP_SYS_ADMIN, in a user namespace of its own); otherwise a user namespace
+    too, mapped back to the caller's own uid/gid inside
     (``unshare -r`` alone would run the command as uid 0), else as its root."""
     helper = (sys.executable, "-I", "-S", str(SANDBOX))
-    if os.geteuid() == 0:
-        return [("unshare", "-m", "-n", "--", *helper)]
+    if os.geteuid() == 0:  # root without CAP_SYS_ADMIN (a container): a user namespace
+        return [("unshare", "-m", "-n", "--", *helper),
+                ("unshare", "-r", "-m", "-n", "--", *helper)]
     mapped = ("--uid", str(os.getuid()), "--gid", str(os.getgid()))
     return [("unshare", "-r", "-m", "-n", "--", *helper, *mapped),
             ("unshare", "-r", "-m", "-n", "--", *helper)]
