@@ -119,13 +119,34 @@ class FetchResult:
 _SECRET_KEY = re.compile(r"(?i)^(--?)?[\w.-]*(token|passw(or)?d|passwd|secret|api[_-]?key|"
                          r"access[_-]?key|auth|credential)[\w.-]*$")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+_SECRET_WORD = (r"[\w.-]*(?:token|passw(?:or)?d|passwd|secret|api[_-]?key|access[_-]?key|auth|"
+                r"credential)[\w.-]*")
+#: ``?access_token=VALUE`` / ``&password=VALUE`` in a URL's query
+_URL_QUERY_SECRET = re.compile(rf"(?i)([?&;]{_SECRET_WORD}=)[^&#\s]*")
+#: inside one argument that holds several words (``sh -c "python app.py --token X"``,
+#: ``-H "Authorization: Bearer X"``): ``--token X``, ``token=X``, ``Authorization: Bearer X``
+_TEXT_SECRETS = (
+    re.compile(rf"(?i)(?<![\w.-])(--?{_SECRET_WORD}\s+)(?!-)[^\s'\"]+"),
+    re.compile(rf"(?i)(?<![\w.-])({_SECRET_WORD}[\"']?\s*[=:]\s*[\"']?"
+               r"(?:(?:bearer|basic|token|digest)\s+)?)(?!\*\*\*)[^\s'\"]+"),
+)
 REDACTED = "***"
 
 
 def redact_url(text: str) -> str:
     """``text`` with the user and password of every URL in it removed
-    (``https://user:pw@host/p`` -> ``https://***@host/p``)."""
-    return _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    (``https://user:pw@host/p`` -> ``https://***@host/p``), and the value of a secret-named
+    query parameter (``?access_token=X`` -> ``?access_token=***``)."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return _URL_QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def _redact_text(text: str) -> str:
+    """One argument's text with the secrets :data:`_TEXT_SECRETS` finds in it replaced."""
+    text = redact_url(text)
+    for pattern in _TEXT_SECRETS:
+        text = pattern.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return text
 
 
 def redact_command(command: Sequence[str]) -> tuple[str, ...]:
@@ -140,12 +161,12 @@ def redact_command(command: Sequence[str]) -> tuple[str, ...]:
             hide_next = False
             continue
         key, sep, _ = arg.partition("=")
-        if sep and _SECRET_KEY.match(key):
+        if sep and _SECRET_KEY.match(key) and not any(c.isspace() for c in arg):
             out.append(f"{key}={REDACTED}")
             continue
         if arg.startswith("-") and _SECRET_KEY.match(arg):
             hide_next = True
-        out.append(redact_url(arg))
+        out.append(_redact_text(arg))
     return tuple(out)
 
 
@@ -674,6 +695,7 @@ class _CommandProof:
         debug = bool(os.environ.get("PADDLE_BUNDLE_DEBUG"))
         outcome = run_offline(bundle, self.command, scratch_parent=scratch_parent, hide=hide,
                               debug=debug)
+        _check_started(outcome)
         _check_homes(outcome.foreign_homes, outcome.isolation)
         if outcome.returncode != 0:
             raise _proof_failed(outcome.refusals, outcome.isolation,
@@ -721,6 +743,7 @@ class _LoaderProof:
         outcome = run_offline(bundle, argv, scratch_parent=scratch_parent, hide=hide,
                               debug=bool(os.environ.get("PADDLE_BUNDLE_DEBUG")),
                               prepare=prepare, collect=collect, cwd="cwd")
+        _check_started(outcome)
         _check_homes(outcome.foreign_homes, outcome.isolation)
         error = raw.get("error") if isinstance(raw.get("error"), dict) else None
         if outcome.returncode != 0 or error is not None or not raw:
@@ -728,6 +751,17 @@ class _LoaderProof:
             raise _proof_failed(outcome.refusals, outcome.isolation,
                                 detail or f"the offline loads exited with code "
                                           f"{outcome.returncode}", outcome.tail)
+
+
+def _check_started(outcome: Any) -> None:
+    """A namespace that could not be set up is not the program's failure: say so."""
+    if not outcome.started:
+        raise ProofFailedError(
+            f"the offline proof could not start its {outcome.isolation} "
+            f"({_redact_text(outcome.tail) or 'unshare failed'}); the command did not run "
+            "offline; no bundle was written",
+            hint="use --no-prove, or set PADDLE_BUNDLE_PROVE_NO_NAMESPACE=1 to prove under "
+                 "the socket guard alone")
 
 
 def _check_homes(homes: Sequence[str], isolation_name: str) -> None:
@@ -749,7 +783,7 @@ def _proof_failed(refusals: Sequence[Mapping[str, str]], isolation_name: str, wh
         more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
         detail = f"offline mode refused: {first['message']}{more}"
     else:
-        detail = f"{what}" + (f": {tail}" if tail else "")
+        detail = f"{what}" + (f": {_redact_text(tail)}" if tail else "")  # its own output
     return ProofFailedError(
         f"the offline proof failed ({isolation_name}): {detail}; no bundle was written",
         hint="the program needs something the capture did not see (a file read outside "
@@ -807,12 +841,18 @@ def remove_stale(folder: Path, prefix: str) -> list[Path]:
     except OSError:
         return removed
     for path in entries:
-        head = path.name[len(prefix):].split("-", 1)[0]
+        named = _OURS.fullmatch(path.name[len(prefix):])
         try:
-            if head.isdigit() and "-" in path.name[len(prefix):]:
-                if int(head) == os.getpid() or _alive(int(head)):
+            st = path.lstat()
+            # only a folder as mkdtemp names ours, made by this user: never a user's own
+            # folder that happens to start like ours ("...-2024-backup"), never another's
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            if named is not None:
+                if int(named.group(1)) == os.getpid() or _alive(int(named.group(1))):
                     continue
-            elif time.time() - path.lstat().st_mtime < STALE_AFTER:
+            elif (_LEGACY.fullmatch(path.name[len(prefix):]) is None
+                  or time.time() - st.st_mtime < STALE_AFTER):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -820,6 +860,12 @@ def remove_stale(folder: Path, prefix: str) -> list[Path]:
         except OSError:
             continue
     return removed
+
+
+#: what follows the prefix in a folder fetch made: ``<pid>-`` and mkdtemp's 8 characters
+_OURS = re.compile(r"([0-9]+)-[a-z0-9_]{8}")
+#: an older version's folder: mkdtemp's 8 characters, no pid
+_LEGACY = re.compile(r"[a-z0-9_]{8}")
 
 
 def _alive(pid: int) -> bool:

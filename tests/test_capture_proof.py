@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from shlex import quote as shlex_quote
 
 import pytest
 
@@ -368,10 +369,10 @@ def test_a_later_fetch_removes_stale_folders_of_a_killed_one(tmp_path: Path) -> 
     stick = tmp_path / "stick"
     system_tmp = tmp_path / "systemtmp"
     dead = int(Path("/proc/sys/kernel/pid_max").read_text()) - 1
-    stale = [stick / f".paddle-bundle-fetch-{dead}-abc", system_tmp / f"{PROOF_PREFIX}{dead}-x",
-             stick / ".paddle-bundle-proof-oldname"]
-    live = [stick / f".paddle-bundle-fetch-{os.getppid()}-abc",
-            system_tmp / f"{PROOF_PREFIX}{os.getppid()}-y"]
+    stale = [stick / f".paddle-bundle-fetch-{dead}-abc_1234",
+             system_tmp / f"{PROOF_PREFIX}{dead}-x9y8z7w6", stick / ".paddle-bundle-proof-oldname1"]
+    live = [stick / f".paddle-bundle-fetch-{os.getppid()}-abcdefgh",
+            system_tmp / f"{PROOF_PREFIX}{os.getppid()}-yyyyyyyy"]
     for folder in stale + live:
         (folder / "home").mkdir(parents=True)
     old = time.time() - 3 * 24 * 3600
@@ -443,6 +444,7 @@ def test_the_proof_never_hides_your_home_folder_itself(
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("HOME", str(user))
     monkeypatch.setenv("PPNLP_HOME", str(user))  # a home that is the home folder: not hidden
+    monkeypatch.setattr(prove, "_account_homes", lambda: [])  # this machine's own accounts
     for name in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "AISTUDIO_HUB_CACHE",
                  "XDG_CACHE_HOME", "AISTUDIO_HOME"):
         monkeypatch.delenv(name, raising=False)
@@ -454,3 +456,171 @@ def test_scratch_must_be_an_existing_folder(tmp_path: Path) -> None:
     rc, _, err = run_cli("fetch", "-o", tmp_path / "b.tar.zst", "--scratch",
                          tmp_path / "nope", "--", sys.executable, "-c", "pass")
     assert rc == 2 and "--scratch" in err
+
+
+# -- review rv8 -------------------------------------------------------------------------------
+def test_stale_cleanup_never_removes_a_users_folder_named_like_ours(tmp_path: Path) -> None:
+    """``.paddle-bundle-fetch-2024-backup`` (a dead "pid", a name mkdtemp never makes) and a
+    day-old ``paddle-bundle-proof-notes`` are the user's, not a killed fetch's leftovers."""
+    from bundler.capture.prove import PROOF_PREFIX
+
+    stick = tmp_path / "stick"
+    system_tmp = tmp_path / "systemtmp"
+    dead = int(Path("/proc/sys/kernel/pid_max").read_text()) - 1
+    mine = [stick / f".paddle-bundle-fetch-{dead}-backup", stick / ".paddle-bundle-fetch-old",
+            system_tmp / f"{PROOF_PREFIX}{dead}-my-notes-2024",
+            system_tmp / f"{PROOF_PREFIX}notes"]
+    for folder in mine:
+        (folder / "precious").mkdir(parents=True)
+    old = time.time() - 3 * 24 * 3600
+    for folder in mine:
+        os.utime(folder, (old, old))
+    _prove(tmp_path, "pass", scratch=system_tmp)
+    assert [p for p in mine if not (p / "precious").is_dir()] == []
+
+
+def test_a_site_mirror_cannot_fill_in_what_the_bundle_lacks_in_the_proof(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PADDLE_BUNDLE_MIRROR`` (docs/fleet.md) makes offline mode download built-in names'
+    files and Taskflow's files from the site's mirror, through the socket guard: exported on
+    the fetching machine, the proof passed on files the bundle does not hold."""
+    monkeypatch.setattr(prove, "_ISOLATION", (prove.ISOLATION_GUARD, ()))
+    monkeypatch.setenv("PADDLE_BUNDLE_MIRROR", "http://mirror.corp.example:8080/paddlenlp")
+    code = """
+        import os, sys
+        from bundler._offline import mirror_endpoint
+        sys.exit(f"offline mode would use {mirror_endpoint()}" if mirror_endpoint() else 0)
+        """
+    assert _prove(tmp_path, code).is_file()
+
+
+def test_secrets_in_headers_query_strings_and_shell_strings_are_redacted() -> None:
+    from bundler.fetch import redact_command, redact_url, shown
+
+    command = ["curl", "-H", "Authorization: Bearer abc123", "--header=X-Api-Key: k3y",
+               "https://h.example/x?access_token=qqq&a=1", "sh", "-c",
+               "HF_TOKEN=hf_zz python app.py --token s3cret --epochs 3"]
+    text = shown(command)
+    for secret in ("abc123", "k3y", "qqq", "hf_zz", "s3cret"):
+        assert secret not in text, text
+    assert redact_command(command) == (
+        "curl", "-H", "Authorization: Bearer ***", "--header=X-Api-Key: ***",
+        "https://h.example/x?access_token=***&a=1", "sh", "-c",
+        "HF_TOKEN=*** python app.py --token *** --epochs 3")
+    assert redact_url("http://m/p?token=t1&x=2#f") == "http://m/p?token=***&x=2#f"
+    assert redact_command(["python", "app.py", "--epochs", "3", "model=org/name"]) == (
+        "python", "app.py", "--epochs", "3", "model=org/name")
+
+
+@needs_unshare
+def test_a_project_inside_the_home_does_not_unhide_the_homes_models(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the command's folder inside the PaddleNLP home (``~/.paddlenlp/work``), the home
+    was not hidden at all, so a program reading the real model by path passed the proof.
+    Its own folder must still be there."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    home = tmp_path / "home"
+    project = home / "work"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "input.txt").write_text("hello")
+    monkeypatch.chdir(project)
+    model_file = home / "models" / MODEL / "config.json"
+    with pytest.raises(ProofFailedError, match="No such file"):
+        _prove(tmp_path, f"print(open({str(model_file)!r}).read())", home=home)
+    assert model_file.is_file()
+    assert not (tmp_path / "stick" / "b.tar.zst").exists()
+    # the project's own files are not hidden
+    assert _prove(tmp_path, "print(open('data/input.txt').read())", home=home).is_file()
+
+
+def test_sigterm_stops_the_commands_grandchildren_too(tmp_path: Path) -> None:
+    """``fetch -- sh run.sh``: SIGTERM stopped the shell only; the Python it started ran on,
+    orphaned (downloading, writing), after paddle-bundle had exited."""
+    pidfile = tmp_path / "grandchild.pid"
+    child = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); "
+             "time.sleep(120)")
+    script = f"{shlex_quote(sys.executable)} -c {shlex_quote(child)}; true"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bundler", "fetch", "--home", str(tmp_path / "home"), "-o",
+         str(tmp_path / "b.tar.zst"), "--", "sh", "-c", script], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)  # no pipe the orphan holds open
+    deadline = time.monotonic() + 120
+    while not pidfile.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pidfile.exists(), proc.poll()
+    time.sleep(0.2)
+    grandchild = int(pidfile.read_text())
+    proc.terminate()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not Path(f"/proc/{grandchild}").exists() or \
+        Path(f"/proc/{grandchild}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    if not gone:
+        os.kill(grandchild, signal.SIGKILL)
+    assert gone, "the command's grandchild outlived paddle-bundle"
+
+
+@needs_unshare
+def test_a_sandbox_that_cannot_be_set_up_is_not_blamed_on_the_program(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mount the sandbox could not make (here: a folder gone between listing and hiding)
+    was reported as "python ... exited with code 125 offline" with the hint that the program
+    needs something the capture did not see: the command never ran."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    monkeypatch.setattr(prove, "real_homes", lambda extra=(): [tmp_path / "vanished"])
+    with pytest.raises(ProofFailedError) as info:
+        _prove(tmp_path, "pass")
+    text = str(info.value)
+    assert "could not start" in text and "exited with code" not in text, text
+    assert "vanished" in text and "--no-prove" in text
+    assert not (tmp_path / "stick" / "b.tar.zst").exists()
+
+
+@needs_unshare
+def test_another_accounts_paddlenlp_home_is_hidden_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sudo paddle-bundle fetch`` proves with root's home: a program reading
+    ``/home/alice/.paddlenlp/...`` by path passed the proof with a model the bundle lacks."""
+    monkeypatch.setattr(prove, "_ISOLATION", None)
+    alice = tmp_path / "alice"
+    make_model(alice / ".paddlenlp", "Other/model", {"config.json": "{}"})
+    monkeypatch.setattr(prove, "_account_homes", lambda: [alice])
+    path = alice / ".paddlenlp" / "models" / "Other" / "model" / "config.json"
+    with pytest.raises(ProofFailedError, match="No such file"):
+        _prove(tmp_path, f"print(open({str(path)!r}).read())")
+    assert path.is_file()
+
+
+def test_a_failed_proof_does_not_print_a_secret_from_the_programs_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prove, "_ISOLATION", (prove.ISOLATION_GUARD, ()))
+    code = """
+        import sys
+        sys.exit("cannot log in to http://bob:hunter2@db.local with --password s3cret")
+        """
+    with pytest.raises(ProofFailedError) as info:
+        _prove(tmp_path, code)
+    text = str(info.value)
+    assert "cannot log in" in text and "db.local" in text, text
+    assert "hunter2" not in text and "s3cret" not in text, text
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists(),
+                    reason="needs root (to drop CAP_SYS_ADMIN) and setpriv")
+def test_root_without_cap_sys_admin_still_gets_a_namespace(tmp_path: Path) -> None:
+    """Root in a container without CAP_SYS_ADMIN: ``unshare -m -n`` is refused, only that
+    was tried, and the proof fell back to the socket guard although ``unshare -r`` works."""
+    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"]
+    if subprocess.run([*drop, "unshare", "-r", "-m", "-n", "true"]).returncode != 0:
+        pytest.skip("user namespaces are not permitted here either")
+    assert subprocess.run([*drop, "unshare", "-m", "-n", "true"],
+                          stderr=subprocess.DEVNULL).returncode != 0
+    proc = subprocess.run(
+        [*drop, "env", f"PYTHONPATH={ROOT}", sys.executable, "-c", NOBODY_PROBE],
+        capture_output=True, text=True, cwd="/tmp", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    name, rc, ids, err = (p.strip() for p in proc.stdout.split("|"))
+    assert (name, rc, ids) == (prove.ISOLATION_NAMESPACE, "0", "0 0"), (name, rc, ids, err)

@@ -3,7 +3,7 @@
 Run by path with ``python -I -S`` inside ``unshare -m -n`` (or ``unshare -r -m -n``), so it
 needs nothing but the standard library and imports nothing of the user's::
 
-    python -I -S _sandbox.py [--hide DIR]... [--uid N --gid N] -- CMD [ARGS...]
+    python -I -S _sandbox.py [--hide DIR]... [--uid N --gid N] [--ready FILE] -- CMD [ARGS...]
 
 * ``--hide DIR``: an empty tmpfs is mounted over DIR (the real PaddleNLP home, the hub caches),
   so a program that sets its own ``PPNLP_HOME`` or reads ``~/.paddlenlp`` directly finds
@@ -13,6 +13,10 @@ needs nothing but the standard library and imports nothing of the user's::
   talks to its own server on 127.0.0.1 works, as it does offline.
 * ``--uid N --gid N`` (under ``unshare -r``, where the command would run as uid 0): one more
   user namespace maps the caller back to uid N / gid N before the command starts.
+
+* ``--ready FILE``: created once everything is set up, right before the command starts: a
+  run without it never reached the command (the caller tells set-up failures from the
+  command's own exit codes by it, whatever the code).
 
 Any failure is one line on stderr and exit code 125 (the command did not run).
 """
@@ -71,10 +75,13 @@ def map_user(uid: int, gid: int) -> None:
 def main(argv: list[str]) -> int:
     hidden: list[str] = []
     uid = gid = None
+    ready = None
     while argv and argv[0] != "--":
         opt = argv.pop(0)
         if opt == "--hide" and argv:
             hidden.append(argv.pop(0))
+        elif opt == "--ready" and argv:
+            ready = argv.pop(0)
         elif opt in ("--uid", "--gid") and argv:
             value = int(argv.pop(0))
             uid, gid = (value, gid) if opt == "--uid" else (uid, value)
@@ -91,6 +98,8 @@ def main(argv: list[str]) -> int:
         loopback_up()
         if uid is not None and gid is not None:
             map_user(uid, gid)
+        if ready is not None:
+            open(ready, "x").close()
     except OSError as exc:
         print(f"paddle-bundle proof: cannot prepare the offline sandbox: {exc}",
               file=sys.stderr)

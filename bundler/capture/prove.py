@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundler._offline import ENV_GUARD, ENV_OFFLINE, ENV_REPORT, read_resolved_homes
+from bundler._offline import ENV_MIRROR as ENV_SITE_MIRROR
 from bundler.capture.session import base_environment, run_command, write_hook
 
 ISOLATION_NAMESPACE = "network namespace"
@@ -39,12 +40,14 @@ _ISOLATION: tuple[str, tuple[str, ...]] | None = None
 
 
 def _candidates() -> list[tuple[str, ...]]:
-    """Namespace prefixes to try, best first: as root a new mount and network namespace;
-    otherwise a user namespace too, mapped back to the caller's own uid/gid inside
+    """Namespace prefixes to try, best first: as root a new mount and network namespace
+    (else, without CAP_SYS_ADMIN, in a user namespace of its own); otherwise a user namespace
+    too, mapped back to the caller's own uid/gid inside
     (``unshare -r`` alone would run the command as uid 0), else as its root."""
     helper = (sys.executable, "-I", "-S", str(SANDBOX))
-    if os.geteuid() == 0:
-        return [("unshare", "-m", "-n", "--", *helper)]
+    if os.geteuid() == 0:  # root without CAP_SYS_ADMIN (a container): a user namespace
+        return [("unshare", "-m", "-n", "--", *helper),
+                ("unshare", "-r", "-m", "-n", "--", *helper)]
     mapped = ("--uid", str(os.getuid()), "--gid", str(os.getgid()))
     return [("unshare", "-r", "-m", "-n", "--", *helper, *mapped),
             ("unshare", "-r", "-m", "-n", "--", *helper)]
@@ -79,8 +82,12 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
     from bundler.cache import default_home, top_dirs
 
     user = Path(os.path.realpath(os.path.expanduser("~")))
-    found = [*extra, default_home(), user / ".paddlenlp", user / ".cache" / "huggingface",
-             user / ".cache" / "paddle"]
+    found = [*extra, default_home()]
+    # yours, and every account's (``sudo paddle-bundle fetch`` runs with root's home while
+    # the program may read /home/alice/.paddlenlp by path)
+    for folder in [user, *_account_homes()]:
+        found += [folder / ".paddlenlp", folder / ".cache" / "huggingface",
+                  folder / ".cache" / "paddle"]
     tops = top_dirs(default_home(), os.environ)
     found += [tops["hf"], tops["aistudio"]]  # the caches themselves, not the folder above
     out: list[Path] = []
@@ -91,12 +98,42 @@ def real_homes(extra: Sequence[Path] = ()) -> list[Path]:
     return out
 
 
+def _account_homes() -> list[Path]:
+    """The home folders of this machine's accounts (``/etc/passwd``), ``/`` left out."""
+    try:
+        import pwd
+
+        homes = {entry.pw_dir for entry in pwd.getpwall()}
+    except (ImportError, OSError):
+        return []
+    return [Path(os.path.realpath(h)) for h in sorted(homes) if h and h != "/"]
+
+
 def _hideable(folders: Sequence[Path], keep: Sequence[Path]) -> list[str]:
-    """``folders`` that hold none of ``keep`` (the scratch, the command's folder, this
-    Python): hiding those would hide what the proof itself needs."""
+    """What to hide of ``folders`` without hiding ``keep`` (the scratch, the command's
+    folder, this Python): a folder that holds none of them whole; one that holds one (your
+    project inside the PaddleNLP home) folder by folder, down the way to what it holds, so
+    ``<home>/models`` is hidden beside ``<home>/project``; a kept folder itself never."""
     kept = [Path(os.path.realpath(k)) for k in keep]
-    return [str(f) for f in folders
-            if not any(k == f or f in k.parents for k in kept)]
+    out: list[str] = []
+
+    def visit(folder: Path) -> None:
+        if folder in kept:
+            return
+        if not any(folder in k.parents for k in kept):
+            out.append(str(folder))
+            return
+        try:
+            children = sorted(folder.iterdir())
+        except OSError:
+            return
+        for child in children:
+            if child.is_dir() and not child.is_symlink():
+                visit(child)
+
+    for folder in folders:
+        visit(Path(os.path.realpath(folder)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -111,6 +148,9 @@ class ProofRun:
     #: PaddleNLP homes / caches offline mode resolved models in outside the scratch: the
     #: program chose its own (it set PPNLP_HOME, passed cache_dir), the proof did not test it
     foreign_homes: tuple[str, ...] = ()
+    #: False when the namespace could not be set up and the command never ran (``tail`` then
+    #: says why: ``unshare`` or the sandbox helper failed)
+    started: bool = True
 
 
 #: The variables that say where the hub caches are (bundler.cache.hf_hub_cache and
@@ -126,7 +166,9 @@ def offline_environment(scratch: Path, hook_folder: Path, refusals: Path,
                         base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Offline mode over the scratch home and caches (docs/fetch.md, the proof)."""
     env = base_environment(hook_folder, base)
-    for name in ("PPNLP_ENDPOINT", *HUB_CACHE_VARS):
+    # A site mirror (PADDLE_BUNDLE_MIRROR, docs/fleet.md) would let offline mode download
+    # what the bundle lacks, through the socket guard: the proof tests the bundle alone.
+    for name in ("PPNLP_ENDPOINT", ENV_SITE_MIRROR, *HUB_CACHE_VARS):
         env.pop(name, None)
     # A proxy on loopback passes the socket guard (loopback is not "the network") and would
     # carry the proof's requests to the internet: the offline machine has none.
@@ -170,7 +212,8 @@ def run_offline(bundle: Path, command: Sequence[str], *,
         if prefix:
             hidden = _hideable(real_homes(hide), [scratch, workdir, Path(sys.prefix),
                                                   Path(sys.executable).parent])
-            full = [*prefix, *(a for h in hidden for a in ("--hide", h)), "--", *command]
+            full = [*prefix, *(a for h in hidden for a in ("--hide", h)),
+                    "--ready", str(scratch / "ready"), "--", *command]
         log = scratch / "output.log"
         with open(log, "wb") as out:
             sink = None if debug else out
@@ -181,7 +224,7 @@ def run_offline(bundle: Path, command: Sequence[str], *,
         homes = tuple(h for h in read_resolved_homes(refusals)
                       if not _within(Path(h), scratch))
         return ProofRun(code, name, _read_refusals(refusals), _tail(log), scratch / "home",
-                        homes)
+                        homes, started=not prefix or (scratch / "ready").exists())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

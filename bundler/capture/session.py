@@ -17,6 +17,7 @@ with its output and exit code passing through; only its environment changes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,14 +164,48 @@ def run_command(command: Sequence[str], env: Mapping[str, str], *,
 
 
 def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """Pass SIGTERM on to the command; kill it if it has not exited after ``grace`` s."""
+    """Pass SIGTERM on to the command and every process it started that is still its
+    descendant (``sh run.sh``'s Python went on running, orphaned, after the shell was
+    stopped); kill the command if it has not exited after ``grace`` s."""
+    import signal
+
     if proc.poll() is None:
+        family = _descendants(proc.pid)  # before the shell goes and its children re-parent
         proc.terminate()
+        for pid in family:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from ``/proc``; none elsewhere."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child)
+    return found
 
 
 def capture(command: Sequence[str], home: Path, work: Path,
