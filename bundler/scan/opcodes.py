@@ -268,6 +268,10 @@ class PickleWalker:
                                           fatal=False))
                 stack.append(memo[key])
                 continue
+            if name == "POP":
+                # _pickle's load_pop: a MARK on top is popped like an item (it closes it)
+                pop(start)
+                continue
             if name == "DUP":
                 item = pop(start)
                 stack += [item, item]
