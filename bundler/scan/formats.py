@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import re
 import struct
 import zlib
 from collections.abc import Generator, Iterator
@@ -165,11 +166,19 @@ class NpyWalker(_Buffered):
         body.close()
 
 
+#: A ``descr`` of plain numbers, bytes or text as numpy writes it (``<f4``, ``|b1``, ``<M8[ns]``,
+#: ``|S5``); anything else may be an object dtype (``object``, ``(2,)O``, ``i4,O`` all are).
+_PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM]\d*(\[\w+\])?")
+
+
 def _has_object(descr: object) -> bool:
+    """Whether numpy could read ``descr`` as a dtype holding objects: only plain descrs and
+    structured lists of ``(name, descr[, shape])`` of them are known not to."""
     if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, (list, tuple)):
-        return any(_has_object(part) for part in descr)
+        return _PLAIN_DESCR.fullmatch(descr) is None
+    if isinstance(descr, list) and descr:
+        return any(not isinstance(field, tuple) or len(field) not in (2, 3)
+                   or _has_object(field[1]) for field in descr)
     return True  # not a dtype numpy writes: treat it as the worst case
 
 
