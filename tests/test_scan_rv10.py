@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -56,3 +57,93 @@ def test_npy_plain_and_structured_numbers_pass() -> None:
         np.save(buf, arr)
         s = scan(buf.getvalue(), "x.npy")
         assert s.finding is None and s.kind == "npy"
+
+
+# -- zip archives: what zipfile reads must be what the walk checked ------------------------
+HARMLESS = pickle.dumps(set(), protocol=2)  # stands in for the payload to show it is reached
+EVIL = b"\x80\x02cos\nsystem\n(S'true'\ntR."
+
+
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_STORED,
+         prefix: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    buf.write(prefix)
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _load(data: bytes, member: str = "archive/data.pkl") -> object:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:  # as paddlenlp's load_torch reads it
+        return pickle.loads(zf.read(member))
+
+
+def _appended(payload: bytes) -> bytes:
+    return _zip({"archive/data.pkl": payload},
+                prefix=_zip({"archive/data.pkl": pickle.dumps({}, protocol=2)}))
+
+
+def _stored_in_local_header(payload: bytes) -> bytes:
+    data = bytearray(_zip({"archive/data.pkl": payload}, zipfile.ZIP_DEFLATED))
+    data[8:10] = b"\0\0"  # the local header says stored; the directory still says deflated
+    return bytes(data)
+
+
+def _garbage_first(payload: bytes) -> bytes:
+    return _zip({"a/junk.pkl": b"\xff not a pickle", "archive/data.pkl": payload})
+
+
+def _directory_in_member(payload: bytes) -> bytes:
+    # the last member's data ends with a hidden local header and a directory entry for it; an
+    # end record whose directory size reaches back over that entry makes zipfile read it
+    inner = _zip({"archive/data.pkl": payload})
+    cd_at = struct.unpack("<I", inner[-6:-2])[0]
+    hidden, entry = inner[:cd_at], inner[cd_at:-22]
+    outer = bytearray(_zip({"archive/version": b"3", "archive/blob": hidden + entry}))
+    at = outer.index(hidden + entry)
+    fake = at + len(hidden)
+    outer[fake + 42:fake + 46] = struct.pack("<I", at)  # the entry names the hidden header
+    end = len(outer) - 22
+    size, offset = struct.unpack("<II", outer[end + 12:end + 20])
+    outer[end + 12:end + 20] = struct.pack("<II", size + len(entry), offset - len(entry))
+    return bytes(outer)
+
+
+@pytest.mark.parametrize("build", [_appended, _stored_in_local_header, _garbage_first,
+                                   _directory_in_member])
+def test_zip_that_zipfile_reads_differently_is_refused(build) -> None:  # type: ignore[no-untyped-def]
+    reached = _load(build(HARMLESS))
+    assert reached == set()
+    finding = scan(build(EVIL), "pytorch_model.bin").finding
+    assert finding is not None, build.__name__
+
+
+def test_zip_comment_is_refused() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        zf.comment = b"hello"
+    assert scan(buf.getvalue(), "pytorch_model.bin").finding is not None
+
+
+def test_real_archives_still_pass(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    np.savez(tmp_path / "a.npz", x=np.zeros(3), y=np.arange(4))
+    np.savez_compressed(tmp_path / "b.npz", x=np.zeros(3))
+    with zipfile.ZipFile(tmp_path / "c.pt", "w") as zf:  # zip64 records on every entry
+        with zf.open("archive/data.pkl", "w", force_zip64=True) as fh:
+            fh.write(pickle.dumps({"w": 1}, protocol=2))
+        zf.writestr("archive/data/0", b"\0" * 64)
+    with open(tmp_path / "d.pt", "wb") as raw:  # not seekable: data descriptors
+        class Pipe(io.RawIOBase):
+            def writable(self) -> bool:
+                return True
+
+            def write(self, b) -> int:  # type: ignore[no-untyped-def]
+                return raw.write(b)
+        with zipfile.ZipFile(Pipe(), "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+    for name in ("a.npz", "b.npz", "c.pt", "d.pt"):
+        data = (tmp_path / name).read_bytes()
+        s = scan(data, name)
+        assert s.kind == "zip" and s.finding is None and s.malformed is None, (name, s.finding)

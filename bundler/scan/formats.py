@@ -186,36 +186,75 @@ class ZipWalker(_Buffered):
     """A zip archive (torch's ``.pt``/``.bin``, numpy's ``.npz``) read front to back.
 
     Each member that is a pickle (by name or content) or a ``.npy`` is walked; the central
-    directory at the end must name the same members at the same offsets, so a loader that
-    trusts the directory cannot be pointed at bytes the walk took for something else.
+    directory at the end must name the same members at the same offsets, with the same
+    compression and compressed size, and the end records must be the last bytes and point at
+    that directory (``zipfile`` reads the *last* end record and the directory it names), so a
+    loader that trusts the directory cannot be pointed at bytes the walk took for something
+    else.
     """
 
     def __init__(self, allow: Allowlist, *, base_offset: int = 0) -> None:
         self._allow = allow
         self._base = base_offset
+        self._before_end = b""  # the last 20 bytes of the directory
         super().__init__(base_offset)
 
     def _run(self) -> Generator[None, None, None]:
         yield
-        local: dict[int, str] = {}  # offset in the archive -> member name
+        # offset in the archive -> (member name, compression, compressed size)
+        local: dict[int, tuple[str, int, int]] = {}
+        directory: int | None = None  # where the central directory starts
         while True:
             start = self._offset
             sig = yield from self._read(4, start)
-            if sig == b"PK\x03\x04":
-                name = yield from self._member(start)
-                local[start - self._base] = name
+            if sig == b"PK\x03\x04" and directory is None:
+                local[start - self._base] = yield from self._member(start)
             elif sig == b"PK\x01\x02":
+                if directory is None:
+                    directory = start - self._base
                 yield from self._directory_entry(start, local)
-            elif sig in (b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"):
+            elif sig in (b"PK\x05\x06", b"PK\x06\x06"):
                 if local:
                     raise Refused(Finding(start, f"the zip directory does not list member "
-                                                 f"{next(iter(local.values()))!r}"))
-                yield from self._pass(None, start, None)
+                                                 f"{next(iter(local.values()))[0]!r}"))
+                yield from self._end(start, sig, start - self._base if directory is None
+                                     else directory)
                 return
             else:
                 raise Refused(Finding(start, "not a zip record where one must be"))
 
-    def _member(self, start: int) -> Generator[None, None, str]:
+    def _end(self, start: int, sig: bytes, directory: int) -> Generator[None, None, None]:
+        """The end records, as ``zipfile`` reads them from the end of the file: an optional
+        zip64 record and locator, then the end record, then nothing. They must name the
+        directory the walk checked (anything else could name a second one)."""
+        size = start - self._base - directory
+        if sig == b"PK\x06\x06":
+            record = yield from self._read(52, start)
+            (length, _, _, _, _, _, _, size64, offset64) = struct.unpack("<QHHIIQQQQ", record)
+            locator = yield from self._read(20, start)
+            if (length != 44 or locator[:4] != b"PK\x06\x07" or size64 != size
+                    or offset64 != directory):
+                raise Refused(Finding(start, "zip64 end records that do not name the "
+                                             "directory the scan checked"))
+            if (yield from self._read(4, start)) != b"PK\x05\x06":
+                raise Refused(Finding(start, "not a zip record where one must be"))
+        elif self._before_end.startswith(b"PK\x06\x07"):
+            raise Refused(Finding(start, "a zip64 locator hidden before the end record"))
+        fixed = yield from self._read(18, start)
+        (_, _, _, _, size32, offset32, comment) = struct.unpack("<HHHHIIH", fixed)
+        if sig == b"PK\x05\x06" and (size32 != size or offset32 != directory):
+            raise Refused(Finding(start, "a zip end record that does not name the directory "
+                                         "the scan checked"))
+        if comment:
+            raise Refused(Finding(start, "a zip comment (no model writer adds one; it could "
+                                         "hold a second end record)"))
+        if self._pos < len(self._buf) or not self._eof:
+            yield from self._more(start)  # bytes after the end record: refused below
+        if self._pos < len(self._buf):
+            raise Refused(Finding(self._offset, "bytes after the zip's end record (zipfile "
+                                                "would read another archive there)"))
+
+    def _member(self, start: int) -> Generator[None, None, tuple[str, int, int]]:
         (_, flags, method, _, _, _, csize, usize, nlen, xlen) = struct.unpack(
             "<HHHHHIIIHH", (yield from self._read(26, start)))
         name = (yield from self._read(nlen, start)).decode("utf-8", "surrogateescape")
@@ -236,11 +275,12 @@ class ZipWalker(_Buffered):
             inner.close()
         else:
             yield from self._inflate(name, start, None if descriptor else csize)
+            csize = self._offset - data_at
         if descriptor:
             if (yield from self._peek(4, start)) == b"PK\x07\x08":
                 self._pos += 4
             yield from self._read(20 if usize == 0xFFFFFFFF else 12, start)
-        return name
+        return name, method, csize
 
     def _peek(self, n: int, start: int) -> Generator[None, None, bytes]:
         while len(self._buf) - self._pos < n:
@@ -278,18 +318,26 @@ class ZipWalker(_Buffered):
             yield from self._pass(remaining, start, None)
 
     def _directory_entry(self, start: int,
-                         local: dict[int, str]) -> Generator[None, None, None]:
+                         local: dict[int, tuple[str, int, int]]
+                         ) -> Generator[None, None, None]:
         fixed = yield from self._read(42, start)
+        method, = struct.unpack("<H", fixed[6:8])
+        csize, usize = struct.unpack("<II", fixed[16:24])
         nlen, xlen, clen = struct.unpack("<HHH", fixed[24:30])
         offset = struct.unpack("<I", fixed[38:42])[0]
-        name = (yield from self._read(nlen, start)).decode("utf-8", "surrogateescape")
+        raw = yield from self._read(nlen, start)
+        name = raw.decode("utf-8", "surrogateescape")
         extra = yield from self._read(xlen, start)
-        yield from self._read(clen, start)
+        comment = yield from self._read(clen, start)
+        self._before_end = (b"PK\x01\x02" + fixed + raw + extra + comment)[-20:]
+        if csize == 0xFFFFFFFF:
+            _, csize = _zip64_sizes(extra, usize, csize)
         if offset == 0xFFFFFFFF:
             offset = _zip64_offset(extra, fixed)
-        if local.pop(offset, None) != name:
+        if local.pop(offset, None) != (name, method, csize):
             raise Refused(Finding(start, f"the zip directory's member {name!r} is not the "
-                                         "member stored at its offset"))
+                                         "member stored at its offset (name, compression "
+                                         "and size must match)"))
 
 
 class _Sniffer:
@@ -333,6 +381,11 @@ class _Sniffer:
             yield
         except Refused as exc:
             f = exc.finding
+            if not f.fatal:
+                # this member stops being loadable there; the archive's other members and
+                # its directory are still walked (a loader reads them by name)
+                self._inner = None
+                return
             raise Refused(Finding(f.offset, f"in zip member {self._name!r}: {f.what}"
                                             f"{self._where}", f.global_name, f.fatal)) from None
 
