@@ -234,7 +234,10 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
         raise SignatureError(f"{files.sidecar} is not a sha256sum file: {exc}",
                              hint="copy the .sha256 file written with the bundle again"
                              ) from None
-    if listed != files.expected and not (len(listed) == 1 and not files.split):
+    # a one-file bundle's sidecar may name it under another name (renamed): the digest, which
+    # is what the bundle is checked against, must still be the one that was signed
+    if listed != files.expected and not (len(listed) == 1 and not files.split and
+                                         list(listed.values()) == list(files.expected.values())):
         raise SignatureError(f"{files.sidecar} changed while it was being checked",
                              hint="make sure nothing writes to the stick, and run it again")
     uncovered = [p.name for p in files.parts if p.name not in files.expected]

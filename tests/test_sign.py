@@ -290,3 +290,21 @@ def test_mirror_publish_honours_trust_and_the_mirrors_own_policy(
     assert _main(["mirror", "list", "--root", str(root), "--json"]) == 0
     listed = capsys.readouterr().out
     assert "alice@bank" in listed
+
+
+def test_sidecar_swapped_between_its_two_reads_refused(signed: Path, trust: Path) -> None:
+    """Review rv10: the sidecar is read once to check the bundle's bytes and once with its
+    signature. A stick that answers the first read with a sidecar for another bundle and the
+    second with the signed one must not pass: the digest checked must be the one signed."""
+    from bundler.errors import SignatureError
+    from bundler.signing import require_trusted
+    from bundler.volumes import locate
+
+    good = sidecar_of(signed).read_bytes()
+    other = b"ab" * 32  # the digest of some other bundle
+    assert other not in good
+    sidecar_of(signed).write_bytes(other + b"  " + signed.name.encode() + b"\n")
+    files = locate(signed)  # the first read: the other bundle's digest
+    sidecar_of(signed).write_bytes(good)  # the second read: what alice signed
+    with pytest.raises(SignatureError, match="changed while it was being checked"):
+        require_trusted(files, trust=trust, home=None)
