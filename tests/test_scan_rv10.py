@@ -147,3 +147,23 @@ def test_real_archives_still_pass(tmp_path) -> None:  # type: ignore[no-untyped-
         data = (tmp_path / name).read_bytes()
         s = scan(data, name)
         assert s.kind == "zip" and s.finding is None and s.malformed is None, (name, s.finding)
+
+
+# -- names whose loaders unpickle protocol 0/1 pickles (no header to detect) -----------------
+PROTO0 = b"cos\nsystem\n(S'true'\ntR."
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "training_args.bin", "idx.npy",
+                                  "model.ckpt", "inference.pdiparams.info"])
+def test_headerless_pickle_under_a_loaded_name_is_walked(name: str) -> None:
+    if name.endswith(".npy"):  # numpy.load unpickles a .npy without its magic
+        assert np.load(io.BytesIO(pickle.dumps(set(), protocol=0)), allow_pickle=True) == set()
+    finding = scan(PROTO0, name).finding
+    assert finding is not None and finding.global_name == "os.system"
+
+
+def test_raw_numbers_in_a_bin_are_not_refused() -> None:
+    for data in (np.zeros(1000, "<f4").tobytes(), np.arange(1000, dtype="<f4").tobytes(),
+                 np.random.default_rng(0).standard_normal(50_000).astype("<f4").tobytes()):
+        s = scan(data, "weights.bin")
+        assert s.finding is None

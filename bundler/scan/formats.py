@@ -20,9 +20,12 @@ from bundler.scan.allowlist import Allowlist
 from bundler.scan.opcodes import Finding, PickleWalker, Refused
 
 #: Names that are pickles (or archives of them) whatever their first bytes.
-PICKLE_SUFFIXES = (".pdparams", ".pdopt", ".pkl", ".pickle", ".pdstates", ".pt", ".pth")
-#: Names that are a pickle when their content says so (``pytorch_model.bin``: a zip; a
-#: ``.bin`` of raw floats is no pickle).
+PICKLE_SUFFIXES = (".pdparams", ".pdopt", ".pkl", ".pickle", ".pdstates", ".pt", ".pth",
+                   ".pdiparams.info")  # the last: paddle.jit.load unpickles it
+#: Names whose loaders unpickle whatever is not a zip or a ``.npy`` (``pytorch_model.bin``,
+#: PaddleNLP's ``training_args.bin``; ``numpy.load`` of a ``.npy`` without its header):
+#: walked as pickles then too. Protocols 0 and 1 have no header, so content alone cannot tell
+#: them; a ``.bin`` of raw floats stops parsing as a pickle at once and is not refused.
 MAYBE_SUFFIXES = (".bin", ".npy", ".npz", ".ckpt")
 HEAD = 8  # bytes needed to tell the format
 _NPY_MAGIC = b"\x93NUMPY"
@@ -44,7 +47,7 @@ def kind_of(name: str, head: bytes) -> str | None:
         return "npy"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
-    if lower.endswith(PICKLE_SUFFIXES):
+    if lower.endswith(PICKLE_SUFFIXES + MAYBE_SUFFIXES):
         return "pickle"
     return None
 
