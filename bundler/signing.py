@@ -97,17 +97,19 @@ def sign(sidecar: Path, key: Path) -> Path:
     return out
 
 
-def policy_for(home: Path | None) -> tuple[Path, str] | None:
-    """The trust policy in force, and what put it there: ``PADDLE_BUNDLE_TRUST``, else
-    ``<home>/.paddle-bundle/allowed_signers`` when it exists."""
+def policies_for(home: Path | None) -> list[tuple[Path, str]]:
+    """The trust policies in force, and what put each there: ``PADDLE_BUNDLE_TRUST``, and
+    ``<home>/.paddle-bundle/allowed_signers`` when it exists. Both apply: a variable in
+    someone's environment must not stand in for the home's own policy."""
+    found: list[tuple[Path, str]] = []
     env = os.environ.get(POLICY_ENV)
     if env:
-        return Path(env), POLICY_ENV
+        found.append((Path(env), POLICY_ENV))
     if home is not None:
         path = Path(home) / STATE_DIRNAME / POLICY_NAME
         if os.path.lexists(path):
-            return path, f"the trust policy of {home}"
-    return None
+            found.append((path, f"the trust policy of {home}"))
+    return found
 
 
 def _readable_policy(path: Path, why: str, error: type[BundleError]) -> None:
@@ -196,7 +198,7 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
                     home: Path | None) -> Signer | None:
     """Check a bundle's signature before anything of it is extracted.
 
-    ``trust`` (``--trust``) and the trust policy (:func:`policy_for`) each must accept the
+    ``trust`` (``--trust``) and each trust policy (:func:`policies_for`) must accept the
     signer when present: a ``--trust`` file cannot stand in for the policy. With neither,
     an existing signature is only read (its key is reported) and ``None`` means unsigned.
     Raises :class:`SignatureError` (exit 3) naming the signer or what is wrong.
@@ -208,8 +210,7 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
     if trust is not None:
         _readable_policy(Path(trust), "--trust", UsageError)
         checks.append((Path(trust), "--trust"))
-    policy = policy_for(home)
-    if policy is not None:
+    for policy in policies_for(home):
         _readable_policy(policy[0], policy[1], SignatureError)
         if all(policy[0].resolve() != c[0].resolve() for c in checks):
             checks.append(policy)

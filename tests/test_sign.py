@@ -308,3 +308,19 @@ def test_sidecar_swapped_between_its_two_reads_refused(signed: Path, trust: Path
     sidecar_of(signed).write_bytes(good)  # the second read: what alice signed
     with pytest.raises(SignatureError, match="changed while it was being checked"):
         require_trusted(files, trust=trust, home=None)
+
+
+def test_env_policy_cannot_replace_the_home_policy(online_home: Path, tmp_path: Path,
+                                                   keys: dict[str, Path], trust: Path,
+                                                   offline_home: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Review rv10: PADDLE_BUNDLE_TRUST naming a file that trusts bob made the home's own
+    policy (alice only) be ignored; both must accept the signer."""
+    _policy(offline_home, trust)  # trusts alice only
+    out = tmp_path / "bob.tar.zst"
+    assert pack(online_home, out, "--sign", str(keys["bob"])) == 0
+    bob_trust = allowed_signers(tmp_path / "bob_trust", ("bob@x", keys["bob"], ""))
+    monkeypatch.setenv("PADDLE_BUNDLE_TRUST", str(bob_trust))
+    _refused(["install", str(out), "--home", str(offline_home)], capsys, "does not trust")
+    assert not (offline_home / "models").exists()
