@@ -167,3 +167,16 @@ def test_raw_numbers_in_a_bin_are_not_refused() -> None:
                  np.random.default_rng(0).standard_normal(50_000).astype("<f4").tobytes()):
         s = scan(data, "weights.bin")
         assert s.finding is None
+
+
+def test_scan_command_follows_a_symlink_named_as_a_pickle(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``paddle-bundle scan`` skipped symlinks: ``model_state.pdparams -> blob`` (blob a
+    protocol-0 pickle, named as nothing) passed, folder or file given alike."""
+    from bundler.cli import _main
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "blob").write_bytes(PROTO0)
+    (tmp_path / "m" / "model_state.pdparams").symlink_to("blob")
+    assert _main(["scan", str(tmp_path)]) == 3
+    assert _main(["scan", str(tmp_path / "m" / "model_state.pdparams")]) == 3
+    assert "os.system" in capsys.readouterr().err

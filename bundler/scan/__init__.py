@@ -160,17 +160,18 @@ def scan_file(path: Path, allow: Allowlist, names: Sequence[str] = (),
 
 
 def scan_paths(paths: Iterable[Path], allow: Allowlist) -> Iterator[ScanResult]:
-    """Every regular file below ``paths`` (symlinks are not followed; their targets are
-    scanned where they live), in a stable order."""
+    """Every regular file below ``paths``, in a stable order. A symlink to a regular file is
+    scanned under its own name too (``model_state.pdparams -> blob`` is a pickle to
+    ``paddle.load`` whatever ``blob`` is called); folders behind symlinks are not entered."""
     for top in paths:
-        if top.is_file() and not top.is_symlink():
+        if top.is_file():
             yield scan_file(top, allow)
             continue
         for folder, dirs, files in os.walk(top):
             dirs.sort()
             for name in sorted(files):
                 path = Path(folder) / name
-                if path.is_file() and not path.is_symlink():
+                if path.is_file():
                     yield scan_file(path, allow)
 
 
