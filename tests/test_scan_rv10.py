@@ -180,3 +180,20 @@ def test_scan_command_follows_a_symlink_named_as_a_pickle(tmp_path, capsys) -> N
     assert _main(["scan", str(tmp_path)]) == 3
     assert _main(["scan", str(tmp_path / "m" / "model_state.pdparams")]) == 3
     assert "os.system" in capsys.readouterr().err
+
+
+def test_persistent_id_does_not_end_the_walk_of_a_torch_named_file() -> None:
+    """torch.load's legacy (not zip) format defines persistent_load, so a persistent id in
+    ``pytorch_model.bin`` does not stop it; it stopped the walk, and what followed passed."""
+    def body(module: bytes, name: bytes) -> bytes:
+        return b"\x80\x02P0\n0c" + module + b"\n" + name + b"\n)R."
+
+    class Loader(pickle.Unpickler):
+        def persistent_load(self, pid: object) -> object:
+            return pid
+
+    assert Loader(io.BytesIO(body(b"builtins", b"set"))).load() == set()
+    finding = scan(body(b"os", b"system"), "pytorch_model.bin").finding
+    assert finding is not None and finding.global_name == "os.system"
+    # paddle.load has no persistent_load: a .pdparams stops there, as before
+    assert scan(body(b"os", b"system")).finding is None

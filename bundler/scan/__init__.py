@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bundler.errors import UnsafeWeightsError
 from bundler.scan.allowlist import Allowlist, parse_global
-from bundler.scan.formats import HEAD, Walker, kind_of, walker_for
+from bundler.scan.formats import HEAD, TORCH_SUFFIXES, Walker, kind_of, walker_for
 from bundler.scan.opcodes import Finding, Refused
 
 __all__ = ["Allowlist", "FileScan", "Finding", "ScanResult", "aliases", "parse_global",
@@ -88,7 +88,8 @@ class FileScan:
         kinds = [kind_of(name, head) for name in self.names]
         self.kind = next((k for k in kinds if k is not None), None)
         if self.kind is not None:
-            self._walker = walker_for(self.kind, self._allow)
+            torch_named = any(n.lower().endswith(TORCH_SUFFIXES) for n in self.names)
+            self._walker = walker_for(self.kind, self._allow, persistent_ids=torch_named)
             self._walker.feed(self._head)
         self._head = bytearray()
 

@@ -56,11 +56,19 @@ def might_be(name: str) -> bool:
     return name.lower().endswith(PICKLE_SUFFIXES + MAYBE_SUFFIXES)
 
 
+#: Names ``torch.load`` reads, whose legacy (not zip) format defines ``persistent_load``: a
+#: persistent id there does not stop the loader, so it must not stop the walk either.
+TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
 def walker_for(kind: str, allow: Allowlist, *, base_offset: int = 0,
-               torch: bool = False) -> Walker:
+               torch: bool = False, persistent_ids: bool = False) -> Walker:
+    """``torch``: a zip member (torch's globals allowed, persistent ids walked past);
+    ``persistent_ids`` alone: persistent ids walked past, the plain allowlist."""
     if kind == "pickle":
         check = allow.allows_in_torch if torch else allow.allows
-        return PickleWalker(check, persistent_ids=torch, base_offset=base_offset)
+        return PickleWalker(check, persistent_ids=torch or persistent_ids,
+                            base_offset=base_offset)
     if kind == "npy":
         return NpyWalker(allow, base_offset=base_offset)
     return ZipWalker(allow, base_offset=base_offset)
