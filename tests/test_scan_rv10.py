@@ -197,3 +197,13 @@ def test_persistent_id_does_not_end_the_walk_of_a_torch_named_file() -> None:
     assert finding is not None and finding.global_name == "os.system"
     # paddle.load has no persistent_load: a .pdparams stops there, as before
     assert scan(body(b"os", b"system")).finding is None
+
+
+def test_protocol_above_the_highest_stops_the_walk_without_refusing() -> None:
+    """Raw float32 bytes of a .bin hit PROTO 0xc0 then EXT4 (refused as a registry global):
+    the unpickler refuses such a protocol first, having run nothing."""
+    data = b"\x80\xc0\x84\x01\x00\x00\x00" + bytes(64)
+    with pytest.raises(ValueError, match="unsupported pickle protocol"):
+        pickle.loads(data)
+    s = scan(data, "weights.bin")
+    assert s.finding is None and s.malformed is not None
