@@ -207,3 +207,22 @@ def test_protocol_above_the_highest_stops_the_walk_without_refusing() -> None:
         pickle.loads(data)
     s = scan(data, "weights.bin")
     assert s.finding is None and s.malformed is not None
+
+
+def test_a_link_through_a_folder_link_names_the_file_it_reaches() -> None:
+    """``m/model_state.pdparams -> d/blob`` with ``m/d -> c`` opens ``m/c/blob`` (the
+    manifest check resolves it so, and paddle.load reads it): the scan must see ``m/c/blob``
+    under the .pdparams name, not attach that name to a ``m/d/blob`` that is never stored."""
+    from bundler.paths import resolve_within
+    from bundler.scan import aliases
+
+    entries = [("m/c/blob", None, None), ("m/d", None, "c"),
+               ("m/model_state.pdparams", None, "d/blob")]
+    links = {p: t for p, _, t in entries if t is not None}
+    assert resolve_within("m/model_state.pdparams", "m", links) == "m/c/blob"
+    names = aliases(entries)["m/c/blob"]
+    assert "m/model_state.pdparams" in names
+    s = FileScan(names, Allowlist())
+    s.feed(PROTO0)
+    s.close()
+    assert s.finding is not None and s.finding.global_name == "os.system"

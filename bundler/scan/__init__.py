@@ -11,12 +11,12 @@ in the same pass that hashes (never a second read); :func:`scan_paths` serves
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler.errors import UnsafeWeightsError
+from bundler.paths import resolve_within
 from bundler.scan.allowlist import Allowlist, parse_global
 from bundler.scan.formats import HEAD, TORCH_SUFFIXES, Walker, kind_of, walker_for
 from bundler.scan.opcodes import Finding, Refused
@@ -113,23 +113,23 @@ def aliases(entries: Iterable[tuple[str, str | None, str | None]]) -> dict[str, 
     """For each stored file, every name its bytes are reachable under.
 
     ``entries`` are ``(path, same_as, symlink target)``: a copy stored once (``same_as``) or
-    a symlink (followed, relative to its folder, up to 40 links) adds its own name to the
-    file it resolves to.
+    a symlink adds its own name to the file it resolves to. Links are followed as the kernel
+    does (:func:`bundler.paths.resolve_within`, component by component: ``x -> d/blob`` with
+    ``d -> c`` is ``c/blob``, not the ``d/blob`` a lexical join gives).
     """
     entries = list(entries)
     same = {path: src for path, src, _ in entries if src is not None}
-    links = {path: posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-             for path, _, target in entries if target is not None}
+    links = {path: target for path, _, target in entries if target is not None}
     names: dict[str, list[str]] = {}
     for path, _, _ in entries:
         real = path
+        if path in links:
+            top = path.split("/", 1)[0]
+            real = resolve_within(path, top, links) or path
         for _ in range(40):
-            if real in links:
-                real = links[real]
-            elif real in same:
-                real = same[real]
-            else:
+            if real not in same:
                 break
+            real = same[real]
         names.setdefault(real, [real])
         if real != path:
             names[real].append(path)
