@@ -226,3 +226,33 @@ def test_a_link_through_a_folder_link_names_the_file_it_reaches() -> None:
     s.feed(PROTO0)
     s.close()
     assert s.finding is not None and s.finding.global_name == "os.system"
+
+
+def test_delta_that_renames_a_base_file_to_a_pickle_is_scanned(
+        build_raw_bundle, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A delta's base files are not in the archive, so the stream never scans them: a first
+    bundle installs ``notes.txt`` (a pickle under a name that is none), a delta adds
+    ``model_state.pdparams -> notes.txt``; paddle.load of that name would run it."""
+    import tarfile
+
+    from bundler.errors import IntegrityError
+    from bundler.install import install
+    from tests.conftest import manifest_for, tarinfo
+
+    files = {"config.json": b"{}", "notes.txt": PROTO0}
+    v1 = build_raw_bundle("v1.tar.zst", manifest_for(files),
+                          [(tarinfo(f"models/Org/evil/{n}", size=len(d)), d)
+                           for n, d in files.items()])
+    home = tmp_path / "home"
+    install(v1, home=home)  # notes.txt is not a pickle by name: installed
+    link = {"path": "models/Org/evil/model_state.pdparams", "type": "symlink",
+            "target": "notes.txt", "mode": "0777"}
+    manifest = manifest_for(files, extra_files=[link])
+    for entry in manifest["files"]:
+        entry["from_base"] = True
+    delta = build_raw_bundle("delta.tar.zst", manifest, [
+        (tarinfo(link["path"], kind=tarfile.SYMTYPE, linkname="notes.txt", mode=0o777), b"")])
+    with pytest.raises(IntegrityError) as info:
+        install(delta, home=home, force=True)
+    assert any("os.system" in p for p in info.value.problems)
+    assert not (home / "models/Org/evil/model_state.pdparams").is_symlink()
