@@ -256,3 +256,28 @@ def test_delta_that_renames_a_base_file_to_a_pickle_is_scanned(
         install(delta, home=home, force=True)
     assert any("os.system" in p for p in info.value.problems)
     assert not (home / "models/Org/evil/model_state.pdparams").is_symlink()
+
+
+def test_pickle_with_a_zip_at_its_end_is_refused_under_a_torch_name() -> None:
+    """zipfile finds an archive by its end record and allows data before it: a
+    ``pytorch_model.bin`` that starts as a harmless pickle (whose bytes at offset 30 read
+    ``archive/data.pkl``, where PaddleNLP's read_prefix_key looks) and ends with a zip is
+    read by load_torch as that zip, whose data.pkl the walk never saw."""
+    pad = 26
+    head = b"\x80\x02\x8c" + bytes([pad + 16]) + b"x" * pad + b"archive/data.pkl."
+    assert head[30:46] == b"archive/data.pkl"
+
+    def build(payload: bytes) -> bytes:
+        buf = io.BytesIO()
+        buf.write(head)
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("archive/data.pkl", payload)
+        return buf.getvalue()
+
+    data = build(HARMLESS)
+    end = data.index(b"data.pkl") + len(b"data.pkl")
+    prefix = data[30:end - len("/data.pkl")].decode("latin1")  # as load_torch computes it
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert pickle.loads(zf.open(f"{prefix}/data.pkl").read()) == set()
+    assert scan(build(EVIL), "pytorch_model.bin").finding is not None
+    assert scan(pickle.dumps({"w": b"PK\x05\x06" * 8}, protocol=4)).finding is None

@@ -24,6 +24,9 @@ from bundler.scan.opcodes import Finding, Refused
 __all__ = ["Allowlist", "FileScan", "Finding", "ScanResult", "aliases", "parse_global",
            "offline_allowlist", "refusal", "scan_file", "scan_paths", "scanned_chunks"]
 
+#: How far from its end zipfile looks for an archive's end record (a comment's 64 KiB + 22).
+ZIP_TAIL = (1 << 16) + 22
+
 HINT = ("do not load it; if your site knowingly accepts that global, pass --allow-global "
         "MODULE.NAME (recorded in the bundle)")
 
@@ -44,8 +47,17 @@ class FileScan:
         self.kind: str | None = None
         self.finding: Finding | None = None  # a refusal
         self.malformed: Finding | None = None  # where it stops being loadable (no refusal)
+        # the last bytes of a file named as torch weights: zipfile finds an archive by its end
+        # record (data before it allowed), so one that starts otherwise may still be a zip
+        torch_named = any(n.lower().endswith(TORCH_SUFFIXES) for n in self.names)
+        self._tail: bytearray | None = bytearray() if torch_named else None
+        self._size = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._tail is not None:
+            self._tail += memoryview(data)[-ZIP_TAIL:]
+            del self._tail[:max(0, len(self._tail) - ZIP_TAIL)]
+        self._size += len(data)
         if self._decided and self._walker is None:
             return
         try:
@@ -73,6 +85,11 @@ class FileScan:
         except Exception as exc:  # noqa: BLE001 - as in feed
             self._stop(Finding(-1, f"the scanner could not read it ({type(exc).__name__}: "
                                    f"{exc})"))
+        if self._tail is not None and self.finding is None and b"PK\x05\x06" in self._tail:
+            at = self._size - len(self._tail) + self._tail.rfind(b"PK\x05\x06")
+            self.finding = Finding(at, "a zip end record at the end of a file that does not "
+                                       "start as a zip (zipfile, as PaddleNLP's load_torch "
+                                       "uses it, would read an archive the scan never walked)")
         return self.finding
 
     def _stop(self, finding: Finding) -> None:
@@ -87,6 +104,8 @@ class FileScan:
         head = bytes(self._head[:HEAD])
         kinds = [kind_of(name, head) for name in self.names]
         self.kind = next((k for k in kinds if k is not None), None)
+        if self.kind == "zip":
+            self._tail = None  # walked as the zip it is, end records included
         if self.kind is not None:
             torch_named = any(n.lower().endswith(TORCH_SUFFIXES) for n in self.names)
             self._walker = walker_for(self.kind, self._allow, persistent_ids=torch_named)
