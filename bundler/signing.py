@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler._io import atomic_write_bytes
+from bundler._io import atomic_write_bytes, open_regular
 from bundler.cache import STATE_DIRNAME
 from bundler.errors import BundleError, SignatureError, UsageError
 from bundler.volumes import MAX_SIDECAR_BYTES, BundleFiles, parse_sidecar, sidecar_path
@@ -134,7 +134,8 @@ def read_signature(files: BundleFiles) -> tuple[bytes, bytes] | None:
         return None
     sig_path = signature_path(files.sidecar)
     try:
-        with open(sig_path, "rb") as fh:
+        # open_regular: a FIFO put where the signature is expected would block forever
+        with open_regular(sig_path, SignatureError) as fh:
             sig = fh.read(MAX_SIGNATURE_BYTES + 1)
     except FileNotFoundError:
         return None
@@ -145,8 +146,13 @@ def read_signature(files: BundleFiles) -> tuple[bytes, bytes] | None:
     if len(sig) > MAX_SIGNATURE_BYTES:
         raise SignatureError(f"{sig_path} is larger than any SSH signature",
                              hint="copy the .sha256.sig written with the bundle again")
-    with open(files.sidecar, "rb") as fh:
-        data = fh.read(MAX_SIDECAR_BYTES + 1)
+    try:
+        with open_regular(files.sidecar, SignatureError) as fh:
+            data = fh.read(MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise SignatureError(f"{files.sidecar} cannot be read ({exc.strerror or exc})",
+                             hint="copy the .sha256 file written with the bundle again"
+                             ) from None
     return data, sig
 
 

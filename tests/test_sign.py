@@ -324,3 +324,34 @@ def test_env_policy_cannot_replace_the_home_policy(online_home: Path, tmp_path: 
     monkeypatch.setenv("PADDLE_BUNDLE_TRUST", str(bob_trust))
     _refused(["install", str(out), "--home", str(offline_home)], capsys, "does not trust")
     assert not (offline_home / "models").exists()
+
+
+def test_fifo_in_place_of_the_signature_is_refused_not_waited_on(signed: Path, trust: Path
+                                                                 ) -> None:
+    """Review rv10: the signature was opened with a plain open(): a FIFO put there by a
+    hostile stick made verify and install block forever."""
+    import threading
+
+    from bundler.errors import SignatureError
+    from bundler.signing import require_trusted
+    from bundler.volumes import locate
+
+    sig_of(signed).unlink()
+    os.mkfifo(sig_of(signed))
+    outcome: list[object] = []
+
+    def check() -> None:
+        try:
+            require_trusted(locate(signed), trust=trust, home=None)
+        except SignatureError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # unblock the old code's open() so the test can end
+        fd = os.open(sig_of(signed), os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        worker.join(5)
+        pytest.fail("require_trusted blocked on a FIFO")
+    assert outcome and "not a regular file" in str(outcome[0])
