@@ -1034,7 +1034,9 @@ ENV_LOAD_GUARD = "PADDLE_BUNDLE_LOAD_GUARD"
 #: Paddle's modules that unpickle through their ``pickle`` name (bundler.scan.loadguard);
 #: here so that switching offline mode on imports nothing of the scanner.
 GUARDED_MODULES = ("paddle.framework.io", "paddle.framework.io_utils", "paddle.static.io",
-                   "paddle.static.io_utils", "paddle.static.pir_io")
+                   "paddle.static.io_utils", "paddle.static.pir_io",
+                   # paddle.jit.load unpickles *.pdiparams.info; paddle.Model.load *.pdparams
+                   "paddle.jit.translated_layer", "paddle.hapi.model")
 
 
 def _guard_paddle_module(module: ModuleType) -> None:

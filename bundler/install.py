@@ -48,7 +48,7 @@ from bundler.errors import (
 )
 from bundler.manifest import HUB_KINDS, KIND_TASKFLOW, FileEntry, Manifest, ModelEntry
 from bundler.paths import is_within
-from bundler.scan import Allowlist
+from bundler.scan import Allowlist, aliases, refusal, scan_file
 from bundler.signing import Signer, require_trusted
 from bundler.verify import bundle_allowlist, stream_check
 from bundler.volumes import locate
@@ -499,6 +499,20 @@ def install(bundle: Path, *, home: Path, force: bool = False,
     return InstallResult(bundle, manifest, tuple(outcomes), signer)
 
 
+def _scan_renamed_base(cache: Cache, manifest: Manifest, allow: Allowlist) -> list[str]:
+    """A delta's base files are not in the archive, so the stream never shows them to the
+    scan; one the bundle gives another name (a symlink ``model_state.pdparams -> notes.txt``)
+    is scanned under it from the installed copy: it was scanned under its own name only."""
+    names = aliases((f.path, f.same_as, f.target) for f in manifest.files)
+    problems = []
+    for entry in manifest.files:
+        if entry.from_base and len(names.get(entry.path, ())) > 1:
+            result = scan_file(cache.path_of(entry.path), allow, names[entry.path])
+            if result.finding is not None:
+                problems.append(refusal(entry.path, result.finding))
+    return problems
+
+
 def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bundle: Path,
          bundle_name: str, manifest_sha256: str, on_start: Callable[[int], None] | None,
          size: int, allow: Allowlist, note: str | None, signer: str) -> None:
@@ -528,6 +542,7 @@ def _act(cache: Cache, reader: BundleReader, plan: InstallPlan, force: bool, bun
                 staging = {m.root: areas[cache.work_area(m.root)] for m in to_write}
                 sink = StagingSink(staging, cache.path_of)
                 problems = stream_check(reader, manifest, sink, allow=allow)
+                problems += _scan_renamed_base(cache, manifest, allow)
                 if problems and note:
                     problems.append(note)
                 if problems:

@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler._io import atomic_write_bytes
+from bundler._io import atomic_write_bytes, open_regular
 from bundler.cache import STATE_DIRNAME
 from bundler.errors import BundleError, SignatureError, UsageError
 from bundler.volumes import MAX_SIDECAR_BYTES, BundleFiles, parse_sidecar, sidecar_path
@@ -97,17 +97,19 @@ def sign(sidecar: Path, key: Path) -> Path:
     return out
 
 
-def policy_for(home: Path | None) -> tuple[Path, str] | None:
-    """The trust policy in force, and what put it there: ``PADDLE_BUNDLE_TRUST``, else
-    ``<home>/.paddle-bundle/allowed_signers`` when it exists."""
+def policies_for(home: Path | None) -> list[tuple[Path, str]]:
+    """The trust policies in force, and what put each there: ``PADDLE_BUNDLE_TRUST``, and
+    ``<home>/.paddle-bundle/allowed_signers`` when it exists. Both apply: a variable in
+    someone's environment must not stand in for the home's own policy."""
+    found: list[tuple[Path, str]] = []
     env = os.environ.get(POLICY_ENV)
     if env:
-        return Path(env), POLICY_ENV
+        found.append((Path(env), POLICY_ENV))
     if home is not None:
         path = Path(home) / STATE_DIRNAME / POLICY_NAME
         if os.path.lexists(path):
-            return path, f"the trust policy of {home}"
-    return None
+            found.append((path, f"the trust policy of {home}"))
+    return found
 
 
 def _readable_policy(path: Path, why: str, error: type[BundleError]) -> None:
@@ -132,7 +134,8 @@ def read_signature(files: BundleFiles) -> tuple[bytes, bytes] | None:
         return None
     sig_path = signature_path(files.sidecar)
     try:
-        with open(sig_path, "rb") as fh:
+        # open_regular: a FIFO put where the signature is expected would block forever
+        with open_regular(sig_path, SignatureError) as fh:
             sig = fh.read(MAX_SIGNATURE_BYTES + 1)
     except FileNotFoundError:
         return None
@@ -143,8 +146,13 @@ def read_signature(files: BundleFiles) -> tuple[bytes, bytes] | None:
     if len(sig) > MAX_SIGNATURE_BYTES:
         raise SignatureError(f"{sig_path} is larger than any SSH signature",
                              hint="copy the .sha256.sig written with the bundle again")
-    with open(files.sidecar, "rb") as fh:
-        data = fh.read(MAX_SIDECAR_BYTES + 1)
+    try:
+        with open_regular(files.sidecar, SignatureError) as fh:
+            data = fh.read(MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise SignatureError(f"{files.sidecar} cannot be read ({exc.strerror or exc})",
+                             hint="copy the .sha256 file written with the bundle again"
+                             ) from None
     return data, sig
 
 
@@ -196,7 +204,7 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
                     home: Path | None) -> Signer | None:
     """Check a bundle's signature before anything of it is extracted.
 
-    ``trust`` (``--trust``) and the trust policy (:func:`policy_for`) each must accept the
+    ``trust`` (``--trust``) and each trust policy (:func:`policies_for`) must accept the
     signer when present: a ``--trust`` file cannot stand in for the policy. With neither,
     an existing signature is only read (its key is reported) and ``None`` means unsigned.
     Raises :class:`SignatureError` (exit 3) naming the signer or what is wrong.
@@ -208,8 +216,7 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
     if trust is not None:
         _readable_policy(Path(trust), "--trust", UsageError)
         checks.append((Path(trust), "--trust"))
-    policy = policy_for(home)
-    if policy is not None:
+    for policy in policies_for(home):
         _readable_policy(policy[0], policy[1], SignatureError)
         if all(policy[0].resolve() != c[0].resolve() for c in checks):
             checks.append(policy)
@@ -234,7 +241,10 @@ def require_trusted(files: BundleFiles, *, trust: Path | None,
         raise SignatureError(f"{files.sidecar} is not a sha256sum file: {exc}",
                              hint="copy the .sha256 file written with the bundle again"
                              ) from None
-    if listed != files.expected and not (len(listed) == 1 and not files.split):
+    # a one-file bundle's sidecar may name it under another name (renamed): the digest, which
+    # is what the bundle is checked against, must still be the one that was signed
+    if listed != files.expected and not (len(listed) == 1 and not files.split and
+                                         list(listed.values()) == list(files.expected.values())):
         raise SignatureError(f"{files.sidecar} changed while it was being checked",
                              hint="make sure nothing writes to the stick, and run it again")
     uncovered = [p.name for p in files.parts if p.name not in files.expected]

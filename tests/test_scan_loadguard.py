@@ -103,3 +103,44 @@ def test_restricted_loads_refuses_a_name_computed_by_an_allowed_global(tmp_path:
     assert guarded.loads(pickle.dumps({"a": (1, 2), "b": {3}}, protocol=2)) == {
         "a": (1, 2), "b": {3}}
     assert guarded.dumps is pickle.dumps  # everything else is the real module
+
+
+JIT_HAPI = """
+    import json, os, sys
+    import bundler.scan.loadguard
+    bundler.scan.loadguard.install()
+    import paddle
+    import paddle.hapi.model as hapi
+    import paddle.jit.translated_layer as jit
+    evil, canary = sys.argv[1], sys.argv[2]
+    result = {}
+    calls = {"jit": lambda: jit._load_persistable_vars(None, evil, None, None),
+             "hapi": lambda: paddle.Model(paddle.nn.Linear(2, 2)).load(evil[:-len(".pdparams")])}
+    for label, call in calls.items():
+        try:
+            call()
+            result[label] = "loaded"
+        except Exception as exc:
+            result[label] = type(exc).__name__
+    result["canary"] = os.path.exists(canary)
+    print("RESULT " + json.dumps(result))
+"""
+
+
+@pytest.mark.paddle
+def test_guard_covers_paddle_jit_load_and_paddle_model_load(tmp_path: Path) -> None:
+    """Review rv10: paddle.jit.load unpickles ``*.pdiparams.info`` and paddle.Model.load
+    ``*.pdparams`` through their own modules' ``pickle``, which the guard left alone."""
+    canary = tmp_path / "CANARY"
+    evil = tmp_path / "evil.pdparams"
+    evil.write_bytes(b"cos\nsystem\n(S'touch " + str(canary).encode() + b"'\ntR.")
+    script = tmp_path / "load.py"
+    script.write_text(textwrap.dedent(JIT_HAPI))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_BUNDLE_")}
+    proc = subprocess.run([sys.executable, str(script), str(evil), str(canary)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, proc.stderr[-2000:]
+    result = json.loads(line[0][len("RESULT "):])
+    assert result == {"jit": "UnsafePickleLoadError", "hapi": "UnsafePickleLoadError",
+                      "canary": False}

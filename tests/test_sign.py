@@ -290,3 +290,68 @@ def test_mirror_publish_honours_trust_and_the_mirrors_own_policy(
     assert _main(["mirror", "list", "--root", str(root), "--json"]) == 0
     listed = capsys.readouterr().out
     assert "alice@bank" in listed
+
+
+def test_sidecar_swapped_between_its_two_reads_refused(signed: Path, trust: Path) -> None:
+    """Review rv10: the sidecar is read once to check the bundle's bytes and once with its
+    signature. A stick that answers the first read with a sidecar for another bundle and the
+    second with the signed one must not pass: the digest checked must be the one signed."""
+    from bundler.errors import SignatureError
+    from bundler.signing import require_trusted
+    from bundler.volumes import locate
+
+    good = sidecar_of(signed).read_bytes()
+    other = b"ab" * 32  # the digest of some other bundle
+    assert other not in good
+    sidecar_of(signed).write_bytes(other + b"  " + signed.name.encode() + b"\n")
+    files = locate(signed)  # the first read: the other bundle's digest
+    sidecar_of(signed).write_bytes(good)  # the second read: what alice signed
+    with pytest.raises(SignatureError, match="changed while it was being checked"):
+        require_trusted(files, trust=trust, home=None)
+
+
+def test_env_policy_cannot_replace_the_home_policy(online_home: Path, tmp_path: Path,
+                                                   keys: dict[str, Path], trust: Path,
+                                                   offline_home: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Review rv10: PADDLE_BUNDLE_TRUST naming a file that trusts bob made the home's own
+    policy (alice only) be ignored; both must accept the signer."""
+    _policy(offline_home, trust)  # trusts alice only
+    out = tmp_path / "bob.tar.zst"
+    assert pack(online_home, out, "--sign", str(keys["bob"])) == 0
+    bob_trust = allowed_signers(tmp_path / "bob_trust", ("bob@x", keys["bob"], ""))
+    monkeypatch.setenv("PADDLE_BUNDLE_TRUST", str(bob_trust))
+    _refused(["install", str(out), "--home", str(offline_home)], capsys, "does not trust")
+    assert not (offline_home / "models").exists()
+
+
+def test_fifo_in_place_of_the_signature_is_refused_not_waited_on(signed: Path, trust: Path
+                                                                 ) -> None:
+    """Review rv10: the signature was opened with a plain open(): a FIFO put there by a
+    hostile stick made verify and install block forever."""
+    import threading
+
+    from bundler.errors import SignatureError
+    from bundler.signing import require_trusted
+    from bundler.volumes import locate
+
+    sig_of(signed).unlink()
+    os.mkfifo(sig_of(signed))
+    outcome: list[object] = []
+
+    def check() -> None:
+        try:
+            require_trusted(locate(signed), trust=trust, home=None)
+        except SignatureError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # unblock the old code's open() so the test can end
+        fd = os.open(sig_of(signed), os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        worker.join(5)
+        pytest.fail("require_trusted blocked on a FIFO")
+    assert outcome and "not a regular file" in str(outcome[0])

@@ -11,18 +11,21 @@ in the same pass that hashes (never a second read); :func:`scan_paths` serves
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler.errors import UnsafeWeightsError
+from bundler.paths import resolve_within
 from bundler.scan.allowlist import Allowlist, parse_global
-from bundler.scan.formats import HEAD, Walker, kind_of, walker_for
+from bundler.scan.formats import HEAD, TORCH_SUFFIXES, Walker, kind_of, walker_for
 from bundler.scan.opcodes import Finding, Refused
 
 __all__ = ["Allowlist", "FileScan", "Finding", "ScanResult", "aliases", "parse_global",
            "offline_allowlist", "refusal", "scan_file", "scan_paths", "scanned_chunks"]
+
+#: How far from its end zipfile looks for an archive's end record (a comment's 64 KiB + 22).
+ZIP_TAIL = (1 << 16) + 22
 
 HINT = ("do not load it; if your site knowingly accepts that global, pass --allow-global "
         "MODULE.NAME (recorded in the bundle)")
@@ -44,8 +47,17 @@ class FileScan:
         self.kind: str | None = None
         self.finding: Finding | None = None  # a refusal
         self.malformed: Finding | None = None  # where it stops being loadable (no refusal)
+        # the last bytes of a file named as torch weights: zipfile finds an archive by its end
+        # record (data before it allowed), so one that starts otherwise may still be a zip
+        torch_named = any(n.lower().endswith(TORCH_SUFFIXES) for n in self.names)
+        self._tail: bytearray | None = bytearray() if torch_named else None
+        self._size = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._tail is not None:
+            self._tail += memoryview(data)[-ZIP_TAIL:]
+            del self._tail[:max(0, len(self._tail) - ZIP_TAIL)]
+        self._size += len(data)
         if self._decided and self._walker is None:
             return
         try:
@@ -73,6 +85,11 @@ class FileScan:
         except Exception as exc:  # noqa: BLE001 - as in feed
             self._stop(Finding(-1, f"the scanner could not read it ({type(exc).__name__}: "
                                    f"{exc})"))
+        if self._tail is not None and self.finding is None and b"PK\x05\x06" in self._tail:
+            at = self._size - len(self._tail) + self._tail.rfind(b"PK\x05\x06")
+            self.finding = Finding(at, "a zip end record at the end of a file that does not "
+                                       "start as a zip (zipfile, as PaddleNLP's load_torch "
+                                       "uses it, would read an archive the scan never walked)")
         return self.finding
 
     def _stop(self, finding: Finding) -> None:
@@ -87,8 +104,11 @@ class FileScan:
         head = bytes(self._head[:HEAD])
         kinds = [kind_of(name, head) for name in self.names]
         self.kind = next((k for k in kinds if k is not None), None)
+        if self.kind == "zip":
+            self._tail = None  # walked as the zip it is, end records included
         if self.kind is not None:
-            self._walker = walker_for(self.kind, self._allow)
+            torch_named = any(n.lower().endswith(TORCH_SUFFIXES) for n in self.names)
+            self._walker = walker_for(self.kind, self._allow, persistent_ids=torch_named)
             self._walker.feed(self._head)
         self._head = bytearray()
 
@@ -112,23 +132,23 @@ def aliases(entries: Iterable[tuple[str, str | None, str | None]]) -> dict[str, 
     """For each stored file, every name its bytes are reachable under.
 
     ``entries`` are ``(path, same_as, symlink target)``: a copy stored once (``same_as``) or
-    a symlink (followed, relative to its folder, up to 40 links) adds its own name to the
-    file it resolves to.
+    a symlink adds its own name to the file it resolves to. Links are followed as the kernel
+    does (:func:`bundler.paths.resolve_within`, component by component: ``x -> d/blob`` with
+    ``d -> c`` is ``c/blob``, not the ``d/blob`` a lexical join gives).
     """
     entries = list(entries)
     same = {path: src for path, src, _ in entries if src is not None}
-    links = {path: posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-             for path, _, target in entries if target is not None}
+    links = {path: target for path, _, target in entries if target is not None}
     names: dict[str, list[str]] = {}
     for path, _, _ in entries:
         real = path
+        if path in links:
+            top = path.split("/", 1)[0]
+            real = resolve_within(path, top, links) or path
         for _ in range(40):
-            if real in links:
-                real = links[real]
-            elif real in same:
-                real = same[real]
-            else:
+            if real not in same:
                 break
+            real = same[real]
         names.setdefault(real, [real])
         if real != path:
             names[real].append(path)
@@ -160,17 +180,18 @@ def scan_file(path: Path, allow: Allowlist, names: Sequence[str] = (),
 
 
 def scan_paths(paths: Iterable[Path], allow: Allowlist) -> Iterator[ScanResult]:
-    """Every regular file below ``paths`` (symlinks are not followed; their targets are
-    scanned where they live), in a stable order."""
+    """Every regular file below ``paths``, in a stable order. A symlink to a regular file is
+    scanned under its own name too (``model_state.pdparams -> blob`` is a pickle to
+    ``paddle.load`` whatever ``blob`` is called); folders behind symlinks are not entered."""
     for top in paths:
-        if top.is_file() and not top.is_symlink():
+        if top.is_file():
             yield scan_file(top, allow)
             continue
         for folder, dirs, files in os.walk(top):
             dirs.sort()
             for name in sorted(files):
                 path = Path(folder) / name
-                if path.is_file() and not path.is_symlink():
+                if path.is_file():
                     yield scan_file(path, allow)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import re
 import struct
 import zlib
 from collections.abc import Generator, Iterator
@@ -19,9 +20,12 @@ from bundler.scan.allowlist import Allowlist
 from bundler.scan.opcodes import Finding, PickleWalker, Refused
 
 #: Names that are pickles (or archives of them) whatever their first bytes.
-PICKLE_SUFFIXES = (".pdparams", ".pdopt", ".pkl", ".pickle", ".pdstates", ".pt", ".pth")
-#: Names that are a pickle when their content says so (``pytorch_model.bin``: a zip; a
-#: ``.bin`` of raw floats is no pickle).
+PICKLE_SUFFIXES = (".pdparams", ".pdopt", ".pkl", ".pickle", ".pdstates", ".pt", ".pth",
+                   ".pdiparams.info")  # the last: paddle.jit.load unpickles it
+#: Names whose loaders unpickle whatever is not a zip or a ``.npy`` (``pytorch_model.bin``,
+#: PaddleNLP's ``training_args.bin``; ``numpy.load`` of a ``.npy`` without its header):
+#: walked as pickles then too. Protocols 0 and 1 have no header, so content alone cannot tell
+#: them; a ``.bin`` of raw floats stops parsing as a pickle at once and is not refused.
 MAYBE_SUFFIXES = (".bin", ".npy", ".npz", ".ckpt")
 HEAD = 8  # bytes needed to tell the format
 _NPY_MAGIC = b"\x93NUMPY"
@@ -43,7 +47,7 @@ def kind_of(name: str, head: bytes) -> str | None:
         return "npy"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
-    if lower.endswith(PICKLE_SUFFIXES):
+    if lower.endswith(PICKLE_SUFFIXES + MAYBE_SUFFIXES):
         return "pickle"
     return None
 
@@ -52,11 +56,19 @@ def might_be(name: str) -> bool:
     return name.lower().endswith(PICKLE_SUFFIXES + MAYBE_SUFFIXES)
 
 
+#: Names ``torch.load`` reads, whose legacy (not zip) format defines ``persistent_load``: a
+#: persistent id there does not stop the loader, so it must not stop the walk either.
+TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
 def walker_for(kind: str, allow: Allowlist, *, base_offset: int = 0,
-               torch: bool = False) -> Walker:
+               torch: bool = False, persistent_ids: bool = False) -> Walker:
+    """``torch``: a zip member (torch's globals allowed, persistent ids walked past);
+    ``persistent_ids`` alone: persistent ids walked past, the plain allowlist."""
     if kind == "pickle":
         check = allow.allows_in_torch if torch else allow.allows
-        return PickleWalker(check, persistent_ids=torch, base_offset=base_offset)
+        return PickleWalker(check, persistent_ids=torch or persistent_ids,
+                            base_offset=base_offset)
     if kind == "npy":
         return NpyWalker(allow, base_offset=base_offset)
     return ZipWalker(allow, base_offset=base_offset)
@@ -165,11 +177,19 @@ class NpyWalker(_Buffered):
         body.close()
 
 
+#: A ``descr`` of plain numbers, bytes or text as numpy writes it (``<f4``, ``|b1``, ``<M8[ns]``,
+#: ``|S5``); anything else may be an object dtype (``object``, ``(2,)O``, ``i4,O`` all are).
+_PLAIN_DESCR = re.compile(r"[<>|=]?[biufcSUVmM]\d*(\[\w+\])?")
+
+
 def _has_object(descr: object) -> bool:
+    """Whether numpy could read ``descr`` as a dtype holding objects: only plain descrs and
+    structured lists of ``(name, descr[, shape])`` of them are known not to."""
     if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, (list, tuple)):
-        return any(_has_object(part) for part in descr)
+        return _PLAIN_DESCR.fullmatch(descr) is None
+    if isinstance(descr, list) and descr:
+        return any(not isinstance(field, tuple) or len(field) not in (2, 3)
+                   or _has_object(field[1]) for field in descr)
     return True  # not a dtype numpy writes: treat it as the worst case
 
 
@@ -177,36 +197,75 @@ class ZipWalker(_Buffered):
     """A zip archive (torch's ``.pt``/``.bin``, numpy's ``.npz``) read front to back.
 
     Each member that is a pickle (by name or content) or a ``.npy`` is walked; the central
-    directory at the end must name the same members at the same offsets, so a loader that
-    trusts the directory cannot be pointed at bytes the walk took for something else.
+    directory at the end must name the same members at the same offsets, with the same
+    compression and compressed size, and the end records must be the last bytes and point at
+    that directory (``zipfile`` reads the *last* end record and the directory it names), so a
+    loader that trusts the directory cannot be pointed at bytes the walk took for something
+    else.
     """
 
     def __init__(self, allow: Allowlist, *, base_offset: int = 0) -> None:
         self._allow = allow
         self._base = base_offset
+        self._before_end = b""  # the last 20 bytes of the directory
         super().__init__(base_offset)
 
     def _run(self) -> Generator[None, None, None]:
         yield
-        local: dict[int, str] = {}  # offset in the archive -> member name
+        # offset in the archive -> (member name, compression, compressed size)
+        local: dict[int, tuple[str, int, int]] = {}
+        directory: int | None = None  # where the central directory starts
         while True:
             start = self._offset
             sig = yield from self._read(4, start)
-            if sig == b"PK\x03\x04":
-                name = yield from self._member(start)
-                local[start - self._base] = name
+            if sig == b"PK\x03\x04" and directory is None:
+                local[start - self._base] = yield from self._member(start)
             elif sig == b"PK\x01\x02":
+                if directory is None:
+                    directory = start - self._base
                 yield from self._directory_entry(start, local)
-            elif sig in (b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"):
+            elif sig in (b"PK\x05\x06", b"PK\x06\x06"):
                 if local:
                     raise Refused(Finding(start, f"the zip directory does not list member "
-                                                 f"{next(iter(local.values()))!r}"))
-                yield from self._pass(None, start, None)
+                                                 f"{next(iter(local.values()))[0]!r}"))
+                yield from self._end(start, sig, start - self._base if directory is None
+                                     else directory)
                 return
             else:
                 raise Refused(Finding(start, "not a zip record where one must be"))
 
-    def _member(self, start: int) -> Generator[None, None, str]:
+    def _end(self, start: int, sig: bytes, directory: int) -> Generator[None, None, None]:
+        """The end records, as ``zipfile`` reads them from the end of the file: an optional
+        zip64 record and locator, then the end record, then nothing. They must name the
+        directory the walk checked (anything else could name a second one)."""
+        size = start - self._base - directory
+        if sig == b"PK\x06\x06":
+            record = yield from self._read(52, start)
+            (length, _, _, _, _, _, _, size64, offset64) = struct.unpack("<QHHIIQQQQ", record)
+            locator = yield from self._read(20, start)
+            if (length != 44 or locator[:4] != b"PK\x06\x07" or size64 != size
+                    or offset64 != directory):
+                raise Refused(Finding(start, "zip64 end records that do not name the "
+                                             "directory the scan checked"))
+            if (yield from self._read(4, start)) != b"PK\x05\x06":
+                raise Refused(Finding(start, "not a zip record where one must be"))
+        elif self._before_end.startswith(b"PK\x06\x07"):
+            raise Refused(Finding(start, "a zip64 locator hidden before the end record"))
+        fixed = yield from self._read(18, start)
+        (_, _, _, _, size32, offset32, comment) = struct.unpack("<HHHHIIH", fixed)
+        if sig == b"PK\x05\x06" and (size32 != size or offset32 != directory):
+            raise Refused(Finding(start, "a zip end record that does not name the directory "
+                                         "the scan checked"))
+        if comment:
+            raise Refused(Finding(start, "a zip comment (no model writer adds one; it could "
+                                         "hold a second end record)"))
+        if self._pos < len(self._buf) or not self._eof:
+            yield from self._more(start)  # bytes after the end record: refused below
+        if self._pos < len(self._buf):
+            raise Refused(Finding(self._offset, "bytes after the zip's end record (zipfile "
+                                                "would read another archive there)"))
+
+    def _member(self, start: int) -> Generator[None, None, tuple[str, int, int]]:
         (_, flags, method, _, _, _, csize, usize, nlen, xlen) = struct.unpack(
             "<HHHHHIIIHH", (yield from self._read(26, start)))
         name = (yield from self._read(nlen, start)).decode("utf-8", "surrogateescape")
@@ -227,11 +286,12 @@ class ZipWalker(_Buffered):
             inner.close()
         else:
             yield from self._inflate(name, start, None if descriptor else csize)
+            csize = self._offset - data_at
         if descriptor:
             if (yield from self._peek(4, start)) == b"PK\x07\x08":
                 self._pos += 4
             yield from self._read(20 if usize == 0xFFFFFFFF else 12, start)
-        return name
+        return name, method, csize
 
     def _peek(self, n: int, start: int) -> Generator[None, None, bytes]:
         while len(self._buf) - self._pos < n:
@@ -269,18 +329,26 @@ class ZipWalker(_Buffered):
             yield from self._pass(remaining, start, None)
 
     def _directory_entry(self, start: int,
-                         local: dict[int, str]) -> Generator[None, None, None]:
+                         local: dict[int, tuple[str, int, int]]
+                         ) -> Generator[None, None, None]:
         fixed = yield from self._read(42, start)
+        method, = struct.unpack("<H", fixed[6:8])
+        csize, usize = struct.unpack("<II", fixed[16:24])
         nlen, xlen, clen = struct.unpack("<HHH", fixed[24:30])
         offset = struct.unpack("<I", fixed[38:42])[0]
-        name = (yield from self._read(nlen, start)).decode("utf-8", "surrogateescape")
+        raw = yield from self._read(nlen, start)
+        name = raw.decode("utf-8", "surrogateescape")
         extra = yield from self._read(xlen, start)
-        yield from self._read(clen, start)
+        comment = yield from self._read(clen, start)
+        self._before_end = (b"PK\x01\x02" + fixed + raw + extra + comment)[-20:]
+        if csize == 0xFFFFFFFF:
+            _, csize = _zip64_sizes(extra, usize, csize)
         if offset == 0xFFFFFFFF:
             offset = _zip64_offset(extra, fixed)
-        if local.pop(offset, None) != name:
+        if local.pop(offset, None) != (name, method, csize):
             raise Refused(Finding(start, f"the zip directory's member {name!r} is not the "
-                                         "member stored at its offset"))
+                                         "member stored at its offset (name, compression "
+                                         "and size must match)"))
 
 
 class _Sniffer:
@@ -324,6 +392,11 @@ class _Sniffer:
             yield
         except Refused as exc:
             f = exc.finding
+            if not f.fatal:
+                # this member stops being loadable there; the archive's other members and
+                # its directory are still walked (a loader reads them by name)
+                self._inner = None
+                return
             raise Refused(Finding(f.offset, f"in zip member {self._name!r}: {f.what}"
                                             f"{self._where}", f.global_name, f.fatal)) from None
 

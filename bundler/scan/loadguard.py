@@ -4,7 +4,9 @@ allowlist, for files that never went through a bundle (copied by hand, written b
 Paddle's loaders call ``pickle.load``/``pickle.loads`` through the ``pickle`` name of their
 own modules (``paddle/framework/io.py``: ``load`` and ``_legacy_load``;
 ``paddle/framework/io_utils.py``: ``_pickle_loads_mac``; ``paddle/static/io.py``, and
-``paddle/static/io_utils.py``'s ``_safe_load_pickle`` through ``pickle.Unpickler``). The guard
+``paddle/static/io_utils.py``'s ``_safe_load_pickle`` through ``pickle.Unpickler``;
+``paddle/jit/translated_layer.py`` for ``paddle.jit.load``'s ``.pdiparams.info``;
+``paddle/hapi/model.py`` for ``paddle.Model.load``). The guard
 replaces that one name, in those modules only, with :class:`GuardedPickle`: the real
 module for everything (``dumps``, ``dispatch_table``...) except ``load``, ``loads`` and
 ``Unpickler``, which use an ``Unpickler`` whose ``find_class`` allows only

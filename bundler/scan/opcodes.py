@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import pickle
 import pickletools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -222,6 +223,9 @@ class PickleWalker:
                 return
             if name == "PROTO":
                 proto = int(arg) if isinstance(arg, int) else proto
+                if proto > pickle.HIGHEST_PROTOCOL:  # _pickle: "unsupported pickle protocol"
+                    raise Refused(Finding(start, f"pickle protocol {proto}, which no Python "
+                                                 "reads", fatal=False))
                 continue
             if name in ("GLOBAL", "INST"):
                 module, attr = arg if isinstance(arg, tuple) else ("", "")
@@ -267,6 +271,10 @@ class PickleWalker:
                     raise Refused(Finding(start, f"{name} of memo entry {key}, never set",
                                           fatal=False))
                 stack.append(memo[key])
+                continue
+            if name == "POP":
+                # _pickle's load_pop: a MARK on top is popped like an item (it closes it)
+                pop(start)
                 continue
             if name == "DUP":
                 item = pop(start)
