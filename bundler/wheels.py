@@ -359,12 +359,13 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
     is refused).
     """
     dest = Path(os.path.abspath(dest))
-    if dest.exists() and not (dest.is_dir() and (dest / REQUIREMENTS).is_file()):
-        raise UsageError(f"{dest} exists and is not a wheel folder written by paddle-bundle",
+    if (dest.exists() or dest.is_symlink()) and not is_wheel_folder(dest):
+        raise UsageError(f"{dest} exists and is not a wheel folder written by paddle-bundle "
+                         "(only wheels and its requirements.txt)",
                          hint="choose another -o, or remove it")
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name: never a folder of the user's that happens to be called NAME.partial
+    partial = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="paddle-bundle-wheels-") as tmp:
             built = built or Path(tmp) / "built"
@@ -375,12 +376,37 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
                              "--dest", str(partial)],
                             target, built, target.requirements(self_wheel), run)
         folder = write_requirements(partial, target)
+        os.chmod(partial, 0o755)  # mkdtemp makes it 0700
+        old = None
         if dest.exists():
-            shutil.rmtree(dest)
+            old = Path(tempfile.mkdtemp(prefix=dest.name + ".old-", dir=dest.parent))
+            os.replace(dest, old / dest.name)
         os.replace(partial, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return WheelFolder(dest, target, folder.wheels)
+
+
+def is_wheel_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder :func:`build_folder` wrote (and may replace): a real
+    folder holding only wheels and a ``requirements.txt`` that starts as ours does. Never
+    a project folder that happens to have a requirements.txt."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        with open(path / REQUIREMENTS, "rb") as fh:
+            head = fh.read(len(_HEADER))
+        entries = list(path.iterdir())
+    except OSError:
+        return False
+    return head == _HEADER and all(
+        not p.is_symlink() and p.is_file() and (p.name == REQUIREMENTS or p.suffix == ".whl")
+        for p in entries)
+
+
+_HEADER = b"# paddle-bundle "
 
 
 def write_requirements(folder: Path, target: Target) -> WheelFolder:

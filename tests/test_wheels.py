@@ -318,3 +318,71 @@ def test_a_signed_sidecar_covers_the_wheel_folder(bundle_with_folder: Path, tmp_
     wheel.write_bytes(wheel.read_bytes() + b"x")
     assert _main(["verify", str(bundle_with_folder), "--trust", str(trust)]) == 3
     assert str(wheel) in capsys.readouterr().err
+
+
+# -- where the folder is written ------------------------------------------------------------------
+def pip_writing_wheels(calls: list[list[str]]) -> wheels.Runner:
+    """A pip whose ``wheel`` makes paddle-bundle's wheel and whose ``download`` writes two
+    wheels into ``--dest``; its resolve reports wheels only."""
+    import json as _json
+
+    def run(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        args = list(args)
+        calls.append(args)
+        if "--report" in args:
+            Path(args[args.index("--report") + 1]).write_text(_json.dumps({"install": []}))
+        elif "wheel" in args or ("download" in args and "--no-deps" in args):
+            flag = "--wheel-dir" if "--wheel-dir" in args else "--dest"
+            fake_wheel(Path(args[args.index(flag) + 1]), "paddle_bundle", "0.1.0")
+        elif "download" in args:
+            dest = Path(args[args.index("--dest") + 1])
+            fake_wheel(dest, "paddle_bundle", "0.1.0")
+            fake_wheel(dest, "click", "8.1.7")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    return run
+
+
+@pytest.mark.parametrize("kind", ["project", "requirements-only", "symlink"])
+def test_a_folder_that_is_not_a_wheel_folder_is_never_replaced(tmp_path: Path,
+                                                               kind: str) -> None:
+    """-o pointed at a project (it has a requirements.txt too) or at a symlink: refused
+    before pip runs; nothing in it is removed."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text("flask==3.0\n")
+    (project / "app.py").write_text("print('mine')\n")
+    if kind == "requirements-only":
+        (project / "app.py").unlink()
+    dest = project
+    if kind == "symlink":
+        dest = tmp_path / "link"
+        dest.symlink_to(project)
+    calls: list[list[str]] = []
+    with pytest.raises(UsageError, match="is not a wheel folder"):
+        wheels.build_folder(dest, Target.parse("3.11", "x86_64"),
+                            run=pip_writing_wheels(calls))
+    assert calls == []
+    assert (project / "requirements.txt").read_text() == "flask==3.0\n"
+    assert kind == "requirements-only" or (project / "app.py").is_file()
+
+
+def test_an_earlier_wheel_folder_is_replaced_whole_and_user_partial_is_left(
+        tmp_path: Path) -> None:
+    dest = tmp_path / "py"
+    mine = tmp_path / "py.partial"  # a folder of the user's, not ours
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    target = Target.parse("3.11", "x86_64")
+    calls: list[list[str]] = []
+    wheels.build_folder(dest, target, run=pip_writing_wheels(calls))
+    fake_wheel(dest, "stale", "0.9")  # a wheel from an older set
+    wheels.write_requirements(dest, target)
+    folder = wheels.build_folder(dest, target, run=pip_writing_wheels(calls))
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "click-8.1.7-py3-none-any.whl", "paddle_bundle-0.1.0-py3-none-any.whl",
+        "requirements.txt"]
+    assert {w.name for w in folder.wheels} == {"click", "paddle-bundle"}
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["py", "py.partial"]
+    assert dest.stat().st_mode & 0o777 == 0o755
