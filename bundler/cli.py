@@ -194,7 +194,8 @@ def _echo_install_advice(bundle: Path, manifest: Any) -> None:
 
     origin = manifest.origin
     proven = origin.proof.paddlenlp if origin.proof is not None else None
-    advice = install_advice(locate(bundle).base, proven or origin.paddlenlp)
+    files = locate(bundle)
+    advice = install_advice(files.base, proven or origin.paddlenlp, files.expected)
     if advice:
         _echo(advice)
 

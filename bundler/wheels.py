@@ -19,11 +19,12 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,7 +200,11 @@ def extra_requirements(extra: str) -> list[str]:
 
 
 def install_command(folder: Path | str) -> str:
-    return INSTALL_COMMAND.format(folder=folder)
+    """:data:`INSTALL_COMMAND` for ``folder``, quoted for a shell (a stick mounted at
+    ``/media/usb/My Stick`` is common; the name comes from the bundle's file name)."""
+    return INSTALL_COMMAND.replace("{folder}/requirements.txt",
+                                   shlex.quote(f"{folder}/{REQUIREMENTS}")
+                                   ).format(folder=shlex.quote(str(folder)))
 
 
 def folder_for(bundle: Path) -> Path:
@@ -427,7 +432,7 @@ def write_requirements(folder: Path, target: Target) -> WheelFolder:
         raise BundleError(f"{folder} holds several wheels of {', '.join(twice)}",
                           hint="remove the folder and build it again")
     lines = [f"# paddle-bundle {__version__}: {target.describe()}",
-             f"# install offline: {install_command('<this folder>')}"]
+             f"# install offline: {INSTALL_COMMAND.format(folder='<this folder>')}"]
     for wheel in wheels:
         lines.append(f"{wheel.name}=={wheel.version} \\\n    --hash=sha256:{wheel.sha256}")
     atomic_write_bytes(folder / REQUIREMENTS, ("\n".join(lines) + "\n").encode())
@@ -503,15 +508,28 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-def install_advice(bundle: Path, proven_with: str | None) -> str | None:
+def install_advice(bundle: Path, proven_with: str | None,
+                   expected: Mapping[str, str]) -> str | None:
     """After ``install``: the pip command for the bundle's wheel folder, when there is one
-    and this Python lacks PaddleNLP or has another version than the bundle was proven with."""
+    and this Python lacks PaddleNLP or has another version than the bundle was proven with.
+
+    Offered only when the bundle's sidecar (``expected``, checked and trusted as the bundle
+    is) lists the folder's ``requirements.txt`` with its sha256: pip then checks every wheel
+    against it. A folder the sidecar does not cover (dropped beside the bundle, or left from
+    an older bundle of that name) is named, not recommended."""
     folder = folder_for(bundle)
-    if not (folder / REQUIREMENTS).is_file():
+    requirements = folder / REQUIREMENTS
+    if not requirements.is_file():
         return None
     have = installed_version("paddlenlp")
     if have is not None and (proven_with is None or have == proven_with):
         return None
     why = ("PaddleNLP is not installed in this Python" if have is None else
            f"this Python has PaddleNLP {have}, the bundle was proven with {proven_with}")
+    want = expected.get(f"{folder.name}/{REQUIREMENTS}")
+    if want is None or sha256_file(requirements) != want:
+        how = "does not list" if want is None else "has another sha256 for"
+        return (f"{why}; {folder} is beside the bundle, but the bundle's .sha256 file {how} "
+                f"its {REQUIREMENTS}: not installing from it (check it with paddle-bundle "
+                "verify, or write it again with paddle-bundle python -o)")
     return f"{why}; install the set that came with the bundle: {install_command(folder)}"

@@ -93,7 +93,7 @@ def test_requirements_pin_every_wheel_by_version_and_sha256(tmp_path: Path) -> N
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert f"{pin} \\\n    --hash=sha256:{digest}" in text
     assert {w.name for w in result.wheels} == {"paddle-bundle", "jinja2"}
-    assert wheels.install_command("<this folder>") in text
+    assert wheels.INSTALL_COMMAND.format(folder="<this folder>") in text
 
 
 def test_two_versions_of_one_package_are_refused(tmp_path: Path) -> None:
@@ -159,10 +159,11 @@ def test_install_advice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, have: s
                         proven: str, advice: str | None) -> None:
     bundle = tmp_path / "b.tar.zst"
     monkeypatch.setattr(wheels, "installed_version", lambda dist: have)
-    assert wheels.install_advice(bundle, proven) is None  # no wheel folder: nothing to offer
+    assert wheels.install_advice(bundle, proven, {}) is None  # no folder: nothing to offer
     fake_wheel(wheels.folder_for(bundle), "click", "8.1.7")
     wheels.write_requirements(wheels.folder_for(bundle), Target.parse("3.11", "x86_64"))
-    text = wheels.install_advice(bundle, proven)
+    listed = dict(wheels.sidecar_entries(wheels.folder_for(bundle), bundle))
+    text = wheels.install_advice(bundle, proven, listed)
     if advice is None:
         assert text is None
     else:
@@ -177,6 +178,36 @@ def test_install_prints_the_pip_command_when_paddlenlp_differs(
     assert _main(["install", str(bundle_with_folder), "--home", str(offline_home)]) == 0
     out = capsys.readouterr().out
     assert wheels.install_command(wheels.folder_for(bundle_with_folder)) in out
+
+
+@pytest.mark.parametrize("how", ["unlisted", "edited"])
+def test_install_does_not_recommend_a_folder_the_sidecar_does_not_cover(
+        bundle_with_folder: Path, offline_home: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], how: str) -> None:
+    """A wheel folder dropped beside a bundle (or left from an older bundle of that name), or
+    a requirements.txt edited to pin other wheels: install names it and prints no pip
+    command (pip would install whatever that requirements.txt pins)."""
+    folder = wheels.folder_for(bundle_with_folder)
+    sidecar = bundle_with_folder.with_name(bundle_with_folder.name + ".sha256")
+    if how == "unlisted":
+        sidecar.write_bytes(b"".join(line for line in sidecar.read_bytes().splitlines(True)
+                                     if b".python/" not in line))
+    else:
+        fake_wheel(folder, "evil", "1.0")
+        wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
+    monkeypatch.setattr(wheels, "installed_version", lambda dist: None)
+    assert _main(["install", str(bundle_with_folder), "--home", str(offline_home)]) == 0
+    out = capsys.readouterr().out
+    assert "pip install" not in out
+    assert f"{folder} is beside the bundle, but the bundle's .sha256 file" in out
+
+
+def test_the_pip_command_is_quoted_for_a_shell(tmp_path: Path) -> None:
+    import shlex
+
+    folder = tmp_path / "My Stick" / "app;rm -rf ~.tar.zst.python"
+    words = shlex.split(wheels.install_command(folder))
+    assert words[-3:] == [str(folder), "-r", f"{folder}/requirements.txt"]
 
 
 # -- real resolves against PyPI (slow: pip reads the index) ------------------------------------
