@@ -455,8 +455,9 @@ def attach_to_bundle(bundle: Path, target: Target, *, run: Runner = _run) -> Whe
     except BundleError as exc:
         exc.message = (f"{bundle} is written, but not its wheel folder "
                        f"{folder_for(bundle).name}/: {exc.message}")
-        exc.hint = (f"{exc.hint}; then paddle-bundle python -o {folder_for(bundle)} (pip "
-                    "checks it by its requirements.txt; OUT.sha256 does not list it)")
+        exc.hint = (f"{exc.hint}; or write the wheel folder on its own with paddle-bundle "
+                    "python -o DIR (pip checks it by its requirements.txt; the bundle's "
+                    ".sha256 file does not list it)")
         raise
     add_to_sidecar(bundle, folder.path)
     return folder
@@ -483,6 +484,12 @@ def folder_problems(base: Path, expected: dict[str, str]) -> list[str]:
     listed = {name[len(prefix):]: digest for name, digest in expected.items()
               if name.startswith(prefix)}
     if not listed:
+        if expected and (folder.exists() or folder.is_symlink()):
+            # dropped beside the bundle, or left from an older bundle of this name: nothing
+            # (no signature either) vouches for it, and pip would install what it pins
+            return [f"{folder}: beside the bundle, but the .sha256 file lists none of its "
+                    "files (from another bundle, or added later): remove it, or write the "
+                    "bundle again with fetch --python"]
         return []
     problems = []
     for name, digest in sorted(listed.items()):

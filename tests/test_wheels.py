@@ -148,6 +148,23 @@ def test_verify_fails_for_a_changed_wheel_folder(bundle_with_folder: Path, damag
         assert str(wheel) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("folder_kind", ["wheels", "empty"])
+def test_verify_fails_for_a_wheel_folder_the_sidecar_does_not_list(
+        bundle: Path, capsys: pytest.CaptureFixture[str], folder_kind: str) -> None:
+    """OUT.python/ dropped beside a (signed) bundle fetched without --python, or left from an
+    older bundle of that name: verify must not pass it in silence."""
+    folder = wheels.folder_for(bundle)
+    folder.mkdir()
+    if folder_kind == "wheels":
+        fake_wheel(folder, "evil", "1.0")
+        wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
+    for quick in ([], ["--quick"]):
+        assert _main(["verify", str(bundle), *quick]) == 3
+        assert "lists none of its files" in capsys.readouterr().err
+    folder.rename(bundle.with_name("elsewhere"))
+    assert _main(["verify", str(bundle), "-q"]) == 0
+
+
 # -- the pip command after install -------------------------------------------------------------
 @pytest.mark.parametrize(("have", "proven", "advice"), [
     pytest.param(None, "3.0.0b4", "PaddleNLP is not installed", id="missing"),
