@@ -74,16 +74,24 @@ class Target:
               paddle: str = "cpu", extra_index_urls: Sequence[str] = (),
               paddle_version: str | None = None) -> Target:
         """From the command line; ``None`` means this machine's Python or architecture."""
+        given = python is not None
         python = python or f"{sys.version_info[0]}.{sys.version_info[1]}"
         if python not in PYTHONS:
-            raise UsageError(f"--target-python {python} is not one of {', '.join(PYTHONS)}",
-                             hint="the Paddle/PaddleNLP set is built for those")
+            what = "--target-python" if given else "this machine's Python (the default)"
+            raise UsageError(f"{what} {python} is not one of {', '.join(PYTHONS)}",
+                             hint="the Paddle/PaddleNLP set is built for those; pass "
+                                  "--target-python X.Y")
         name = platform_name or platform.machine()
         if name in ARCHES:
             name = f"manylinux_{DEFAULT_GLIBC[0]}_{DEFAULT_GLIBC[1]}_{name}"
-        if not _MANYLINUX.fullmatch(name) or int(_MANYLINUX.fullmatch(name).group(1)) != 2:  # type: ignore[union-attr]
-            raise UsageError(f"--target-platform {name} is not x86_64, aarch64 or "
-                             "manylinux_2_N_x86_64/aarch64",
+        match = _MANYLINUX.fullmatch(name)
+        # glibc 2.5 (manylinux1) is the oldest tag; below it pip would get no --platform at
+        # all and resolve for this machine; a leading zero names no tag pip knows
+        if (match is None or match.group(1) != "2" or int(match.group(2)) < 5
+                or match.group(2) != str(int(match.group(2)))):
+            what = "--target-platform" if platform_name else "this machine's architecture"
+            raise UsageError(f"{what} {name} is not x86_64, aarch64 or "
+                             "manylinux_2_N_x86_64/aarch64 (N >= 5)",
                              hint="e.g. --target-platform aarch64, or manylinux_2_17_x86_64 "
                                   "for glibc 2.17")
         if paddle not in ("cpu", "gpu"):

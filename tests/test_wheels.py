@@ -50,12 +50,24 @@ def test_platform_tags_cover_older_manylinux_and_legacy_aliases() -> None:
     pytest.param({"python": "2.7"}, "--target-python 2.7", id="python"),
     pytest.param({"platform_name": "win_amd64"}, "--target-platform win_amd64", id="platform"),
     pytest.param({"platform_name": "manylinux_2_28_ppc64le"}, "ppc64le", id="arch"),
+    pytest.param({"platform_name": "manylinux_2_4_x86_64"}, "N >= 5", id="glibc-2.4"),
+    pytest.param({"platform_name": "manylinux_2_028_x86_64"}, "_2_028_", id="leading-zero"),
+    pytest.param({"platform_name": "manylinux_02_28_x86_64"}, "_02_28_", id="leading-zero-2"),
     pytest.param({"paddle": "tpu"}, "--paddle tpu", id="paddle"),
     pytest.param({"paddle_version": "3.2; rm"}, "--paddle-version", id="version"),
 ])
 def test_bad_targets_are_usage_errors(kwargs: dict[str, str], words: str) -> None:
     with pytest.raises(UsageError, match=words.replace("(", r"\(")):
         Target.parse(**kwargs)
+
+
+def test_a_default_target_that_does_not_fit_names_the_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --target-platform given on an arm64 Mac-style machine: the message must not claim
+    the user passed one."""
+    monkeypatch.setattr(wheels.platform, "machine", lambda: "arm64")
+    with pytest.raises(UsageError, match="^this machine's architecture arm64 is not"):
+        Target.parse("3.11")
 
 
 def test_cli_refuses_a_bad_target_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
