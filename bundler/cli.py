@@ -988,7 +988,7 @@ def doctor(home: Path | None) -> int:
     """
     from bundler.doctor import diagnose, exit_code
 
-    findings = diagnose(_resolve_home(home))
+    findings = diagnose(home)  # None: the default home, which doctor reports on
     for finding in findings:
         fix = f" -> {finding.fix}" if finding.fix else ""
         _echo(f"[{finding.status}] {finding.topic}: {finding.message}{fix}")

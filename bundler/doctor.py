@@ -114,9 +114,15 @@ def home_findings(home: Path) -> list[Finding]:
     from bundler.cache import installed_models
     from bundler.errors import BundleError
 
-    if not home.exists():
+    try:
+        home.stat()
+    except FileNotFoundError:
         return [Finding(WARN, "home", f"{home} does not exist: no models installed",
                         "paddle-bundle install BUNDLE [--home DIR]")]
+    except (OSError, ValueError) as exc:  # EACCES on a parent, ELOOP, a NUL in $PPNLP_HOME
+        return [Finding(FAIL, "home", f"{home} cannot be read: "
+                        f"{getattr(exc, 'strerror', None) or exc}",
+                        "point --home or $PPNLP_HOME at a folder you can read")]
     if not home.is_dir():
         return [Finding(FAIL, "home", f"{home} is not a folder",
                         "point --home or $PPNLP_HOME at a folder")]
@@ -134,11 +140,22 @@ def home_findings(home: Path) -> list[Finding]:
     return findings
 
 
-def diagnose(home: Path, *, python: str | None = None) -> list[Finding]:
-    """Every finding, in the order they are printed."""
+def diagnose(home: Path | None, *, python: str | None = None) -> list[Finding]:
+    """Every finding, in the order they are printed. ``None``: the default home, which
+    may be impossible to name (no $HOME and a user the password database does not know,
+    as in a container run under an arbitrary uid): a finding, not a crash."""
     findings = _software(python or sys.executable)
     findings.append(offline_hook_finding())
     findings.append(unshare_finding())
+    if home is None:
+        from bundler.cache import default_home
+
+        try:
+            home = default_home()
+        except RuntimeError as exc:
+            findings.append(Finding(FAIL, "home", f"no home folder: {exc}",
+                                    "pass --home DIR or set $PPNLP_HOME"))
+            return findings
     findings.extend(home_findings(home))
     return findings
 
