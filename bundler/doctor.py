@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,16 @@ def _version(dist: str) -> str | None:
 
 
 def _import_in_child(module: str, python: str) -> tuple[bool, str]:
-    """``(imported, last line of the error)``, from a fresh interpreter."""
+    """``(imported, last line of the error)``, from a fresh interpreter.
+
+    Run in an empty folder: ``python -c`` puts the current folder first on ``sys.path``, so a
+    ``paddle/`` or ``paddlenlp/`` (a source checkout) where doctor was started would be
+    imported instead of what is installed, and the answer would be about that folder."""
     try:
-        proc = subprocess.run([python, "-c", f"import {module}"], capture_output=True,
-                              text=True, timeout=IMPORT_TIMEOUT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "PADDLE_BUNDLE_OFFLINE": ""})
+        with tempfile.TemporaryDirectory(prefix="paddle-bundle-doctor-") as empty:
+            proc = subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                                  text=True, timeout=IMPORT_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, "PADDLE_BUNDLE_OFFLINE": ""}, cwd=empty)
     except subprocess.TimeoutExpired:
         return False, f"import {module} did not finish in {IMPORT_TIMEOUT} s"
     except OSError as exc:

@@ -145,3 +145,14 @@ def test_no_home_folder_at_all_is_a_finding_not_a_crash(
     out = capsys.readouterr().out
     assert "[fail] home: no home folder: Could not determine home directory." in out
     assert "--home DIR" in out
+
+
+def test_imports_are_checked_against_what_is_installed_not_the_current_folder(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """doctor started in a folder holding a package of the same name (a PaddleNLP source
+    checkout has paddlenlp/ at its top): the child must import the installed one."""
+    broken = tmp_path / "json"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('the folder doctor ran in')\n")
+    monkeypatch.chdir(tmp_path)
+    assert doctor._import_in_child("json", sys.executable) == (True, "")
