@@ -45,7 +45,10 @@ REQUIREMENTS = "requirements.txt"
 MAX_SOURCE_BUILDS = 12
 
 _MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_(x86_64|aarch64)")
-_WHEEL = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl")
+#: A wheel file name (PEP 427), in the characters it may use: the name and version go into
+#: requirements.txt, so a space, ``;`` or line break from an index's file name never does.
+_WHEEL = re.compile(r"(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)"
+                    r"(-\d[A-Za-z0-9_.]*)?(-[A-Za-z0-9_.]+){3}\.whl")
 _NO_MATCH = re.compile(r"No matching distribution found for ([^;\s]+)")
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]

@@ -108,6 +108,23 @@ def test_requirements_pin_every_wheel_by_version_and_sha256(tmp_path: Path) -> N
     assert wheels.INSTALL_COMMAND.format(folder="<this folder>") in text
 
 
+@pytest.mark.parametrize("name", [
+    "evil-1.0 ;python_version<'3'-py3-none-any.whl",
+    "evil-1.0\nhttp:x.whl#egg=x-py3-none-any.whl",
+    "evil-1.0-py3-none-any.whl.txt",
+])
+def test_a_file_name_that_is_not_a_wheel_name_never_reaches_requirements(
+        tmp_path: Path, name: str) -> None:
+    """The name and version go into requirements.txt: an index serving a file named with a
+    marker or a line break must not add a line pip would read."""
+    folder = tmp_path / "w"
+    fake_wheel(folder, "click", "8.1.7")
+    (folder / name).write_bytes(b"x")
+    with pytest.raises(Exception, match="is not a wheel"):
+        wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
+    assert not (folder / "requirements.txt").exists()
+
+
 def test_two_versions_of_one_package_are_refused(tmp_path: Path) -> None:
     folder = tmp_path / "w"
     fake_wheel(folder, "numpy", "1.26.4")
