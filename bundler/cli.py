@@ -467,6 +467,10 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
                             allow_globals=_checked_globals(allow_globals))
     python_target = (_target(target_python, target_platform, paddle, paddle_version,
                              extra_index_urls) if with_python else None)
+    if python_target is not None:  # refused now, not after the whole fetch
+        from bundler.wheels import check_destination, folder_for
+
+        check_destination(folder_for(out))
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:

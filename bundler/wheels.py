@@ -374,11 +374,7 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
     of that name is replaced (never anything else: a folder without a ``requirements.txt``
     is refused).
     """
-    dest = Path(os.path.abspath(dest))
-    if (dest.exists() or dest.is_symlink()) and not is_wheel_folder(dest):
-        raise UsageError(f"{dest} exists and is not a wheel folder written by paddle-bundle "
-                         "(only wheels and its requirements.txt)",
-                         hint="choose another -o, or remove it")
+    dest = check_destination(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # a fresh name: never a folder of the user's that happens to be called NAME.partial
     partial = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
@@ -403,6 +399,17 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return WheelFolder(dest, target, folder.wheels)
+
+
+def check_destination(dest: Path) -> Path:
+    """``dest`` made absolute, or :class:`UsageError` when something that is not a wheel
+    folder of ours is there (checked by ``fetch --python`` before it fetches anything)."""
+    dest = Path(os.path.abspath(dest))
+    if (dest.exists() or dest.is_symlink()) and not is_wheel_folder(dest):
+        raise UsageError(f"{dest} exists and is not a wheel folder written by paddle-bundle "
+                         "(only wheels and its requirements.txt)",
+                         hint="choose another -o, or remove it")
+    return dest
 
 
 def is_wheel_folder(path: Path) -> bool:

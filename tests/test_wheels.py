@@ -444,6 +444,26 @@ def test_a_folder_that_is_not_a_wheel_folder_is_never_replaced(tmp_path: Path,
     assert kind == "requirements-only" or (project / "app.py").is_file()
 
 
+def test_fetch_python_refuses_a_foreign_folder_before_fetching(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OUT.python is a folder of the user's: exit 2 before any download or pack, not after
+    a fetch of many minutes ("bundle is written, but not its wheel folder")."""
+    import bundler.fetch
+
+    out = tmp_path / "app.tar.zst"
+    mine = wheels.folder_for(out)
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+
+    def fetched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fetch ran")
+
+    monkeypatch.setattr(bundler.fetch, "fetch", fetched)
+    assert _main(["fetch", "-o", str(out), "--python", "--target-python", "3.11",
+                  "--no-prove", "ernie-3.0-nano-zh"]) == 2
+    assert (mine / "notes.txt").read_text() == "keep" and not out.exists()
+
+
 def test_an_earlier_wheel_folder_is_replaced_whole_and_user_partial_is_left(
         tmp_path: Path) -> None:
     dest = tmp_path / "py"
