@@ -514,6 +514,8 @@ def folder_problems(base: Path, expected: dict[str, str]) -> list[str]:
         path = folder / name
         if "/" in name or not path.is_file():
             problems.append(f"{path}: missing (listed in the .sha256 file)")
+        elif path.is_symlink():  # never written so; verify reads nothing outside the folder
+            problems.append(f"{path}: a symbolic link, not the file the .sha256 file lists")
         elif sha256_file(path) != digest:
             problems.append(f"{path}: sha256 differs from the .sha256 file")
     if folder.is_dir():

@@ -194,6 +194,20 @@ def test_verify_fails_for_a_wheel_folder_the_sidecar_does_not_list(
     assert _main(["verify", str(bundle), "-q"]) == 0
 
 
+def test_verify_reads_no_file_outside_the_folder_through_a_symlink(
+        bundle_with_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wheel swapped for a symlink to a file elsewhere (here with the same bytes, so its
+    sha256 matches): a problem, and the target is not what verify vouches for."""
+    folder = wheels.folder_for(bundle_with_folder)
+    wheel = folder / "click-8.1.7-py3-none-any.whl"
+    elsewhere = tmp_path / "elsewhere.whl"
+    elsewhere.write_bytes(wheel.read_bytes())
+    wheel.unlink()
+    wheel.symlink_to(elsewhere)
+    assert _main(["verify", str(bundle_with_folder), "--quick"]) == 3
+    assert f"{wheel}: a symbolic link" in capsys.readouterr().err
+
+
 # -- the pip command after install -------------------------------------------------------------
 @pytest.mark.parametrize(("have", "proven", "advice"), [
     pytest.param(None, "3.0.0b4", "PaddleNLP is not installed", id="missing"),
