@@ -502,12 +502,12 @@ def folder_problems(base: Path, expected: dict[str, str]) -> list[str]:
     listed = {name[len(prefix):]: digest for name, digest in expected.items()
               if name.startswith(prefix)}
     if not listed:
-        if expected and (folder.exists() or folder.is_symlink()):
+        if folder.exists() or folder.is_symlink():  # (no sidecar at all: nor does it)
             # dropped beside the bundle, or left from an older bundle of this name: nothing
             # (no signature either) vouches for it, and pip would install what it pins
-            return [f"{folder}: beside the bundle, but the .sha256 file lists none of its "
-                    "files (from another bundle, or added later): remove it, or write the "
-                    "bundle again with fetch --python"]
+            return [f"{folder}: beside the bundle, but none of its files is in the bundle's "
+                    ".sha256 file (from another bundle, or added later): remove it, or write "
+                    "the bundle again with fetch --python"]
         return []
     problems = []
     for name, digest in sorted(listed.items()):

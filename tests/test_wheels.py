@@ -189,9 +189,14 @@ def test_verify_fails_for_a_wheel_folder_the_sidecar_does_not_list(
         wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
     for quick in ([], ["--quick"]):
         assert _main(["verify", str(bundle), *quick]) == 3
-        assert "lists none of its files" in capsys.readouterr().err
+        assert "none of its files is in the bundle's .sha256 file" in capsys.readouterr().err
     folder.rename(bundle.with_name("elsewhere"))
     assert _main(["verify", str(bundle), "-q"]) == 0
+    # copied without its .sha256 file: nothing vouches for the folder either
+    bundle.with_name("elsewhere").rename(folder)
+    bundle.with_name(bundle.name + ".sha256").unlink()
+    assert _main(["verify", str(bundle)]) == 3
+    assert "none of its files is in the bundle's .sha256 file" in capsys.readouterr().err
 
 
 def test_verify_reads_no_file_outside_the_folder_through_a_symlink(
