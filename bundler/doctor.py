@@ -91,7 +91,8 @@ def offline_hook_finding() -> Finding:
     import sysconfig
 
     name = "paddle_bundle_offline.pth"
-    folders = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    # site.getsitepackages is missing in old virtualenv (< 20) environments
+    folders = [sysconfig.get_paths()["purelib"], *getattr(site, "getsitepackages", list)()]
     for folder in dict.fromkeys(folders):
         if (Path(folder) / name).is_file():
             return Finding(OK, "offline hook", f"{name} is installed in {folder}: "

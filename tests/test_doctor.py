@@ -156,3 +156,17 @@ def test_imports_are_checked_against_what_is_installed_not_the_current_folder(
     (broken / "__init__.py").write_text("raise ImportError('the folder doctor ran in')\n")
     monkeypatch.chdir(tmp_path)
     assert doctor._import_in_child("json", sys.executable) == (True, "")
+
+
+def test_an_environment_without_site_getsitepackages_still_gets_an_answer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Old virtualenv (< 20) ships a site.py without getsitepackages: doctor must not die
+    with AttributeError there."""
+    import site
+    import sysconfig
+
+    monkeypatch.delattr(site, "getsitepackages")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(tmp_path)})
+    assert doctor.offline_hook_finding().status == doctor.WARN
+    (tmp_path / "paddle_bundle_offline.pth").write_text("import os\n")
+    assert doctor.offline_hook_finding().status == doctor.OK
