@@ -2,7 +2,9 @@
 
 Every check is one :class:`Finding`. Paddle and PaddleNLP are imported in a child Python
 (this one), never here: a broken install (a missing shared library, a numpy 2 clash) may crash
-the importing process, and doctor must still answer. Nothing is written anywhere.
+the importing process, and doctor must still answer. Nothing is written, except what every
+reader of a home does: an install that was killed half-way is finished first (its lock file
+made, its staging cleared; see ``Cache.recover``).
 """
 
 from __future__ import annotations
