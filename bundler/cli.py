@@ -194,7 +194,8 @@ def _echo_install_advice(bundle: Path, manifest: Any) -> None:
 
     origin = manifest.origin
     proven = origin.proof.paddlenlp if origin.proof is not None else None
-    advice = install_advice(locate(bundle).base, proven or origin.paddlenlp)
+    files = locate(bundle)
+    advice = install_advice(files.base, proven or origin.paddlenlp, files.expected)
     if advice:
         _echo(advice)
 
@@ -466,6 +467,10 @@ def fetch(ctx: click.Context, models: tuple[str, ...], out: Path, home: Path | N
                             allow_globals=_checked_globals(allow_globals))
     python_target = (_target(target_python, target_platform, paddle, paddle_version,
                              extra_index_urls) if with_python else None)
+    if python_target is not None:  # refused now, not after the whole fetch
+        from bundler.wheels import check_destination, folder_for
+
+        check_destination(folder_for(out))
     downloads = _DownloadBars(quiet)
     try:
         with _progress("pack", quiet) as bar:
@@ -987,7 +992,7 @@ def doctor(home: Path | None) -> int:
     """
     from bundler.doctor import diagnose, exit_code
 
-    findings = diagnose(_resolve_home(home))
+    findings = diagnose(home)  # None: the default home, which doctor reports on
     for finding in findings:
         fix = f" -> {finding.fix}" if finding.fix else ""
         _echo(f"[{finding.status}] {finding.topic}: {finding.message}{fix}")

@@ -2,7 +2,9 @@
 
 Every check is one :class:`Finding`. Paddle and PaddleNLP are imported in a child Python
 (this one), never here: a broken install (a missing shared library, a numpy 2 clash) may crash
-the importing process, and doctor must still answer. Nothing is written anywhere.
+the importing process, and doctor must still answer. Nothing is written, except what every
+reader of a home does: an install that was killed half-way is finished first (its lock file
+made, its staging cleared; see ``Cache.recover``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +43,16 @@ def _version(dist: str) -> str | None:
 
 
 def _import_in_child(module: str, python: str) -> tuple[bool, str]:
-    """``(imported, last line of the error)``, from a fresh interpreter."""
+    """``(imported, last line of the error)``, from a fresh interpreter.
+
+    Run in an empty folder: ``python -c`` puts the current folder first on ``sys.path``, so a
+    ``paddle/`` or ``paddlenlp/`` (a source checkout) where doctor was started would be
+    imported instead of what is installed, and the answer would be about that folder."""
     try:
-        proc = subprocess.run([python, "-c", f"import {module}"], capture_output=True,
-                              text=True, timeout=IMPORT_TIMEOUT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, "PADDLE_BUNDLE_OFFLINE": ""})
+        with tempfile.TemporaryDirectory(prefix="paddle-bundle-doctor-") as empty:
+            proc = subprocess.run([python, "-c", f"import {module}"], capture_output=True,
+                                  text=True, timeout=IMPORT_TIMEOUT, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, "PADDLE_BUNDLE_OFFLINE": ""}, cwd=empty)
     except subprocess.TimeoutExpired:
         return False, f"import {module} did not finish in {IMPORT_TIMEOUT} s"
     except OSError as exc:
@@ -85,7 +93,8 @@ def offline_hook_finding() -> Finding:
     import sysconfig
 
     name = "paddle_bundle_offline.pth"
-    folders = [sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    # site.getsitepackages is missing in old virtualenv (< 20) environments
+    folders = [sysconfig.get_paths()["purelib"], *getattr(site, "getsitepackages", list)()]
     for folder in dict.fromkeys(folders):
         if (Path(folder) / name).is_file():
             return Finding(OK, "offline hook", f"{name} is installed in {folder}: "
@@ -114,9 +123,15 @@ def home_findings(home: Path) -> list[Finding]:
     from bundler.cache import installed_models
     from bundler.errors import BundleError
 
-    if not home.exists():
+    try:
+        home.stat()
+    except FileNotFoundError:
         return [Finding(WARN, "home", f"{home} does not exist: no models installed",
                         "paddle-bundle install BUNDLE [--home DIR]")]
+    except (OSError, ValueError) as exc:  # EACCES on a parent, ELOOP, a NUL in $PPNLP_HOME
+        return [Finding(FAIL, "home", f"{home} cannot be read: "
+                        f"{getattr(exc, 'strerror', None) or exc}",
+                        "point --home or $PPNLP_HOME at a folder you can read")]
     if not home.is_dir():
         return [Finding(FAIL, "home", f"{home} is not a folder",
                         "point --home or $PPNLP_HOME at a folder")]
@@ -134,11 +149,22 @@ def home_findings(home: Path) -> list[Finding]:
     return findings
 
 
-def diagnose(home: Path, *, python: str | None = None) -> list[Finding]:
-    """Every finding, in the order they are printed."""
+def diagnose(home: Path | None, *, python: str | None = None) -> list[Finding]:
+    """Every finding, in the order they are printed. ``None``: the default home, which
+    may be impossible to name (no $HOME and a user the password database does not know,
+    as in a container run under an arbitrary uid): a finding, not a crash."""
     findings = _software(python or sys.executable)
     findings.append(offline_hook_finding())
     findings.append(unshare_finding())
+    if home is None:
+        from bundler.cache import default_home
+
+        try:
+            home = default_home()
+        except RuntimeError as exc:
+            findings.append(Finding(FAIL, "home", f"no home folder: {exc}",
+                                    "pass --home DIR or set $PPNLP_HOME"))
+            return findings
     findings.extend(home_findings(home))
     return findings
 

@@ -19,11 +19,12 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,10 @@ REQUIREMENTS = "requirements.txt"
 MAX_SOURCE_BUILDS = 12
 
 _MANYLINUX = re.compile(r"manylinux_(\d+)_(\d+)_(x86_64|aarch64)")
-_WHEEL = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl")
+#: A wheel file name (PEP 427), in the characters it may use: the name and version go into
+#: requirements.txt, so a space, ``;`` or line break from an index's file name never does.
+_WHEEL = re.compile(r"(?P<name>[A-Za-z0-9_.]+)-(?P<version>[A-Za-z0-9_.!+]+)"
+                    r"(-\d[A-Za-z0-9_.]*)?(-[A-Za-z0-9_.]+){3}\.whl")
 _NO_MATCH = re.compile(r"No matching distribution found for ([^;\s]+)")
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
@@ -73,16 +77,24 @@ class Target:
               paddle: str = "cpu", extra_index_urls: Sequence[str] = (),
               paddle_version: str | None = None) -> Target:
         """From the command line; ``None`` means this machine's Python or architecture."""
+        given = python is not None
         python = python or f"{sys.version_info[0]}.{sys.version_info[1]}"
         if python not in PYTHONS:
-            raise UsageError(f"--target-python {python} is not one of {', '.join(PYTHONS)}",
-                             hint="the Paddle/PaddleNLP set is built for those")
+            what = "--target-python" if given else "this machine's Python (the default)"
+            raise UsageError(f"{what} {python} is not one of {', '.join(PYTHONS)}",
+                             hint="the Paddle/PaddleNLP set is built for those; pass "
+                                  "--target-python X.Y")
         name = platform_name or platform.machine()
         if name in ARCHES:
             name = f"manylinux_{DEFAULT_GLIBC[0]}_{DEFAULT_GLIBC[1]}_{name}"
-        if not _MANYLINUX.fullmatch(name) or int(_MANYLINUX.fullmatch(name).group(1)) != 2:  # type: ignore[union-attr]
-            raise UsageError(f"--target-platform {name} is not x86_64, aarch64 or "
-                             "manylinux_2_N_x86_64/aarch64",
+        match = _MANYLINUX.fullmatch(name)
+        # glibc 2.5 (manylinux1) is the oldest tag; below it pip would get no --platform at
+        # all and resolve for this machine; a leading zero names no tag pip knows
+        if (match is None or match.group(1) != "2" or int(match.group(2)) < 5
+                or match.group(2) != str(int(match.group(2)))):
+            what = "--target-platform" if platform_name else "this machine's architecture"
+            raise UsageError(f"{what} {name} is not x86_64, aarch64 or "
+                             "manylinux_2_N_x86_64/aarch64 (N >= 5)",
                              hint="e.g. --target-platform aarch64, or manylinux_2_17_x86_64 "
                                   "for glibc 2.17")
         if paddle not in ("cpu", "gpu"):
@@ -199,7 +211,11 @@ def extra_requirements(extra: str) -> list[str]:
 
 
 def install_command(folder: Path | str) -> str:
-    return INSTALL_COMMAND.format(folder=folder)
+    """:data:`INSTALL_COMMAND` for ``folder``, quoted for a shell (a stick mounted at
+    ``/media/usb/My Stick`` is common; the name comes from the bundle's file name)."""
+    return INSTALL_COMMAND.replace("{folder}/requirements.txt",
+                                   shlex.quote(f"{folder}/{REQUIREMENTS}")
+                                   ).format(folder=shlex.quote(str(folder)))
 
 
 def folder_for(bundle: Path) -> Path:
@@ -358,13 +374,10 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
     of that name is replaced (never anything else: a folder without a ``requirements.txt``
     is refused).
     """
-    dest = Path(os.path.abspath(dest))
-    if dest.exists() and not (dest.is_dir() and (dest / REQUIREMENTS).is_file()):
-        raise UsageError(f"{dest} exists and is not a wheel folder written by paddle-bundle",
-                         hint="choose another -o, or remove it")
-    partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    dest = check_destination(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh name: never a folder of the user's that happens to be called NAME.partial
+    partial = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="paddle-bundle-wheels-") as tmp:
             built = built or Path(tmp) / "built"
@@ -375,12 +388,48 @@ def build_folder(dest: Path, target: Target, *, run: Runner = _run,
                              "--dest", str(partial)],
                             target, built, target.requirements(self_wheel), run)
         folder = write_requirements(partial, target)
+        os.chmod(partial, 0o755)  # mkdtemp makes it 0700
+        old = None
         if dest.exists():
-            shutil.rmtree(dest)
+            old = Path(tempfile.mkdtemp(prefix=dest.name + ".old-", dir=dest.parent))
+            os.replace(dest, old / dest.name)
         os.replace(partial, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return WheelFolder(dest, target, folder.wheels)
+
+
+def check_destination(dest: Path) -> Path:
+    """``dest`` made absolute, or :class:`UsageError` when something that is not a wheel
+    folder of ours is there (checked by ``fetch --python`` before it fetches anything)."""
+    dest = Path(os.path.abspath(dest))
+    if (dest.exists() or dest.is_symlink()) and not is_wheel_folder(dest):
+        raise UsageError(f"{dest} exists and is not a wheel folder written by paddle-bundle "
+                         "(only wheels and its requirements.txt)",
+                         hint="choose another -o, or remove it")
+    return dest
+
+
+def is_wheel_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder :func:`build_folder` wrote (and may replace): a real
+    folder holding only wheels and a ``requirements.txt`` that starts as ours does. Never
+    a project folder that happens to have a requirements.txt."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        with open(path / REQUIREMENTS, "rb") as fh:
+            head = fh.read(len(_HEADER))
+        entries = list(path.iterdir())
+    except OSError:
+        return False
+    return head == _HEADER and all(
+        not p.is_symlink() and p.is_file() and (p.name == REQUIREMENTS or p.suffix == ".whl")
+        for p in entries)
+
+
+_HEADER = b"# paddle-bundle "
 
 
 def write_requirements(folder: Path, target: Target) -> WheelFolder:
@@ -401,7 +450,7 @@ def write_requirements(folder: Path, target: Target) -> WheelFolder:
         raise BundleError(f"{folder} holds several wheels of {', '.join(twice)}",
                           hint="remove the folder and build it again")
     lines = [f"# paddle-bundle {__version__}: {target.describe()}",
-             f"# install offline: {install_command('<this folder>')}"]
+             f"# install offline: {INSTALL_COMMAND.format(folder='<this folder>')}"]
     for wheel in wheels:
         lines.append(f"{wheel.name}=={wheel.version} \\\n    --hash=sha256:{wheel.sha256}")
     atomic_write_bytes(folder / REQUIREMENTS, ("\n".join(lines) + "\n").encode())
@@ -424,8 +473,9 @@ def attach_to_bundle(bundle: Path, target: Target, *, run: Runner = _run) -> Whe
     except BundleError as exc:
         exc.message = (f"{bundle} is written, but not its wheel folder "
                        f"{folder_for(bundle).name}/: {exc.message}")
-        exc.hint = (f"{exc.hint}; then paddle-bundle python -o {folder_for(bundle)} (pip "
-                    "checks it by its requirements.txt; OUT.sha256 does not list it)")
+        exc.hint = (f"{exc.hint}; or write the wheel folder on its own with paddle-bundle "
+                    "python -o DIR (pip checks it by its requirements.txt; the bundle's "
+                    ".sha256 file does not list it)")
         raise
     add_to_sidecar(bundle, folder.path)
     return folder
@@ -452,12 +502,20 @@ def folder_problems(base: Path, expected: dict[str, str]) -> list[str]:
     listed = {name[len(prefix):]: digest for name, digest in expected.items()
               if name.startswith(prefix)}
     if not listed:
+        if folder.exists() or folder.is_symlink():  # (no sidecar at all: nor does it)
+            # dropped beside the bundle, or left from an older bundle of this name: nothing
+            # (no signature either) vouches for it, and pip would install what it pins
+            return [f"{folder}: beside the bundle, but none of its files is in the bundle's "
+                    ".sha256 file (from another bundle, or added later): remove it, or write "
+                    "the bundle again with fetch --python"]
         return []
     problems = []
     for name, digest in sorted(listed.items()):
         path = folder / name
         if "/" in name or not path.is_file():
             problems.append(f"{path}: missing (listed in the .sha256 file)")
+        elif path.is_symlink():  # never written so; verify reads nothing outside the folder
+            problems.append(f"{path}: a symbolic link, not the file the .sha256 file lists")
         elif sha256_file(path) != digest:
             problems.append(f"{path}: sha256 differs from the .sha256 file")
     if folder.is_dir():
@@ -477,15 +535,28 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-def install_advice(bundle: Path, proven_with: str | None) -> str | None:
+def install_advice(bundle: Path, proven_with: str | None,
+                   expected: Mapping[str, str]) -> str | None:
     """After ``install``: the pip command for the bundle's wheel folder, when there is one
-    and this Python lacks PaddleNLP or has another version than the bundle was proven with."""
+    and this Python lacks PaddleNLP or has another version than the bundle was proven with.
+
+    Offered only when the bundle's sidecar (``expected``, checked and trusted as the bundle
+    is) lists the folder's ``requirements.txt`` with its sha256: pip then checks every wheel
+    against it. A folder the sidecar does not cover (dropped beside the bundle, or left from
+    an older bundle of that name) is named, not recommended."""
     folder = folder_for(bundle)
-    if not (folder / REQUIREMENTS).is_file():
+    requirements = folder / REQUIREMENTS
+    if not requirements.is_file():
         return None
     have = installed_version("paddlenlp")
     if have is not None and (proven_with is None or have == proven_with):
         return None
     why = ("PaddleNLP is not installed in this Python" if have is None else
            f"this Python has PaddleNLP {have}, the bundle was proven with {proven_with}")
+    want = expected.get(f"{folder.name}/{REQUIREMENTS}")
+    if want is None or sha256_file(requirements) != want:
+        how = "does not list" if want is None else "has another sha256 for"
+        return (f"{why}; {folder} is beside the bundle, but the bundle's .sha256 file {how} "
+                f"its {REQUIREMENTS}: not installing from it (check it with paddle-bundle "
+                "verify, or write it again with paddle-bundle python -o)")
     return f"{why}; install the set that came with the bundle: {install_command(folder)}"

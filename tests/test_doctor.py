@@ -108,3 +108,65 @@ def test_a_home_that_is_a_file_blocks_loading(tmp_path: Path) -> None:
     findings = doctor.home_findings(home)
     assert [f.status for f in findings] == [doctor.FAIL]
     assert doctor.exit_code(findings) == 1
+
+
+def test_a_home_that_cannot_be_read_is_a_finding_not_a_crash(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A --home under a folder this user may not enter (EACCES; as root the test fakes it):
+    the report is still printed, the home named as blocking."""
+    home = tmp_path / "locked" / "home"
+    real_stat = Path.stat
+
+    def stat(self: Path, *args: object, **kwargs: object) -> os.stat_result:
+        if self == home:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(doctor, "_software", lambda python: [])
+    assert _main(["doctor", "--home", str(home)]) == 1
+    out = capsys.readouterr().out
+    assert f"[fail] home: {home} cannot be read: Permission denied" in out
+    assert "[warn] offline hook" in out or "[ok] offline hook" in out
+
+
+def test_no_home_folder_at_all_is_a_finding_not_a_crash(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """No $HOME and a uid the password database does not know (a container run under an
+    arbitrary uid): Path.home() raises RuntimeError; doctor still reports."""
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("PPNLP_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(doctor, "_software", lambda python: [])
+    assert _main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[fail] home: no home folder: Could not determine home directory." in out
+    assert "--home DIR" in out
+
+
+def test_imports_are_checked_against_what_is_installed_not_the_current_folder(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """doctor started in a folder holding a package of the same name (a PaddleNLP source
+    checkout has paddlenlp/ at its top): the child must import the installed one."""
+    broken = tmp_path / "json"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('the folder doctor ran in')\n")
+    monkeypatch.chdir(tmp_path)
+    assert doctor._import_in_child("json", sys.executable) == (True, "")
+
+
+def test_an_environment_without_site_getsitepackages_still_gets_an_answer(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Old virtualenv (< 20) ships a site.py without getsitepackages: doctor must not die
+    with AttributeError there."""
+    import site
+    import sysconfig
+
+    monkeypatch.delattr(site, "getsitepackages")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(tmp_path)})
+    assert doctor.offline_hook_finding().status == doctor.WARN
+    (tmp_path / "paddle_bundle_offline.pth").write_text("import os\n")
+    assert doctor.offline_hook_finding().status == doctor.OK

@@ -50,12 +50,24 @@ def test_platform_tags_cover_older_manylinux_and_legacy_aliases() -> None:
     pytest.param({"python": "2.7"}, "--target-python 2.7", id="python"),
     pytest.param({"platform_name": "win_amd64"}, "--target-platform win_amd64", id="platform"),
     pytest.param({"platform_name": "manylinux_2_28_ppc64le"}, "ppc64le", id="arch"),
+    pytest.param({"platform_name": "manylinux_2_4_x86_64"}, "N >= 5", id="glibc-2.4"),
+    pytest.param({"platform_name": "manylinux_2_028_x86_64"}, "_2_028_", id="leading-zero"),
+    pytest.param({"platform_name": "manylinux_02_28_x86_64"}, "_02_28_", id="leading-zero-2"),
     pytest.param({"paddle": "tpu"}, "--paddle tpu", id="paddle"),
     pytest.param({"paddle_version": "3.2; rm"}, "--paddle-version", id="version"),
 ])
 def test_bad_targets_are_usage_errors(kwargs: dict[str, str], words: str) -> None:
     with pytest.raises(UsageError, match=words.replace("(", r"\(")):
         Target.parse(**kwargs)
+
+
+def test_a_default_target_that_does_not_fit_names_the_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --target-platform given on an arm64 Mac-style machine: the message must not claim
+    the user passed one."""
+    monkeypatch.setattr(wheels.platform, "machine", lambda: "arm64")
+    with pytest.raises(UsageError, match="^this machine's architecture arm64 is not"):
+        Target.parse("3.11")
 
 
 def test_cli_refuses_a_bad_target_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
@@ -93,7 +105,24 @@ def test_requirements_pin_every_wheel_by_version_and_sha256(tmp_path: Path) -> N
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert f"{pin} \\\n    --hash=sha256:{digest}" in text
     assert {w.name for w in result.wheels} == {"paddle-bundle", "jinja2"}
-    assert wheels.install_command("<this folder>") in text
+    assert wheels.INSTALL_COMMAND.format(folder="<this folder>") in text
+
+
+@pytest.mark.parametrize("name", [
+    "evil-1.0 ;python_version<'3'-py3-none-any.whl",
+    "evil-1.0\nhttp:x.whl#egg=x-py3-none-any.whl",
+    "evil-1.0-py3-none-any.whl.txt",
+])
+def test_a_file_name_that_is_not_a_wheel_name_never_reaches_requirements(
+        tmp_path: Path, name: str) -> None:
+    """The name and version go into requirements.txt: an index serving a file named with a
+    marker or a line break must not add a line pip would read."""
+    folder = tmp_path / "w"
+    fake_wheel(folder, "click", "8.1.7")
+    (folder / name).write_bytes(b"x")
+    with pytest.raises(Exception, match="is not a wheel"):
+        wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
+    assert not (folder / "requirements.txt").exists()
 
 
 def test_two_versions_of_one_package_are_refused(tmp_path: Path) -> None:
@@ -148,6 +177,42 @@ def test_verify_fails_for_a_changed_wheel_folder(bundle_with_folder: Path, damag
         assert str(wheel) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("folder_kind", ["wheels", "empty"])
+def test_verify_fails_for_a_wheel_folder_the_sidecar_does_not_list(
+        bundle: Path, capsys: pytest.CaptureFixture[str], folder_kind: str) -> None:
+    """OUT.python/ dropped beside a (signed) bundle fetched without --python, or left from an
+    older bundle of that name: verify must not pass it in silence."""
+    folder = wheels.folder_for(bundle)
+    folder.mkdir()
+    if folder_kind == "wheels":
+        fake_wheel(folder, "evil", "1.0")
+        wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
+    for quick in ([], ["--quick"]):
+        assert _main(["verify", str(bundle), *quick]) == 3
+        assert "none of its files is in the bundle's .sha256 file" in capsys.readouterr().err
+    folder.rename(bundle.with_name("elsewhere"))
+    assert _main(["verify", str(bundle), "-q"]) == 0
+    # copied without its .sha256 file: nothing vouches for the folder either
+    bundle.with_name("elsewhere").rename(folder)
+    bundle.with_name(bundle.name + ".sha256").unlink()
+    assert _main(["verify", str(bundle)]) == 3
+    assert "none of its files is in the bundle's .sha256 file" in capsys.readouterr().err
+
+
+def test_verify_reads_no_file_outside_the_folder_through_a_symlink(
+        bundle_with_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wheel swapped for a symlink to a file elsewhere (here with the same bytes, so its
+    sha256 matches): a problem, and the target is not what verify vouches for."""
+    folder = wheels.folder_for(bundle_with_folder)
+    wheel = folder / "click-8.1.7-py3-none-any.whl"
+    elsewhere = tmp_path / "elsewhere.whl"
+    elsewhere.write_bytes(wheel.read_bytes())
+    wheel.unlink()
+    wheel.symlink_to(elsewhere)
+    assert _main(["verify", str(bundle_with_folder), "--quick"]) == 3
+    assert f"{wheel}: a symbolic link" in capsys.readouterr().err
+
+
 # -- the pip command after install -------------------------------------------------------------
 @pytest.mark.parametrize(("have", "proven", "advice"), [
     pytest.param(None, "3.0.0b4", "PaddleNLP is not installed", id="missing"),
@@ -159,10 +224,11 @@ def test_install_advice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, have: s
                         proven: str, advice: str | None) -> None:
     bundle = tmp_path / "b.tar.zst"
     monkeypatch.setattr(wheels, "installed_version", lambda dist: have)
-    assert wheels.install_advice(bundle, proven) is None  # no wheel folder: nothing to offer
+    assert wheels.install_advice(bundle, proven, {}) is None  # no folder: nothing to offer
     fake_wheel(wheels.folder_for(bundle), "click", "8.1.7")
     wheels.write_requirements(wheels.folder_for(bundle), Target.parse("3.11", "x86_64"))
-    text = wheels.install_advice(bundle, proven)
+    listed = dict(wheels.sidecar_entries(wheels.folder_for(bundle), bundle))
+    text = wheels.install_advice(bundle, proven, listed)
     if advice is None:
         assert text is None
     else:
@@ -177,6 +243,36 @@ def test_install_prints_the_pip_command_when_paddlenlp_differs(
     assert _main(["install", str(bundle_with_folder), "--home", str(offline_home)]) == 0
     out = capsys.readouterr().out
     assert wheels.install_command(wheels.folder_for(bundle_with_folder)) in out
+
+
+@pytest.mark.parametrize("how", ["unlisted", "edited"])
+def test_install_does_not_recommend_a_folder_the_sidecar_does_not_cover(
+        bundle_with_folder: Path, offline_home: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], how: str) -> None:
+    """A wheel folder dropped beside a bundle (or left from an older bundle of that name), or
+    a requirements.txt edited to pin other wheels: install names it and prints no pip
+    command (pip would install whatever that requirements.txt pins)."""
+    folder = wheels.folder_for(bundle_with_folder)
+    sidecar = bundle_with_folder.with_name(bundle_with_folder.name + ".sha256")
+    if how == "unlisted":
+        sidecar.write_bytes(b"".join(line for line in sidecar.read_bytes().splitlines(True)
+                                     if b".python/" not in line))
+    else:
+        fake_wheel(folder, "evil", "1.0")
+        wheels.write_requirements(folder, Target.parse("3.11", "x86_64"))
+    monkeypatch.setattr(wheels, "installed_version", lambda dist: None)
+    assert _main(["install", str(bundle_with_folder), "--home", str(offline_home)]) == 0
+    out = capsys.readouterr().out
+    assert "pip install" not in out
+    assert f"{folder} is beside the bundle, but the bundle's .sha256 file" in out
+
+
+def test_the_pip_command_is_quoted_for_a_shell(tmp_path: Path) -> None:
+    import shlex
+
+    folder = tmp_path / "My Stick" / "app;rm -rf ~.tar.zst.python"
+    words = shlex.split(wheels.install_command(folder))
+    assert words[-3:] == [str(folder), "-r", f"{folder}/requirements.txt"]
 
 
 # -- real resolves against PyPI (slow: pip reads the index) ------------------------------------
@@ -318,3 +414,91 @@ def test_a_signed_sidecar_covers_the_wheel_folder(bundle_with_folder: Path, tmp_
     wheel.write_bytes(wheel.read_bytes() + b"x")
     assert _main(["verify", str(bundle_with_folder), "--trust", str(trust)]) == 3
     assert str(wheel) in capsys.readouterr().err
+
+
+# -- where the folder is written ------------------------------------------------------------------
+def pip_writing_wheels(calls: list[list[str]]) -> wheels.Runner:
+    """A pip whose ``wheel`` makes paddle-bundle's wheel and whose ``download`` writes two
+    wheels into ``--dest``; its resolve reports wheels only."""
+    import json as _json
+
+    def run(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        args = list(args)
+        calls.append(args)
+        if "--report" in args:
+            Path(args[args.index("--report") + 1]).write_text(_json.dumps({"install": []}))
+        elif "wheel" in args or ("download" in args and "--no-deps" in args):
+            flag = "--wheel-dir" if "--wheel-dir" in args else "--dest"
+            fake_wheel(Path(args[args.index(flag) + 1]), "paddle_bundle", "0.1.0")
+        elif "download" in args:
+            dest = Path(args[args.index("--dest") + 1])
+            fake_wheel(dest, "paddle_bundle", "0.1.0")
+            fake_wheel(dest, "click", "8.1.7")
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    return run
+
+
+@pytest.mark.parametrize("kind", ["project", "requirements-only", "symlink"])
+def test_a_folder_that_is_not_a_wheel_folder_is_never_replaced(tmp_path: Path,
+                                                               kind: str) -> None:
+    """-o pointed at a project (it has a requirements.txt too) or at a symlink: refused
+    before pip runs; nothing in it is removed."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text("flask==3.0\n")
+    (project / "app.py").write_text("print('mine')\n")
+    if kind == "requirements-only":
+        (project / "app.py").unlink()
+    dest = project
+    if kind == "symlink":
+        dest = tmp_path / "link"
+        dest.symlink_to(project)
+    calls: list[list[str]] = []
+    with pytest.raises(UsageError, match="is not a wheel folder"):
+        wheels.build_folder(dest, Target.parse("3.11", "x86_64"),
+                            run=pip_writing_wheels(calls))
+    assert calls == []
+    assert (project / "requirements.txt").read_text() == "flask==3.0\n"
+    assert kind == "requirements-only" or (project / "app.py").is_file()
+
+
+def test_fetch_python_refuses_a_foreign_folder_before_fetching(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OUT.python is a folder of the user's: exit 2 before any download or pack, not after
+    a fetch of many minutes ("bundle is written, but not its wheel folder")."""
+    import bundler.fetch
+
+    out = tmp_path / "app.tar.zst"
+    mine = wheels.folder_for(out)
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+
+    def fetched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fetch ran")
+
+    monkeypatch.setattr(bundler.fetch, "fetch", fetched)
+    assert _main(["fetch", "-o", str(out), "--python", "--target-python", "3.11",
+                  "--no-prove", "ernie-3.0-nano-zh"]) == 2
+    assert (mine / "notes.txt").read_text() == "keep" and not out.exists()
+
+
+def test_an_earlier_wheel_folder_is_replaced_whole_and_user_partial_is_left(
+        tmp_path: Path) -> None:
+    dest = tmp_path / "py"
+    mine = tmp_path / "py.partial"  # a folder of the user's, not ours
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    target = Target.parse("3.11", "x86_64")
+    calls: list[list[str]] = []
+    wheels.build_folder(dest, target, run=pip_writing_wheels(calls))
+    fake_wheel(dest, "stale", "0.9")  # a wheel from an older set
+    wheels.write_requirements(dest, target)
+    folder = wheels.build_folder(dest, target, run=pip_writing_wheels(calls))
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "click-8.1.7-py3-none-any.whl", "paddle_bundle-0.1.0-py3-none-any.whl",
+        "requirements.txt"]
+    assert {w.name for w in folder.wheels} == {"click", "paddle-bundle"}
+    assert (mine / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["py", "py.partial"]
+    assert dest.stat().st_mode & 0o777 == 0o755
