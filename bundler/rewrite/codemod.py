@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import (
     Assignment,
+    ClassScope,
     CodeRange,
+    GlobalScope,
     ImportAssignment,
     MetadataWrapper,
     PositionProvider,
@@ -246,6 +248,68 @@ def _top_package(node: cst.BaseExpression) -> str | None:
     return None if dotted is None else dotted.split(".")[0]
 
 
+#: Calls that import a module named by a string: ``importlib.import_module("transformers")``.
+_DYNAMIC_IMPORTS = frozenset({"import_module", "__import__"})
+
+#: Calls through which a module's names can be rebound without an assignment the scope
+#: analysis sees (``globals()["MODEL"] = ...``, ``exec("MODEL = ...")``).
+_NAMESPACE_WRITERS = frozenset({"exec", "globals", "locals", "vars"})
+
+
+def _dynamic_import(node: cst.BaseExpression) -> str | None:
+    """The top package of ``importlib.import_module("x.y")`` / ``__import__("x")``."""
+    if not isinstance(node, cst.Call) or _callee_name(node.func) not in _DYNAMIC_IMPORTS:
+        return None
+    positional = _positional(node.args)
+    if not positional:
+        return None
+    value = _static_str(positional[0].value)
+    return None if not value else value.lstrip(".").split(".")[0] or "."
+
+
+def _dynamic_imports_in(node: cst.CSTNode) -> set[str]:
+    """The packages every ``import_module("x")``/``__import__("x")`` call in ``node`` names."""
+    found: set[str] = set()
+
+    class _Calls(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            package = _dynamic_import(call)
+            if package is not None:
+                found.add(package)
+
+    node.visit(_Calls())
+    return found
+
+
+def _names_module(node: cst.CSTNode) -> bool:
+    """True for an expression that may be a module object: ``sys.modules[__name__]``."""
+    found = False
+
+    class _Module(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            nonlocal found
+            found = found or name.value in ("__name__", "modules")
+
+    node.visit(_Module())
+    return found
+
+
+def _names_read(node: cst.CSTNode) -> set[str]:
+    """Every plain name ``node`` reads (``getattr(transformers, "X")`` reads ``transformers``)."""
+    found: set[str] = set()
+
+    class _Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)  # ``a.b`` reads ``a``, never a name ``b``
+            return False
+
+    node.visit(_Names())
+    return found
+
+
 class _Bindings(cst.CSTVisitor):
     """Read-only pre-pass: where names come from, and what single-name assignments hold.
 
@@ -266,6 +330,25 @@ class _Bindings(cst.CSTVisitor):
         #: Names unbound or rebound where scope analysis does not look (``del``, ``match``
         #: capture patterns): never treated as holding a known value.
         self.unsettled: dict[str, str] = {}
+        #: ``from x import *`` statements: they may rebind any module-level name.
+        self.star_imports: list[tuple[str, cst.ImportFrom]] = []
+        #: Nodes that bind each name by import or assignment (for star-import order).
+        self.binders: dict[str, list[cst.CSTNode]] = {}
+        #: A call that can rebind names behind the scope analysis' back (``globals()``).
+        self.namespace_writer: cst.Call | None = None
+
+    def visit_Call(self, node: cst.Call) -> bool:
+        if self.namespace_writer is None and isinstance(node.func, cst.Name):
+            name = node.func.value
+            first = _positional(node.args)[:1]
+            if name in _NAMESPACE_WRITERS or (
+                # ``setattr(sys.modules[__name__], "MODEL", ...)``
+                name == "setattr"
+                and first
+                and _names_module(first[0].value)
+            ):
+                self.namespace_writer = node
+        return True
 
     def visit_Del(self, node: cst.Del) -> None:
         for target in _names_in(node.target):
@@ -291,6 +374,7 @@ class _Bindings(cst.CSTVisitor):
             bound = alias.asname.name if alias.asname is not None else None
             name = bound.value if isinstance(bound, cst.Name) else top
             self.imported.setdefault(name, set()).add(top)
+            self.binders.setdefault(name, []).append(node)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         if node.relative:
@@ -301,21 +385,39 @@ class _Bindings(cst.CSTVisitor):
             return
         if isinstance(node.names, cst.ImportStar):
             self.star_origins.add(origin)
+            self.star_imports.append((origin, node))
             return
         for alias in node.names:
             bound = alias.asname.name if alias.asname is not None else alias.name
             if isinstance(bound, cst.Name):
                 self.imported.setdefault(bound.value, set()).add(origin)
+                self.binders.setdefault(bound.value, []).append(node)
 
     def _assigned(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        if isinstance(target, cst.Attribute) and _root_name(target.value) in ("self", "cls"):
+            # ``self.model_class = transformers.AutoModel``: remembered under the
+            # attribute's name, which ``self.model_class.from_pretrained`` looks up
+            self._alias(target.attr.value, value)
+            return
         if not isinstance(target, cst.Name):
             return
         self.values[target] = value
+        self.binders.setdefault(target.value, []).append(target)
         if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
             self.literal_names.add(target.value)
-        root = _root_name(value)
-        if root is not None and root != target.value:
-            self.aliases.setdefault(target.value, set()).add(root)
+        self._alias(target.value, value)
+
+    def _alias(self, name: str, value: cst.BaseExpression) -> None:
+        """Record where ``name = value`` may get a class from: every name the value reads
+        (``getattr(transformers, "AutoModel")``, ``{"bert": transformers.BertModel}``,
+        ``A if x else B``) and any module it imports by name (``import_module("x")``)."""
+        if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
+            return
+        for dynamic in _dynamic_imports_in(value):
+            self.imported.setdefault(name, set()).add(dynamic)
+        read = _names_read(value) - {name}
+        if read:
+            self.aliases.setdefault(name, set()).update(read)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         for target in node.targets:
@@ -411,7 +513,7 @@ class _Collector(_Bindings):
         func = node.func
         if _callee_name(func) in CALLEE_NAMES:
             self.calls.append(node)
-        return True
+        return super().visit_Call(node)
 
     def _decide(self, node: cst.Call) -> None:
         func = node.func
@@ -430,15 +532,43 @@ class _Collector(_Bindings):
         None when it is PaddleNLP's, local, or unknown: unknown callees (a parameter,
         ``self.model_class``) are PaddleNLP's unless the module says otherwise.
         """
-        root = _root_name(receiver)
-        origins = self.bindings.origins(root) if root is not None else set()
+        origins: set[str] = set()
+        names: list[str] = []
+        node = receiver
+        while True:  # ``a.b``, ``a["k"]``, ``a()``, ``import_module("x").A``: down to ``a``
+            if isinstance(node, cst.Attribute):
+                if isinstance(node.value, cst.Name) and node.value.value in ("self", "cls"):
+                    names.append(node.attr.value)  # ``self.model_class``
+                node = node.value
+            elif isinstance(node, cst.Subscript):
+                node = node.value
+            elif isinstance(node, cst.Call):
+                dynamic = _dynamic_import(node)
+                if dynamic is not None:
+                    origins.add(dynamic)
+                    break
+                node = node.func
+            else:
+                if isinstance(node, cst.Name):
+                    names.append(node.value)
+                break
+        for name in names:
+            origins |= self.bindings.origins(name)
         foreign = sorted(origins & FOREIGN_LIBRARIES)
         if foreign:
             return foreign[0]
-        if not origins:
-            star = sorted(self.bindings.star_origins & FOREIGN_LIBRARIES)
-            if star:
-                return f"{star[0]} (through `from {star[0]} import *`)"
+        for star, statement in self.bindings.star_imports:
+            if star not in FOREIGN_LIBRARIES:
+                continue
+            # the star import may rebind the name unless something binds it after it
+            star_line = self._line(statement)
+            if not any(
+                self._line(binder) > star_line
+                for name in names
+                for binder in self.bindings.binders.get(name, ())
+                if binder in self.positions
+            ):
+                return f"{star} (through `from {star} import *`)"
         return None
 
     # -- from_pretrained ----------------------------------------------------------------
@@ -612,6 +742,14 @@ class _Collector(_Bindings):
         (only,) = referents
         if not isinstance(only, Assignment):
             return None, f"{label}, which is not assigned in this module"
+        if isinstance(only.scope, GlobalScope) and self.bindings.star_imports:
+            origin, statement = self.bindings.star_imports[0]
+            return None, (f"{label}, which `from {origin} import *` (line "
+                          f"{self._line(statement)}) may rebind")
+        writer = self.bindings.namespace_writer
+        if isinstance(only.scope, (GlobalScope, ClassScope)) and writer is not None:
+            return None, (f"{label}, which `{_snippet(self.module, writer.func)}()` (line "
+                          f"{self._line(writer)}) may rebind at run time")
         if isinstance(only, ImportAssignment):
             source = _snippet(self.module, only.node)
             return None, (f"{label}, imported (`{source}`); its value is not known in this "

@@ -1,0 +1,103 @@
+"""Review of issue 13's rewrite: shapes where a rewrite would have changed what code means.
+
+Each module below, run as it is, loads something other than what the rewritten module would
+load (a name rebound behind the scope analysis' back, a class from another library reached
+through a dynamic import, a subscript, ``self.<attr>`` or a later ``from x import *``).  The
+rewrite must leave each one alone and report why.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from bundler.rewrite import rewrite_source
+
+BERT = "bert-base-uncased"
+INSTALLED = {BERT: "/home/op/.paddlenlp/models/bert-base-uncased"}
+LOAD = f'from paddlenlp.transformers import AutoModel\nMODEL = "{BERT}"\n'
+
+#: name -> (module, the kind of note that must explain why it is left alone)
+LEFT_ALONE: dict[str, tuple[str, str]] = {
+    "globals-subscript": (LOAD + 'globals()["MODEL"] = "other"\n'
+                          "AutoModel.from_pretrained(MODEL)\n", "computed-id"),
+    "globals-update-in-function": (LOAD + "def load():\n"
+                                   "    return AutoModel.from_pretrained(MODEL)\n"
+                                   "def pick(name):\n    globals().update(MODEL=name)\n",
+                                   "computed-id"),
+    "exec": (LOAD + "exec(\"MODEL = 'other'\")\nAutoModel.from_pretrained(MODEL)\n",
+             "computed-id"),
+    "setattr-on-module": ("import sys\n" + LOAD
+                          + 'setattr(sys.modules[__name__], "MODEL", "other")\n'
+                          "AutoModel.from_pretrained(MODEL)\n", "computed-id"),
+    "class-body-locals": ("from paddlenlp.transformers import AutoModel\nclass C:\n"
+                          f'    MODEL = "{BERT}"\n    locals()["MODEL"] = "other"\n'
+                          "    m = AutoModel.from_pretrained(MODEL)\n", "computed-id"),
+    "star-import-after-constant": (LOAD + "from config import *\n"
+                                   "AutoModel.from_pretrained(MODEL)\n", "computed-id"),
+    "foreign-star-after-paddlenlp-import": (
+        "from paddlenlp.transformers import AutoModel\nfrom transformers import *\n"
+        f'AutoModel.from_pretrained("{BERT}")\n', "foreign-call"),
+    "importlib-alias": ('import importlib\nAutoModel = importlib.import_module("transformers")'
+                        f'.AutoModel\nAutoModel.from_pretrained("{BERT}")\n', "foreign-call"),
+    "importlib-module": ('import importlib\ntf = importlib.import_module("transformers")\n'
+                         f'tf.AutoModel.from_pretrained("{BERT}")\n', "foreign-call"),
+    "importlib-inline": ('import importlib\nimportlib.import_module("transformers.models")'
+                         f'.AutoModel.from_pretrained("{BERT}")\n', "foreign-call"),
+    "dunder-import": ('tf = __import__("transformers")\n'
+                      f'tf.AutoModel.from_pretrained("{BERT}")\n', "foreign-call"),
+    "getattr": ('import transformers\nM = getattr(transformers, "AutoModel")\n'
+                f'M.from_pretrained("{BERT}")\n', "foreign-call"),
+    "conditional-class": ("import transformers\nfrom paddlenlp.transformers import AutoModel\n"
+                          "USE_HF = True\nM = transformers.AutoModel if USE_HF else AutoModel\n"
+                          f'M.from_pretrained("{BERT}")\n', "foreign-call"),
+    "class-registry-subscript": ('import transformers\nCLASSES = {"bert": transformers.BertModel}\n'
+                                 f'CLASSES["bert"].from_pretrained("{BERT}")\n', "foreign-call"),
+    "self-attribute-class": ("import transformers\nclass R:\n"
+                             "    model_class = transformers.AutoModel\n    def load(self):\n"
+                             f'        return self.model_class.from_pretrained("{BERT}")\n',
+                             "foreign-call"),
+    "self-attribute-set-in-init": ("from transformers import BertModel\nclass R:\n"
+                                   "    def __init__(self):\n        self.cls = BertModel\n"
+                                   "    def load(self):\n"
+                                   f'        return self.cls.from_pretrained("{BERT}")\n',
+                                   "foreign-call"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEFT_ALONE))
+def test_left_alone_and_reported(name: str) -> None:
+    source, kind = LEFT_ALONE[name]
+    result = rewrite_source(source, INSTALLED)
+    assert result.new_source == source, textwrap.indent(result.new_source, "  ")
+    assert not result.changes
+    assert [f.kind for f in result.findings if f.kind != "taskflow"] == [kind]
+
+
+#: Look-alikes of the shapes above that are PaddleNLP loads of a settled value: still rewritten.
+STILL_REWRITTEN: dict[str, str] = {
+    "setattr-on-self": (LOAD + "class C:\n    def __init__(self):\n"
+                        '        setattr(self, "MODEL", "other")\n'
+                        "AutoModel.from_pretrained(MODEL)\n"),
+    "paddlenlp-import-after-foreign-star": ("from transformers import *\n"
+                                            "from paddlenlp.transformers import AutoModel\n"
+                                            f'AutoModel.from_pretrained("{BERT}")\n'),
+    "paddlenlp-importlib": ("import importlib\n"
+                            'tf = importlib.import_module("paddlenlp.transformers")\n'
+                            f'tf.AutoModel.from_pretrained("{BERT}")\n'),
+    "paddlenlp-registry": ("from paddlenlp.transformers import BertModel\n"
+                           'CLASSES = {"bert": BertModel}\n'
+                           f'CLASSES["bert"].from_pretrained("{BERT}")\n'),
+    "local-constant-in-function-with-globals-elsewhere": (
+        "from paddlenlp.transformers import AutoModel\nG = globals()\ndef load():\n"
+        f'    name = "{BERT}"\n    return AutoModel.from_pretrained(name)\n'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STILL_REWRITTEN))
+def test_look_alikes_still_rewritten(name: str) -> None:
+    source = STILL_REWRITTEN[name]
+    result = rewrite_source(source, INSTALLED)
+    assert [c.old_id for c in result.changes] == [BERT]
+    assert INSTALLED[BERT] in result.new_source
