@@ -8,11 +8,12 @@ rewrite must leave each one alone and report why.
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
 
-from bundler.rewrite import rewrite_source
+from bundler.rewrite import rewrite_notebook, rewrite_source
 
 BERT = "bert-base-uncased"
 INSTALLED = {BERT: "/home/op/.paddlenlp/models/bert-base-uncased"}
@@ -101,3 +102,23 @@ def test_look_alikes_still_rewritten(name: str) -> None:
     result = rewrite_source(source, INSTALLED)
     assert [c.old_id for c in result.changes] == [BERT]
     assert INSTALLED[BERT] in result.new_source
+
+
+def _notebook(*cells: str) -> str:
+    return json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "outputs": [],
+                                  "execution_count": None, "source": source}
+                                 for source in cells],
+                       "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, indent=1)
+
+
+def test_notebook_notes_name_cells_and_their_lines() -> None:
+    """A note's own line references point into the cells, not into the joined module
+    (which the user never sees: "lines 8, 12" named nothing in a 3-line cell)."""
+    text = _notebook("import os\n", "from paddlenlp.transformers import AutoModel\n"
+                     f'M = "{BERT}"\nx = AutoModel.from_pretrained(M)\n',
+                     "%%capture\nM = 'other'\n", "y = 1 + M\n")
+    result = rewrite_notebook(text, INSTALLED)
+    assert result.new_source == text
+    (note,) = result.findings
+    assert (note.kind, note.cell, note.line) == ("computed-id", 2, 3)
+    assert "assigned 2 times (cell 2 line 2, cell 3 line 2)" in note.message

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -479,8 +479,10 @@ class _Collector(_Bindings):
         installed: Mapping[str, str],
         filename: str,
         cell: int | None,
+        where: Callable[[int], str] | None = None,
     ) -> None:
         super().__init__()
+        self.where = where
         self.wrapper = wrapper
         self.module = wrapper.module
         self.installed = installed
@@ -494,6 +496,10 @@ class _Collector(_Bindings):
 
     def _line(self, node: cst.CSTNode) -> int:
         return self.positions[node].start.line
+
+    def _at(self, line: int) -> str:
+        """A line named in a message: ``line 3``, or ``cell 2 line 1`` in a notebook."""
+        return self.where(line) if self.where is not None else f"line {line}"
 
     def _finding(self, kind: FindingKind, node: cst.CSTNode, message: str) -> None:
         self.out.findings.append(
@@ -735,8 +741,9 @@ class _Collector(_Bindings):
             if len(bindings) > 1:
                 lines = sorted({self._line(b.node) for b in bindings
                                 if isinstance(b, Assignment) and b.node in self.positions})
-                shown = ", ".join(str(n) for n in lines)
-                return None, f"{label}, which is assigned {len(bindings)} times (lines {shown})"
+                shown = (f"lines {', '.join(str(n) for n in lines)}" if self.where is None
+                         else ", ".join(self._at(n) for n in lines))
+                return None, f"{label}, which is assigned {len(bindings)} times ({shown})"
         if len(referents) > 1:
             return None, f"{label}, which may hold one of several values here"
         (only,) = referents
@@ -744,12 +751,12 @@ class _Collector(_Bindings):
             return None, f"{label}, which is not assigned in this module"
         if isinstance(only.scope, GlobalScope) and self.bindings.star_imports:
             origin, statement = self.bindings.star_imports[0]
-            return None, (f"{label}, which `from {origin} import *` (line "
-                          f"{self._line(statement)}) may rebind")
+            return None, (f"{label}, which `from {origin} import *` "
+                          f"({self._at(self._line(statement))}) may rebind")
         writer = self.bindings.namespace_writer
         if isinstance(only.scope, (GlobalScope, ClassScope)) and writer is not None:
-            return None, (f"{label}, which `{_snippet(self.module, writer.func)}()` (line "
-                          f"{self._line(writer)}) may rebind at run time")
+            return None, (f"{label}, which `{_snippet(self.module, writer.func)}()` "
+                          f"({self._at(self._line(writer))}) may rebind at run time")
         if isinstance(only, ImportAssignment):
             source = _snippet(self.module, only.node)
             return None, (f"{label}, imported (`{source}`); its value is not known in this "
@@ -765,7 +772,7 @@ class _Collector(_Bindings):
                 return None, (f"{label}, which holds a bytes literal "
                               f"`{_snippet(self.module, value)}` (PaddleNLP wants a str)")
             return None, (f"{label}, which is {_describe_computed(value)} "
-                          f"(line {self._line(value)})")
+                          f"({self._at(self._line(value))})")
         assert isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
         return _Resolved(literal, value), None
 
@@ -1050,11 +1057,13 @@ def rewrite_python(
     cell: int | None,
     ascii_only: bool,
     prefilter: bool = True,
+    where: Callable[[int], str] | None = None,
 ) -> RewriteResult:
     """Core of :func:`rewrite_source`, plus the knobs notebooks and odd encodings need.
 
     ``prefilter=False`` runs the full pass even where :func:`may_act` says it would find
-    nothing: the reference the filter is tested and benchmarked against.
+    nothing: the reference the filter is tested and benchmarked against.  ``where`` names a
+    line of ``source`` in messages (a notebook's joined cells: ``cell 2 line 1``).
     """
     if prefilter and not may_act(source):
         return RewriteResult(source)
@@ -1072,7 +1081,7 @@ def rewrite_python(
 
     try:
         return _transform(module, source, installed, add_offline_import=add_offline_import,
-                          filename=filename, cell=cell, ascii_only=ascii_only)
+                          filename=filename, cell=cell, ascii_only=ascii_only, where=where)
     except RecursionError:
         # libcst's visitors recurse once per nesting level (a sum of a few hundred terms
         # is enough); CPython's parser accepted the file, so say what happened and go on.
@@ -1090,9 +1099,10 @@ def _transform(
     filename: str,
     cell: int | None,
     ascii_only: bool,
+    where: Callable[[int], str] | None,
 ) -> RewriteResult:
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # parsed just now, ours
-    collector = _Collector(wrapper, installed, filename, cell)
+    collector = _Collector(wrapper, installed, filename, cell, where)
     wrapper.module.visit(collector)
     analysis = collector.finish()
 
