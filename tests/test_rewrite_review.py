@@ -122,3 +122,27 @@ def test_notebook_notes_name_cells_and_their_lines() -> None:
     (note,) = result.findings
     assert (note.kind, note.cell, note.line) == ("computed-id", 2, 3)
     assert "assigned 2 times (cell 2 line 2, cell 3 line 2)" in note.message
+
+
+#: More ways to rebind a module variable that scope analysis does not see.
+REBOUND_UNSEEN = {
+    "walrus-in-comprehension": "ys = [(MODEL := x) for x in ['other']]\n",
+    "walrus-in-generator": "any((MODEL := x) for x in ['other'])\n",
+    "eval": "eval(\"exec('MODEL = 1')\")\n",
+    "builtins-exec": "import builtins\nbuiltins.exec(\"MODEL = 'other'\")\n",
+    "module-attribute": "import sys\nsys.modules[__name__].MODEL = 'other'\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REBOUND_UNSEEN))
+def test_rebound_unseen_is_left_alone(name: str) -> None:
+    source = LOAD + REBOUND_UNSEEN[name] + "AutoModel.from_pretrained(MODEL)\n"
+    result = rewrite_source(source, INSTALLED)
+    assert result.new_source == source
+    assert [f.kind for f in result.findings] == ["computed-id"]
+
+
+def test_other_modules_attributes_are_not_namespace_writers() -> None:
+    source = (LOAD + "class C:\n    def f(self):\n        self.modules.x = 1\n"
+              "AutoModel.from_pretrained(MODEL)\n")
+    assert [c.old_id for c in rewrite_source(source, INSTALLED).changes] == [BERT]

@@ -253,7 +253,7 @@ _DYNAMIC_IMPORTS = frozenset({"import_module", "__import__"})
 
 #: Calls through which a module's names can be rebound without an assignment the scope
 #: analysis sees (``globals()["MODEL"] = ...``, ``exec("MODEL = ...")``).
-_NAMESPACE_WRITERS = frozenset({"exec", "globals", "locals", "vars"})
+_NAMESPACE_WRITERS = frozenset({"eval", "exec", "globals", "locals", "vars"})
 
 
 def _dynamic_import(node: cst.BaseExpression) -> str | None:
@@ -288,7 +288,12 @@ def _names_module(node: cst.CSTNode) -> bool:
     class _Module(cst.CSTVisitor):
         def visit_Name(self, name: cst.Name) -> None:
             nonlocal found
-            found = found or name.value in ("__name__", "modules")
+            found = found or name.value == "__name__"
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> None:
+            nonlocal found
+            found = found or (attribute.attr.value == "modules"
+                              and _root_name(attribute.value) == "sys")
 
     node.visit(_Module())
     return found
@@ -334,21 +339,56 @@ class _Bindings(cst.CSTVisitor):
         self.star_imports: list[tuple[str, cst.ImportFrom]] = []
         #: Nodes that bind each name by import or assignment (for star-import order).
         self.binders: dict[str, list[cst.CSTNode]] = {}
-        #: A call that can rebind names behind the scope analysis' back (``globals()``).
-        self.namespace_writer: cst.Call | None = None
+        #: Code that can rebind names behind the scope analysis' back (``globals()``,
+        #: ``sys.modules[__name__].MODEL = ...``).
+        self.namespace_writer: cst.CSTNode | None = None
+        #: How deep the visit is in comprehensions, whose ``:=`` binds in the scope
+        #: around them (scope analysis puts it in the comprehension's own).
+        self._comprehensions = 0
 
     def visit_Call(self, node: cst.Call) -> bool:
-        if self.namespace_writer is None and isinstance(node.func, cst.Name):
-            name = node.func.value
-            first = _positional(node.args)[:1]
-            if name in _NAMESPACE_WRITERS or (
-                # ``setattr(sys.modules[__name__], "MODEL", ...)``
-                name == "setattr"
-                and first
-                and _names_module(first[0].value)
-            ):
-                self.namespace_writer = node
+        func = node.func
+        name = func.value if isinstance(func, cst.Name) else None
+        if isinstance(func, cst.Attribute) and _root_name(func.value) in (
+            "builtins", "__builtins__"
+        ):
+            name = func.attr.value  # ``builtins.exec(...)``
+        first = _positional(node.args)[:1]
+        if self.namespace_writer is None and (
+            name in _NAMESPACE_WRITERS
+            # ``setattr(sys.modules[__name__], "MODEL", ...)``
+            or (name == "setattr" and first and _names_module(first[0].value))
+        ):
+            self.namespace_writer = node
         return True
+
+    def visit_ListComp(self, node: cst.ListComp) -> None:
+        self._comprehensions += 1
+
+    def leave_ListComp(self, original_node: cst.ListComp) -> None:
+        self._comprehensions -= 1
+
+    def visit_SetComp(self, node: cst.SetComp) -> None:
+        self._comprehensions += 1
+
+    def leave_SetComp(self, original_node: cst.SetComp) -> None:
+        self._comprehensions -= 1
+
+    def visit_DictComp(self, node: cst.DictComp) -> None:
+        self._comprehensions += 1
+
+    def leave_DictComp(self, original_node: cst.DictComp) -> None:
+        self._comprehensions -= 1
+
+    def visit_GeneratorExp(self, node: cst.GeneratorExp) -> None:
+        self._comprehensions += 1
+
+    def leave_GeneratorExp(self, original_node: cst.GeneratorExp) -> None:
+        self._comprehensions -= 1
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        if self._comprehensions and isinstance(node.target, cst.Name):
+            self.unsettled.setdefault(node.target.value, "rebound by `:=` in a comprehension")
 
     def visit_Del(self, node: cst.Del) -> None:
         for target in _names_in(node.target):
@@ -394,6 +434,12 @@ class _Bindings(cst.CSTVisitor):
                 self.binders.setdefault(bound.value, []).append(node)
 
     def _assigned(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        if (
+            isinstance(target, cst.Attribute)
+            and self.namespace_writer is None
+            and _names_module(target.value)
+        ):
+            self.namespace_writer = target  # ``sys.modules[__name__].MODEL = ...``
         if isinstance(target, cst.Attribute) and _root_name(target.value) in ("self", "cls"):
             # ``self.model_class = transformers.AutoModel``: remembered under the
             # attribute's name, which ``self.model_class.from_pretrained`` looks up
@@ -755,7 +801,7 @@ class _Collector(_Bindings):
                           f"({self._at(self._line(statement))}) may rebind")
         writer = self.bindings.namespace_writer
         if isinstance(only.scope, (GlobalScope, ClassScope)) and writer is not None:
-            return None, (f"{label}, which `{_snippet(self.module, writer.func)}()` "
+            return None, (f"{label}, which `{_snippet(self.module, writer, 40)}` "
                           f"({self._at(self._line(writer))}) may rebind at run time")
         if isinstance(only, ImportAssignment):
             source = _snippet(self.module, only.node)
