@@ -146,3 +146,19 @@ def test_other_modules_attributes_are_not_namespace_writers() -> None:
     source = (LOAD + "class C:\n    def f(self):\n        self.modules.x = 1\n"
               "AutoModel.from_pretrained(MODEL)\n")
     assert [c.old_id for c in rewrite_source(source, INSTALLED).changes] == [BERT]
+
+
+@pytest.mark.parametrize("source", [
+    'import functools\nfrom paddlenlp import Taskflow\nner = functools.partial(Taskflow, "ner")\n',
+    "import paddlenlp\nFLOWS = dict(ner=paddlenlp.Taskflow)\n",
+], ids=["functools-partial", "registry"])
+def test_taskflow_handed_on_is_reported_and_gets_the_offline_import(source: str) -> None:
+    """Taskflow constructed later through ``functools.partial`` or a registry still picks
+    its model by name: reported, and ``--add-offline-import`` covers the module."""
+    plain = rewrite_source(source, INSTALLED)
+    assert plain.new_source == source
+    assert [f.kind for f in plain.findings] == ["taskflow"]
+    added = rewrite_source(source, INSTALLED, add_offline_import=True)
+    assert added.offline_import_added
+    assert added.new_source.startswith("import bundler.offline  # paddle-bundle:")
+    assert added.new_source.endswith(source)

@@ -535,6 +535,7 @@ class _Collector(_Bindings):
         self.positions: Mapping[cst.CSTNode, CodeRange] = wrapper.resolve(PositionProvider)
         self.bindings: _Bindings = self
         self.calls: list[cst.Call] = []
+        self.taskflow_handed_on: list[cst.Call] = []
         self._scopes: Mapping[cst.CSTNode, Scope | None] | None = None
         self.filename = filename
         self.cell = cell
@@ -565,6 +566,8 @@ class _Collector(_Bindings):
         func = node.func
         if _callee_name(func) in CALLEE_NAMES:
             self.calls.append(node)
+        if any(_is_taskflow(arg.value) for arg in node.args):
+            self.taskflow_handed_on.append(node)  # ``functools.partial(Taskflow, ...)``
         return super().visit_Call(node)
 
     def _decide(self, node: cst.Call) -> None:
@@ -868,6 +871,15 @@ class _Collector(_Bindings):
     def finish(self) -> _Analysis:
         for call in self.calls:
             self._decide(call)
+        for call in self.taskflow_handed_on:
+            self.out.taskflow_calls += 1
+            self._finding(
+                "taskflow",
+                call,
+                f"`{_snippet(self.module, call)}` hands Taskflow on to be called elsewhere; "
+                "it picks its model by name and cannot take a folder; it needs offline mode "
+                f"(`{OFFLINE_IMPORT_LINE.split('  #')[0]}`, or rewrite --add-offline-import)",
+            )
         self.out.findings.sort(key=lambda f: f.line)
         self.out.changes.sort(key=lambda c: c.line)
         return self.out
@@ -1036,9 +1048,21 @@ CALLEE_NAMES = ("from_pretrained", "Taskflow", *sorted(DOWNLOAD_FUNCTIONS))
 def _is_acted_on(call: ast.Call) -> bool:
     """``ast`` twin of the tests in :meth:`_Collector.visit_Call` (names NFKC-normalised)."""
     func = call.func
+    if any(_ast_is_taskflow(value) for value in
+           (*call.args, *(keyword.value for keyword in call.keywords))):
+        return True  # ``functools.partial(Taskflow, ...)``
     if isinstance(func, ast.Attribute):
         return func.attr in CALLEE_NAMES
     return isinstance(func, ast.Name) and (func.id == "Taskflow" or func.id in DOWNLOAD_FUNCTIONS)
+
+
+def _ast_is_taskflow(node: ast.expr) -> bool:
+    """``ast`` twin of :func:`_is_taskflow` (``*Taskflow`` unwrapped as libcst's Arg does)."""
+    if isinstance(node, ast.Starred):
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id == "Taskflow"
+    return isinstance(node, ast.Attribute) and node.attr == "Taskflow"
 
 
 def may_act(source: str) -> bool:
