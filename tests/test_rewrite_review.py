@@ -162,3 +162,19 @@ def test_taskflow_handed_on_is_reported_and_gets_the_offline_import(source: str)
     assert added.offline_import_added
     assert added.new_source.startswith("import bundler.offline  # paddle-bundle:")
     assert added.new_source.endswith(source)
+
+
+@pytest.mark.parametrize("source", [
+    # Python reads ＭODEL as MODEL (NFKC): the constant is reassigned
+    LOAD + '\uff2dODEL = "other"\nAutoModel.from_pretrained(MODEL)\n',
+    # ... and Ａ as A: the class is transformers'
+    f'from transformers import AutoModel as A\n\uff21.from_pretrained("{BERT}")\n',
+], ids=["respelled-constant", "respelled-foreign-alias"])
+def test_names_python_reads_differently_stop_the_rewrite(source: str) -> None:
+    result = rewrite_source(source, INSTALLED)
+    assert result.new_source == source
+    (note,) = result.findings
+    respelled_line = next(n for n, line in enumerate(source.splitlines(), 1)
+                          if not line.isascii())
+    assert note.kind == "computed-id" and "(NFKC)" in note.message
+    assert note.line == respelled_line

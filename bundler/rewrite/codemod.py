@@ -23,7 +23,11 @@ and no scope analysis.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import io
 import re
+import tokenize
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1096,6 +1100,27 @@ def may_act(source: str) -> bool:
     return any(isinstance(node, ast.Call) and _is_acted_on(node) for node in ast.walk(tree))
 
 
+def _respelled_name(source: str) -> tuple[int, str, str] | None:
+    """(line, name as written, name as Python reads it) for the first identifier that is
+    not in NFKC form, or ``None``.
+
+    Python reads ``ＭODEL`` as ``MODEL`` (PEP 3131); libcst keeps names as written, so its
+    scopes and imports would see two names where Python sees one -- a second assignment or
+    a ``from transformers import AutoModel as Ａ`` it cannot connect.
+    """
+    if source.isascii():
+        return None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NAME and not token.string.isascii():
+                read = unicodedata.normalize("NFKC", token.string)
+                if read != token.string:
+                    return token.start[0], token.string, read
+    except (tokenize.TokenError, SyntaxError):
+        return None  # libcst parsed it; nothing here says a name is respelled
+    return None
+
+
 def too_deep(source: str) -> int | None:
     """The line where ``source`` nests deeper than CPython's parser allows, or ``None``.
 
@@ -1150,14 +1175,27 @@ def rewrite_python(
         return RewriteResult(source, (), (finding,))
 
     try:
-        return _transform(module, source, installed, add_offline_import=add_offline_import,
-                          filename=filename, cell=cell, ascii_only=ascii_only, where=where)
+        result = _transform(module, source, installed, add_offline_import=add_offline_import,
+                            filename=filename, cell=cell, ascii_only=ascii_only, where=where)
+        respelled = _respelled_name(source) if result.changes or result.findings else None
+        if respelled is not None:  # the same pass, changing no id
+            result = _transform(module, source, {}, add_offline_import=add_offline_import,
+                                filename=filename, cell=cell, ascii_only=ascii_only,
+                                where=where)
     except RecursionError:
         # libcst's visitors recurse once per nesting level (a sum of a few hundred terms
         # is enough); CPython's parser accepted the file, so say what happened and go on.
         finding = Finding("parse-error", 1, "cannot rewrite, skipped: nested too deeply "
                           "for the rewriter (RecursionError)", file=filename, cell=cell)
         return RewriteResult(source, (), (finding,))
+    if respelled is not None:
+        line, written, read = respelled
+        note = Finding("computed-id", line, f"the name `{written}` is read by Python as "
+                       f"`{read}` (NFKC), which the rewriter cannot follow; nothing in this "
+                       "module is rewritten -- spell names as Python reads them",
+                       file=filename, cell=cell)
+        return dataclasses.replace(result, findings=(*result.findings, note))
+    return result
 
 
 def _transform(
