@@ -64,6 +64,11 @@ LEFT_ALONE: dict[str, tuple[str, str]] = {
                                    "    def load(self):\n"
                                    f'        return self.cls.from_pretrained("{BERT}")\n',
                                    "foreign-call"),
+    "parameter-default-class": ("import transformers\nclass R:\n"
+                                "    def __init__(self, cls=transformers.AutoModel):\n"
+                                "        self.cls = cls\n    def load(self):\n"
+                                f'        return self.cls.from_pretrained("{BERT}")\n',
+                                "foreign-call"),
 }
 
 

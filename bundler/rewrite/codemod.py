@@ -473,6 +473,10 @@ class _Bindings(cst.CSTVisitor):
         for target in node.targets:
             self._assigned(target.target, node.value)
 
+    def visit_Param(self, node: cst.Param) -> None:
+        if node.default is not None:  # ``def __init__(self, cls=transformers.AutoModel)``
+            self._alias(node.name.value, node.default)
+
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         if node.value is not None:
             self._assigned(node.target, node.value)
