@@ -348,6 +348,14 @@ ODD_SHAPES: dict[str, bytes] = {
                     + f'm = A.from_pretrained("{BERT}")\n'
                     + "".join(f"y{i} = {i}\n" for i in range(200))
                     + f'n = A.from_pretrained("{CODEGEN}")\n').encode(),
+    "gbk.py": (f'# -*- coding: gbk -*-\n# \u4e2d\u6587\nm = A.from_pretrained("{BERT}")  '
+               '# \u6a21\u578b\n').encode("gbk"),
+    # names patch would cut at the blank, or a newline would split into a header line
+    # of the file name's choosing: quoted in the diff as git and GNU patch read them
+    "sp ace.py": f'm = A.from_pretrained("{BERT}")\n'.encode(),
+    "tab\there.py": f'm = A.from_pretrained("{BERT}")\n'.encode(),
+    "new\nline.py": f'm = A.from_pretrained("{BERT}")\n'.encode(),
+    'quote"and\\backslash.py': f'm = A.from_pretrained("{BERT}")\n'.encode(),
     "nb.ipynb": json.dumps({
         "cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
                    "source": ["!pip install paddlenlp\n",
@@ -371,7 +379,7 @@ def test_diff_applied_to_the_tree_equals_in_place(
     command = [sys.executable, "-m", "bundler", "rewrite", ".", "--home", str(home), *flag]
 
     diff = subprocess.run(command + ["--diff"], cwd=patched, capture_output=True, check=True)
-    assert diff.stdout.count(b"+++ b/") == len(ODD_SHAPES) - (0 if flag else 1)
+    assert diff.stdout.count(b"\n+++ ") == len(ODD_SHAPES) - (0 if flag else 1)
     subprocess.run(command + ["--in-place"], cwd=in_place, capture_output=True, check=True)
     apply = (["patch", "-p1", "--quiet", "--no-backup-if-mismatch"] if tool == "patch"
              else ["git", "apply", "--unsafe-paths", "-p1", "-"])

@@ -23,15 +23,21 @@ and no scope analysis.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import io
 import re
+import tokenize
+import unicodedata
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import libcst as cst
 from libcst.metadata import (
     Assignment,
+    ClassScope,
     CodeRange,
+    GlobalScope,
     ImportAssignment,
     MetadataWrapper,
     PositionProvider,
@@ -246,6 +252,73 @@ def _top_package(node: cst.BaseExpression) -> str | None:
     return None if dotted is None else dotted.split(".")[0]
 
 
+#: Calls that import a module named by a string: ``importlib.import_module("transformers")``.
+_DYNAMIC_IMPORTS = frozenset({"import_module", "__import__"})
+
+#: Calls through which a module's names can be rebound without an assignment the scope
+#: analysis sees (``globals()["MODEL"] = ...``, ``exec("MODEL = ...")``).
+_NAMESPACE_WRITERS = frozenset({"eval", "exec", "globals", "locals", "vars"})
+
+
+def _dynamic_import(node: cst.BaseExpression) -> str | None:
+    """The top package of ``importlib.import_module("x.y")`` / ``__import__("x")``."""
+    if not isinstance(node, cst.Call) or _callee_name(node.func) not in _DYNAMIC_IMPORTS:
+        return None
+    positional = _positional(node.args)
+    if not positional:
+        return None
+    value = _static_str(positional[0].value)
+    return None if not value else value.lstrip(".").split(".")[0] or "."
+
+
+def _dynamic_imports_in(node: cst.CSTNode) -> set[str]:
+    """The packages every ``import_module("x")``/``__import__("x")`` call in ``node`` names."""
+    found: set[str] = set()
+
+    class _Calls(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            package = _dynamic_import(call)
+            if package is not None:
+                found.add(package)
+
+    node.visit(_Calls())
+    return found
+
+
+def _names_module(node: cst.CSTNode) -> bool:
+    """True for an expression that may be a module object: ``sys.modules[__name__]``."""
+    found = False
+
+    class _Module(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            nonlocal found
+            found = found or name.value == "__name__"
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> None:
+            nonlocal found
+            found = found or (attribute.attr.value == "modules"
+                              and _root_name(attribute.value) == "sys")
+
+    node.visit(_Module())
+    return found
+
+
+def _names_read(node: cst.CSTNode) -> set[str]:
+    """Every plain name ``node`` reads (``getattr(transformers, "X")`` reads ``transformers``)."""
+    found: set[str] = set()
+
+    class _Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+        def visit_Attribute(self, attribute: cst.Attribute) -> bool:
+            attribute.value.visit(self)  # ``a.b`` reads ``a``, never a name ``b``
+            return False
+
+    node.visit(_Names())
+    return found
+
+
 class _Bindings(cst.CSTVisitor):
     """Read-only pre-pass: where names come from, and what single-name assignments hold.
 
@@ -266,6 +339,60 @@ class _Bindings(cst.CSTVisitor):
         #: Names unbound or rebound where scope analysis does not look (``del``, ``match``
         #: capture patterns): never treated as holding a known value.
         self.unsettled: dict[str, str] = {}
+        #: ``from x import *`` statements: they may rebind any module-level name.
+        self.star_imports: list[tuple[str, cst.ImportFrom]] = []
+        #: Nodes that bind each name by import or assignment (for star-import order).
+        self.binders: dict[str, list[cst.CSTNode]] = {}
+        #: Code that can rebind names behind the scope analysis' back (``globals()``,
+        #: ``sys.modules[__name__].MODEL = ...``).
+        self.namespace_writer: cst.CSTNode | None = None
+        #: How deep the visit is in comprehensions, whose ``:=`` binds in the scope
+        #: around them (scope analysis puts it in the comprehension's own).
+        self._comprehensions = 0
+
+    def visit_Call(self, node: cst.Call) -> bool:
+        func = node.func
+        name = func.value if isinstance(func, cst.Name) else None
+        if isinstance(func, cst.Attribute) and _root_name(func.value) in (
+            "builtins", "__builtins__"
+        ):
+            name = func.attr.value  # ``builtins.exec(...)``
+        first = _positional(node.args)[:1]
+        if self.namespace_writer is None and (
+            name in _NAMESPACE_WRITERS
+            # ``setattr(sys.modules[__name__], "MODEL", ...)``
+            or (name == "setattr" and first and _names_module(first[0].value))
+        ):
+            self.namespace_writer = node
+        return True
+
+    def visit_ListComp(self, node: cst.ListComp) -> None:
+        self._comprehensions += 1
+
+    def leave_ListComp(self, original_node: cst.ListComp) -> None:
+        self._comprehensions -= 1
+
+    def visit_SetComp(self, node: cst.SetComp) -> None:
+        self._comprehensions += 1
+
+    def leave_SetComp(self, original_node: cst.SetComp) -> None:
+        self._comprehensions -= 1
+
+    def visit_DictComp(self, node: cst.DictComp) -> None:
+        self._comprehensions += 1
+
+    def leave_DictComp(self, original_node: cst.DictComp) -> None:
+        self._comprehensions -= 1
+
+    def visit_GeneratorExp(self, node: cst.GeneratorExp) -> None:
+        self._comprehensions += 1
+
+    def leave_GeneratorExp(self, original_node: cst.GeneratorExp) -> None:
+        self._comprehensions -= 1
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        if self._comprehensions and isinstance(node.target, cst.Name):
+            self.unsettled.setdefault(node.target.value, "rebound by `:=` in a comprehension")
 
     def visit_Del(self, node: cst.Del) -> None:
         for target in _names_in(node.target):
@@ -291,6 +418,7 @@ class _Bindings(cst.CSTVisitor):
             bound = alias.asname.name if alias.asname is not None else None
             name = bound.value if isinstance(bound, cst.Name) else top
             self.imported.setdefault(name, set()).add(top)
+            self.binders.setdefault(name, []).append(node)
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
         if node.relative:
@@ -301,25 +429,53 @@ class _Bindings(cst.CSTVisitor):
             return
         if isinstance(node.names, cst.ImportStar):
             self.star_origins.add(origin)
+            self.star_imports.append((origin, node))
             return
         for alias in node.names:
             bound = alias.asname.name if alias.asname is not None else alias.name
             if isinstance(bound, cst.Name):
                 self.imported.setdefault(bound.value, set()).add(origin)
+                self.binders.setdefault(bound.value, []).append(node)
 
     def _assigned(self, target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        if (
+            isinstance(target, cst.Attribute)
+            and self.namespace_writer is None
+            and _names_module(target.value)
+        ):
+            self.namespace_writer = target  # ``sys.modules[__name__].MODEL = ...``
+        if isinstance(target, cst.Attribute) and _root_name(target.value) in ("self", "cls"):
+            # ``self.model_class = transformers.AutoModel``: remembered under the
+            # attribute's name, which ``self.model_class.from_pretrained`` looks up
+            self._alias(target.attr.value, value)
+            return
         if not isinstance(target, cst.Name):
             return
         self.values[target] = value
+        self.binders.setdefault(target.value, []).append(target)
         if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
             self.literal_names.add(target.value)
-        root = _root_name(value)
-        if root is not None and root != target.value:
-            self.aliases.setdefault(target.value, set()).add(root)
+        self._alias(target.value, value)
+
+    def _alias(self, name: str, value: cst.BaseExpression) -> None:
+        """Record where ``name = value`` may get a class from: every name the value reads
+        (``getattr(transformers, "AutoModel")``, ``{"bert": transformers.BertModel}``,
+        ``A if x else B``) and any module it imports by name (``import_module("x")``)."""
+        if isinstance(value, (cst.SimpleString, cst.ConcatenatedString)):
+            return
+        for dynamic in _dynamic_imports_in(value):
+            self.imported.setdefault(name, set()).add(dynamic)
+        read = _names_read(value) - {name}
+        if read:
+            self.aliases.setdefault(name, set()).update(read)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         for target in node.targets:
             self._assigned(target.target, node.value)
+
+    def visit_Param(self, node: cst.Param) -> None:
+        if node.default is not None:  # ``def __init__(self, cls=transformers.AutoModel)``
+            self._alias(node.name.value, node.default)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         if node.value is not None:
@@ -377,14 +533,17 @@ class _Collector(_Bindings):
         installed: Mapping[str, str],
         filename: str,
         cell: int | None,
+        where: Callable[[int], str] | None = None,
     ) -> None:
         super().__init__()
+        self.where = where
         self.wrapper = wrapper
         self.module = wrapper.module
         self.installed = installed
         self.positions: Mapping[cst.CSTNode, CodeRange] = wrapper.resolve(PositionProvider)
         self.bindings: _Bindings = self
         self.calls: list[cst.Call] = []
+        self.taskflow_handed_on: list[cst.Call] = []
         self._scopes: Mapping[cst.CSTNode, Scope | None] | None = None
         self.filename = filename
         self.cell = cell
@@ -392,6 +551,10 @@ class _Collector(_Bindings):
 
     def _line(self, node: cst.CSTNode) -> int:
         return self.positions[node].start.line
+
+    def _at(self, line: int) -> str:
+        """A line named in a message: ``line 3``, or ``cell 2 line 1`` in a notebook."""
+        return self.where(line) if self.where is not None else f"line {line}"
 
     def _finding(self, kind: FindingKind, node: cst.CSTNode, message: str) -> None:
         self.out.findings.append(
@@ -411,7 +574,9 @@ class _Collector(_Bindings):
         func = node.func
         if _callee_name(func) in CALLEE_NAMES:
             self.calls.append(node)
-        return True
+        if any(_is_taskflow(arg.value) for arg in node.args):
+            self.taskflow_handed_on.append(node)  # ``functools.partial(Taskflow, ...)``
+        return super().visit_Call(node)
 
     def _decide(self, node: cst.Call) -> None:
         func = node.func
@@ -430,15 +595,43 @@ class _Collector(_Bindings):
         None when it is PaddleNLP's, local, or unknown: unknown callees (a parameter,
         ``self.model_class``) are PaddleNLP's unless the module says otherwise.
         """
-        root = _root_name(receiver)
-        origins = self.bindings.origins(root) if root is not None else set()
+        origins: set[str] = set()
+        names: list[str] = []
+        node = receiver
+        while True:  # ``a.b``, ``a["k"]``, ``a()``, ``import_module("x").A``: down to ``a``
+            if isinstance(node, cst.Attribute):
+                if isinstance(node.value, cst.Name) and node.value.value in ("self", "cls"):
+                    names.append(node.attr.value)  # ``self.model_class``
+                node = node.value
+            elif isinstance(node, cst.Subscript):
+                node = node.value
+            elif isinstance(node, cst.Call):
+                dynamic = _dynamic_import(node)
+                if dynamic is not None:
+                    origins.add(dynamic)
+                    break
+                node = node.func
+            else:
+                if isinstance(node, cst.Name):
+                    names.append(node.value)
+                break
+        for name in names:
+            origins |= self.bindings.origins(name)
         foreign = sorted(origins & FOREIGN_LIBRARIES)
         if foreign:
             return foreign[0]
-        if not origins:
-            star = sorted(self.bindings.star_origins & FOREIGN_LIBRARIES)
-            if star:
-                return f"{star[0]} (through `from {star[0]} import *`)"
+        for star, statement in self.bindings.star_imports:
+            if star not in FOREIGN_LIBRARIES:
+                continue
+            # the star import may rebind the name unless something binds it after it
+            star_line = self._line(statement)
+            if not any(
+                self._line(binder) > star_line
+                for name in names
+                for binder in self.bindings.binders.get(name, ())
+                if binder in self.positions
+            ):
+                return f"{star} (through `from {star} import *`)"
         return None
 
     # -- from_pretrained ----------------------------------------------------------------
@@ -605,13 +798,22 @@ class _Collector(_Bindings):
             if len(bindings) > 1:
                 lines = sorted({self._line(b.node) for b in bindings
                                 if isinstance(b, Assignment) and b.node in self.positions})
-                shown = ", ".join(str(n) for n in lines)
-                return None, f"{label}, which is assigned {len(bindings)} times (lines {shown})"
+                shown = (f"lines {', '.join(str(n) for n in lines)}" if self.where is None
+                         else ", ".join(self._at(n) for n in lines))
+                return None, f"{label}, which is assigned {len(bindings)} times ({shown})"
         if len(referents) > 1:
             return None, f"{label}, which may hold one of several values here"
         (only,) = referents
         if not isinstance(only, Assignment):
             return None, f"{label}, which is not assigned in this module"
+        if isinstance(only.scope, GlobalScope) and self.bindings.star_imports:
+            origin, statement = self.bindings.star_imports[0]
+            return None, (f"{label}, which `from {origin} import *` "
+                          f"({self._at(self._line(statement))}) may rebind")
+        writer = self.bindings.namespace_writer
+        if isinstance(only.scope, (GlobalScope, ClassScope)) and writer is not None:
+            return None, (f"{label}, which `{_snippet(self.module, writer, 40)}` "
+                          f"({self._at(self._line(writer))}) may rebind at run time")
         if isinstance(only, ImportAssignment):
             source = _snippet(self.module, only.node)
             return None, (f"{label}, imported (`{source}`); its value is not known in this "
@@ -627,7 +829,7 @@ class _Collector(_Bindings):
                 return None, (f"{label}, which holds a bytes literal "
                               f"`{_snippet(self.module, value)}` (PaddleNLP wants a str)")
             return None, (f"{label}, which is {_describe_computed(value)} "
-                          f"(line {self._line(value)})")
+                          f"({self._at(self._line(value))})")
         assert isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
         return _Resolved(literal, value), None
 
@@ -677,6 +879,15 @@ class _Collector(_Bindings):
     def finish(self) -> _Analysis:
         for call in self.calls:
             self._decide(call)
+        for call in self.taskflow_handed_on:
+            self.out.taskflow_calls += 1
+            self._finding(
+                "taskflow",
+                call,
+                f"`{_snippet(self.module, call)}` hands Taskflow on to be called elsewhere; "
+                "it picks its model by name and cannot take a folder; it needs offline mode "
+                f"(`{OFFLINE_IMPORT_LINE.split('  #')[0]}`, or rewrite --add-offline-import)",
+            )
         self.out.findings.sort(key=lambda f: f.line)
         self.out.changes.sort(key=lambda c: c.line)
         return self.out
@@ -845,9 +1056,21 @@ CALLEE_NAMES = ("from_pretrained", "Taskflow", *sorted(DOWNLOAD_FUNCTIONS))
 def _is_acted_on(call: ast.Call) -> bool:
     """``ast`` twin of the tests in :meth:`_Collector.visit_Call` (names NFKC-normalised)."""
     func = call.func
+    if any(_ast_is_taskflow(value) for value in
+           (*call.args, *(keyword.value for keyword in call.keywords))):
+        return True  # ``functools.partial(Taskflow, ...)``
     if isinstance(func, ast.Attribute):
         return func.attr in CALLEE_NAMES
     return isinstance(func, ast.Name) and (func.id == "Taskflow" or func.id in DOWNLOAD_FUNCTIONS)
+
+
+def _ast_is_taskflow(node: ast.expr) -> bool:
+    """``ast`` twin of :func:`_is_taskflow` (``*Taskflow`` unwrapped as libcst's Arg does)."""
+    if isinstance(node, ast.Starred):
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id == "Taskflow"
+    return isinstance(node, ast.Attribute) and node.attr == "Taskflow"
 
 
 def may_act(source: str) -> bool:
@@ -881,6 +1104,27 @@ def may_act(source: str) -> bool:
     return any(isinstance(node, ast.Call) and _is_acted_on(node) for node in ast.walk(tree))
 
 
+def _respelled_name(source: str) -> tuple[int, str, str] | None:
+    """(line, name as written, name as Python reads it) for the first identifier that is
+    not in NFKC form, or ``None``.
+
+    Python reads ``ＭODEL`` as ``MODEL`` (PEP 3131); libcst keeps names as written, so its
+    scopes and imports would see two names where Python sees one -- a second assignment or
+    a ``from transformers import AutoModel as Ａ`` it cannot connect.
+    """
+    if source.isascii():
+        return None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NAME and not token.string.isascii():
+                read = unicodedata.normalize("NFKC", token.string)
+                if read != token.string:
+                    return token.start[0], token.string, read
+    except (tokenize.TokenError, SyntaxError):
+        return None  # libcst parsed it; nothing here says a name is respelled
+    return None
+
+
 def too_deep(source: str) -> int | None:
     """The line where ``source`` nests deeper than CPython's parser allows, or ``None``.
 
@@ -912,11 +1156,13 @@ def rewrite_python(
     cell: int | None,
     ascii_only: bool,
     prefilter: bool = True,
+    where: Callable[[int], str] | None = None,
 ) -> RewriteResult:
     """Core of :func:`rewrite_source`, plus the knobs notebooks and odd encodings need.
 
     ``prefilter=False`` runs the full pass even where :func:`may_act` says it would find
-    nothing: the reference the filter is tested and benchmarked against.
+    nothing: the reference the filter is tested and benchmarked against.  ``where`` names a
+    line of ``source`` in messages (a notebook's joined cells: ``cell 2 line 1``).
     """
     if prefilter and not may_act(source):
         return RewriteResult(source)
@@ -933,14 +1179,27 @@ def rewrite_python(
         return RewriteResult(source, (), (finding,))
 
     try:
-        return _transform(module, source, installed, add_offline_import=add_offline_import,
-                          filename=filename, cell=cell, ascii_only=ascii_only)
+        result = _transform(module, source, installed, add_offline_import=add_offline_import,
+                            filename=filename, cell=cell, ascii_only=ascii_only, where=where)
+        respelled = _respelled_name(source) if result.changes or result.findings else None
+        if respelled is not None:  # the same pass, changing no id
+            result = _transform(module, source, {}, add_offline_import=add_offline_import,
+                                filename=filename, cell=cell, ascii_only=ascii_only,
+                                where=where)
     except RecursionError:
         # libcst's visitors recurse once per nesting level (a sum of a few hundred terms
         # is enough); CPython's parser accepted the file, so say what happened and go on.
         finding = Finding("parse-error", 1, "cannot rewrite, skipped: nested too deeply "
                           "for the rewriter (RecursionError)", file=filename, cell=cell)
         return RewriteResult(source, (), (finding,))
+    if respelled is not None:
+        line, written, read = respelled
+        note = Finding("computed-id", line, f"the name `{written}` is read by Python as "
+                       f"`{read}` (NFKC), which the rewriter cannot follow; nothing in this "
+                       "module is rewritten -- spell names as Python reads them",
+                       file=filename, cell=cell)
+        return dataclasses.replace(result, findings=(*result.findings, note))
+    return result
 
 
 def _transform(
@@ -952,9 +1211,10 @@ def _transform(
     filename: str,
     cell: int | None,
     ascii_only: bool,
+    where: Callable[[int], str] | None,
 ) -> RewriteResult:
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)  # parsed just now, ours
-    collector = _Collector(wrapper, installed, filename, cell)
+    collector = _Collector(wrapper, installed, filename, cell, where)
     wrapper.module.visit(collector)
     analysis = collector.finish()
 

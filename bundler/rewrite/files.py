@@ -433,6 +433,27 @@ def _diff_name(path: Path) -> str:
     return relative
 
 
+_C_ESCAPES = {ord("\\"): b"\\\\", ord('"'): b'\\"', ord("\n"): b"\\n", ord("\t"): b"\\t"}
+
+
+def _quoted(name: bytes) -> bytes:
+    """A diff header name as GNU patch and git read it: C-quoted (``"a/x\\ty.py"``) when it
+    holds whitespace, a quote, a backslash or a control byte -- unquoted, ``patch`` stops at
+    the first blank and a newline would start a header line of the name's choosing."""
+    if not any(byte <= 0x20 or byte in (0x22, 0x5C, 0x7F) for byte in name):
+        return name
+    out = bytearray(b'"')
+    for byte in name:
+        escape = _C_ESCAPES.get(byte)
+        if escape is not None:
+            out += escape
+        elif byte < 0x20 or byte == 0x7F:
+            out += b"\\%03o" % byte
+        else:
+            out.append(byte)
+    return bytes(out + b'"')
+
+
 def unified_diff(file_rewrite: FileRewrite, *, context: int = 3) -> bytes:
     """A unified diff of the planned rewrite (empty when nothing changes), for ``--diff``.
 
@@ -446,7 +467,7 @@ def unified_diff(file_rewrite: FileRewrite, *, context: int = 3) -> bytes:
     old = _diff_lines(file_rewrite.old_text.encode(file_rewrite.encoding))
     new = _diff_lines(file_rewrite.new_text.encode(file_rewrite.encoding))
     name = os.fsencode(_diff_name(file_rewrite.path))
-    out = [b"--- a/" + name + b"\n", b"+++ b/" + name + b"\n"]
+    out = [b"--- " + _quoted(b"a/" + name) + b"\n", b"+++ " + _quoted(b"b/" + name) + b"\n"]
     for group in _grouped(_opcodes(old, new), context):
         i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
         out.append(f"@@ -{_range(i1, i2)} +{_range(j1, j2)} @@\n".encode("ascii"))

@@ -407,6 +407,7 @@ def rewrite_notebook(
         cell=None,
         ascii_only=False,
         prefilter=prefilter,
+        where=lambda line: "cell {} line {}".format(*_to_cell(line, cells)),
     )
     pieces = _split_cells(result.new_source, cells)
     if pieces is None or any(f.kind == "parse-error" for f in result.findings):
