@@ -133,8 +133,11 @@ SERVER = """
     """
 
 DRIVER = """
-    import sys, textwrap
+    import signal, sys, textwrap
     from pathlib import Path
+    # as in a terminal: a test run started in the background (make test &, CI runners) has
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from tests.test_capture_proof import _prove
     try:
         _prove(Path(sys.argv[1]), {server!r}.replace("sys.argv[1]", repr(sys.argv[2])))
