@@ -17,7 +17,7 @@ from collections.abc import Generator, Iterator
 from typing import Protocol
 
 from bundler.scan.allowlist import Allowlist
-from bundler.scan.opcodes import Finding, PickleWalker, Refused
+from bundler.scan.opcodes import Buffered, Finding, PickleWalker, Refused
 
 #: Names that are pickles (or archives of them) whatever their first bytes.
 PICKLE_SUFFIXES = (".pdparams", ".pdopt", ".pkl", ".pickle", ".pdstates", ".pt", ".pth",
@@ -74,49 +74,8 @@ def walker_for(kind: str, allow: Allowlist, *, base_offset: int = 0,
     return ZipWalker(allow, base_offset=base_offset)
 
 
-class _Buffered:
-    """The byte-feeding half shared by the walkers below (see :class:`PickleWalker`)."""
-
-    def __init__(self, base_offset: int) -> None:
-        self._buf = bytearray()
-        self._pos = 0
-        self._consumed = base_offset
-        self._eof = False
-        self._gen: Generator[None, None, None] | None = self._run()
-        next(self._gen)
-
-    def _run(self) -> Generator[None, None, None]:
-        raise NotImplementedError
-        yield
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._gen is None:
-            return
-        if self._pos:
-            del self._buf[:self._pos]
-            self._consumed += self._pos
-            self._pos = 0
-        self._buf += data
-        self._step()
-
-    def close(self) -> None:
-        self._eof = True
-        if self._gen is not None:
-            self._step()
-
-    def _step(self) -> None:
-        assert self._gen is not None
-        try:
-            self._gen.send(None)
-        except StopIteration:
-            self._gen = None
-        except Refused:
-            self._gen = None
-            raise
-
-    @property
-    def _offset(self) -> int:
-        return self._consumed + self._pos
+class _Buffered(Buffered):
+    """:class:`Buffered` with the end of the input refused where more bytes were needed."""
 
     def _more(self, start: int) -> Generator[None, None, None]:
         if self._eof:

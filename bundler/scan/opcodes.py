@@ -84,29 +84,28 @@ _LEN_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
 Allowed = Callable[[str, str], bool]
 
 
-class PickleWalker:
-    """Feed a pickle's bytes in chunks; :class:`Refused` is raised at the first problem.
+class Buffered:
+    """The byte-feeding half of every walker: chunks are appended to a buffer that the
+    subclass's ``_run`` generator reads from ``_pos``, resuming at each ``feed``; consumed
+    bytes are dropped from the front, ``_consumed`` counting them for offsets."""
 
-    ``allowed(module, name)`` decides each global. ``persistent_ids`` allows ``PERSID`` and
-    ``BINPERSID`` (torch's ``data.pkl`` names its storages that way; Paddle never does).
-    After ``STOP`` the bytes that follow are walked as a further pickle while they parse as
-    one (a loader may call ``load`` again); ``close`` refuses a first pickle left unfinished.
-    """
-
-    def __init__(self, allowed: Allowed, *, persistent_ids: bool = False,
-                 base_offset: int = 0) -> None:
-        self._allowed = allowed
-        self._persistent_ids = persistent_ids
+    def __init__(self, base_offset: int) -> None:
         self._buf = bytearray()
         self._pos = 0
         self._consumed = base_offset  # bytes dropped from the front of _buf so far
         self._eof = False
-        self._skipping = 0  # bytes of an argument still to pass over, not yet fed
-        self.pickles = 0  # complete pickles seen
         self._gen: Generator[None, None, None] | None = self._run()
         next(self._gen)
 
-    # -- input ---------------------------------------------------------------------------
+    def _run(self) -> Generator[None, None, None]:
+        raise NotImplementedError
+        yield
+
+    def _take(self, data: bytes | bytearray | memoryview
+              ) -> bytes | bytearray | memoryview | None:
+        """What of a new chunk goes into the buffer (None: nothing, do not resume)."""
+        return data
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._gen is None:
             return
@@ -114,15 +113,10 @@ class PickleWalker:
             del self._buf[:self._pos]
             self._consumed += self._pos
             self._pos = 0
-        if self._skipping and not self._buf:
-            # inside a long bytes argument (a tensor): count it off without copying it
-            take = min(self._skipping, len(data))
-            self._skipping -= take
-            self._consumed += take
-            if self._skipping:
-                return
-            data = memoryview(data)[take:]
-        self._buf += data
+        taken = self._take(data)
+        if taken is None:
+            return
+        self._buf += taken
         self._step()
 
     def close(self) -> None:
@@ -143,6 +137,37 @@ class PickleWalker:
     @property
     def _offset(self) -> int:
         return self._consumed + self._pos
+
+
+class PickleWalker(Buffered):
+    """Feed a pickle's bytes in chunks; :class:`Refused` is raised at the first problem.
+
+    ``allowed(module, name)`` decides each global. ``persistent_ids`` allows ``PERSID`` and
+    ``BINPERSID`` (torch's ``data.pkl`` names its storages that way; Paddle never does).
+    After ``STOP`` the bytes that follow are walked as a further pickle while they parse as
+    one (a loader may call ``load`` again); ``close`` refuses a first pickle left unfinished.
+    """
+
+    def __init__(self, allowed: Allowed, *, persistent_ids: bool = False,
+                 base_offset: int = 0) -> None:
+        self._allowed = allowed
+        self._persistent_ids = persistent_ids
+        self._skipping = 0  # bytes of an argument still to pass over, not yet fed
+        self.pickles = 0  # complete pickles seen
+        super().__init__(base_offset)
+
+    # -- input ---------------------------------------------------------------------------
+    def _take(self, data: bytes | bytearray | memoryview
+              ) -> bytes | bytearray | memoryview | None:
+        if self._skipping and not self._buf:
+            # inside a long bytes argument (a tensor): count it off without copying it
+            take = min(self._skipping, len(data))
+            self._skipping -= take
+            self._consumed += take
+            if self._skipping:
+                return None
+            return memoryview(data)[take:]
+        return data
 
     def _wait(self) -> Generator[None, None, bool]:
         """Yield until more bytes arrive; False at the end of the input."""
