@@ -133,8 +133,10 @@ SERVER = """
     """
 
 DRIVER = """
-    import signal, sys, textwrap
+    import signal, sys, tempfile, textwrap
     from pathlib import Path
+    if len(sys.argv) > 3:
+        tempfile.tempdir = sys.argv[3]  # the system's temporary folder, for the scratch
     # as in a terminal: a test run started in the background (make test &, CI runners) has
     # SIGINT ignored, and Python then never raises KeyboardInterrupt
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -147,17 +149,25 @@ DRIVER = """
     """
 
 
-def test_ctrl_c_during_the_proof_means_no_bundle_even_if_the_command_exits_0(
-        tmp_path: Path) -> None:
+def _start_proof_of_a_server(tmp_path: Path, *system_tmp: Path
+                             ) -> tuple[subprocess.Popen[str], Path]:
+    """A fetch proof of :data:`SERVER` in its own process group, once the server runs."""
     marker = tmp_path / "started"
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(DRIVER.format(server=textwrap.dedent(SERVER))),
-         str(tmp_path), str(marker)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+         str(tmp_path), str(marker), *map(str, system_tmp)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert marker.exists(), proc.communicate()
+    return proc, marker
+
+
+def test_ctrl_c_during_the_proof_means_no_bundle_even_if_the_command_exits_0(
+        tmp_path: Path) -> None:
+    proc, _ = _start_proof_of_a_server(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, (stdout, stderr)
@@ -345,19 +355,9 @@ def test_a_failed_download_does_not_print_the_mirrors_password() -> None:
 
 # -- F12: SIGTERM and leftovers -----------------------------------------------------------
 def test_sigterm_during_the_proof_leaves_no_folders(tmp_path: Path) -> None:
-    marker = tmp_path / "started"
     system_tmp = tmp_path / "systemtmp"
     system_tmp.mkdir()
-    driver = DRIVER.replace("try:", f"tempfile.tempdir = {str(system_tmp)!r}\n    try:").replace(
-        "import sys, textwrap", "import sys, tempfile, textwrap")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(driver.format(server=textwrap.dedent(SERVER))),
-         str(tmp_path), str(marker)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), proc.communicate()
+    proc, _ = _start_proof_of_a_server(tmp_path, system_tmp)
     assert any((tmp_path / "stick").iterdir()) and any(system_tmp.iterdir())  # at work
     proc.terminate()  # paddle-bundle only, as a service manager or `kill` would
     stdout, stderr = proc.communicate(timeout=120)
