@@ -365,6 +365,25 @@ class OfflineResolver:
             model_id, f"model {model_id!r} is not installed: {folder} does not exist "
                       "(paddle-bundle offline mode)", hint=_fetch_hint(model_id)))
 
+    def from_mirror(self, model_id: str) -> bool:
+        """Whether an uncached file of ``model_id`` comes from the site's mirror
+        (:data:`ENV_MIRROR`): a community model the mirror serves, unless it was installed
+        here from a bundle (then its install record, not the mirror, says what exists)."""
+        return mirror_endpoint() is not None and not _is_url(model_id) and \
+            self.record(model_id) is None and community_on_mirror(model_id)
+
+    def require_installed_or_mirrored(self, model_id: str, filename: str,
+                                      cache_dir: Any = None) -> None:
+        """Rule 1 with a mirror set: a fixed URL, or a model the mirror serves, is left to
+        the download; a model on neither the cache nor the mirror fails at once, naming the
+        mirror."""
+        if _is_url(filename) or self.from_mirror(model_id):
+            return
+        try:
+            self.require_installed(model_id, cache_dir)
+        except ModelNotInstalledError:
+            raise refused(_not_on_mirror(model_id, "its file list has no such model")) from None
+
     def require_hub_installed(self, kind: str, repo_id: str, cache_dir: Any = None) -> None:
         """Rule 1 for the hubs: raise unless the hub cache has ``models--org--name/snapshots``
         (``kind`` is ``hf`` or ``aistudio``)."""
@@ -439,6 +458,17 @@ class OfflineResolver:
         return MissingFromBundleError(
             f"{filename} of model {model_id} is not in {folder}{source}",
             hint=_fetch_hint(model_id, force=True))
+
+    def taskflow_id(self, path: str) -> str | None:
+        """``taskflow:<task>/<model>`` for a folder below this home's ``taskflow``."""
+        from pathlib import Path
+
+        taskflow = Path(self.model_home()).parent / "taskflow"
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(taskflow)).as_posix()
+        except ValueError:
+            return None
+        return None if rel in ("", ".") else f"taskflow:{rel}"
 
     def legacy_download(self, url: str, path: str, md5sum: str | None) -> BundleError:
         """The error for a download through ``paddlenlp.utils.downloader`` (Taskflow's
@@ -560,7 +590,9 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         if from_aistudio or from_hf_hub:
             resolver.require_hub_installed("aistudio" if from_aistudio else "hf", repo_id,
                                            cache_dir)
-        elif found is None and not (_is_url(filename) and mirror_endpoint()):
+        elif found is None and mirror_endpoint():
+            resolver.require_installed_or_mirrored(repo_id, filename, cache_dir)
+        elif found is None:
             resolver.require_installed(repo_id, cache_dir)
         return found
 
@@ -573,6 +605,11 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         if from_aistudio or from_hf_hub:
             return resolver.hub_absent("aistudio" if from_aistudio else "hf", repo_id,
                                        filename, subfolder)
+        if resolver.from_mirror(repo_id):  # what the mirror's HEAD would answer, from its list
+            client = mirror_client()
+            assert client is not None
+            rel = f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+            return community_rel(repo_id, rel) in client.listing()[1]
         return resolver.absent(repo_id, filename, subfolder)
 
     def bos_download(
@@ -601,6 +638,10 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
             return path
         if url is not None and mirror_endpoint():  # a fixed URL: from the site's mirror
             return mirror_fetch(url, path, repo_id)
+        if url is None and resolver.from_mirror(repo_id):  # a community model on the mirror
+            client = mirror_client()
+            assert client is not None
+            return client.fetch(community_rel(repo_id, rel), path, repo_id)
         raise refused(resolver.missing_resource(repo_id, rel, url, cache_dir))
 
     def refuse_hub_download(*args: Any, **kwargs: Any) -> str:
@@ -640,7 +681,7 @@ def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
     def _download(url: str, path: str, md5sum: str | None = None) -> str:
         if mirror_endpoint() and mirrored_url(url):  # Taskflow's static files: the mirror
             return mirror_fetch(url, os.path.join(path, url.rsplit("/", 1)[-1]),
-                                os.path.basename(os.path.normpath(path)), md5sum)
+                                resolver.taskflow_id(path) or url, md5sum)
         raise refused(resolver.legacy_download(url, path, md5sum))
 
     setattr(_download, _MARK, True)
@@ -886,15 +927,6 @@ def _split_credentials(url: str) -> tuple[str, str | None]:
     return plain, "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
-def mirrored_url(url: str) -> str | None:
-    """``url`` on the mirror when it is a file of PaddleNLP's bucket and a mirror is set."""
-    mirror = mirror_endpoint()
-    for prefix in _BUCKET_PREFIXES:
-        if mirror and url.startswith(prefix):
-            return f"{mirror}/{url[len(prefix):]}"
-    return None
-
-
 def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
     """Whether the socket guard lets ``event`` through: a look-up of the mirror's host name,
     or a connection to one of its addresses on its port. Nothing else."""
@@ -929,7 +961,7 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
 
 
 def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
-    """A file on neither the local cache nor the mirror: the offline-mode message, fast."""
+    """The mirror could not serve what offline mode asked of it: named, with the URL."""
     from bundler.errors import NotOnMirrorError
 
     mirror = redact_url(mirror_endpoint() or "")
@@ -942,8 +974,186 @@ def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
                  f"--root DIR'), or install it here; {_fetch_hint(what)}")
     return NotOnMirrorError(
         what, f"{what} is not installed here and the mirror {mirror} could not serve {url} "
-              f"({type(exc).__name__}: {str(exc)[:200]})",
+              f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
         hint=f"check that the mirror is up and reachable from here, or unset {ENV_MIRROR}")
+
+
+def _not_on_mirror(what: str, detail: str) -> BundleError:
+    """``what`` is on neither the local cache nor the mirror's served list: said at once."""
+    from bundler.errors import NotOnMirrorError
+
+    return NotOnMirrorError(
+        what, f"{what} is not installed here and not on the mirror "
+              f"{redact_url(mirror_endpoint() or '')} ({detail}; paddle-bundle offline mode)",
+        hint=f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE "
+             f"--root DIR'), or install it here; {_fetch_hint(what)}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters replaced: an error from the mirror is untrusted."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+#: The served list of a paddle-bundle mirror (bundler.mirror.tree.SERVED_LIST), below the
+#: mirror URL; and the most of it offline mode reads.
+_LIST_PATH = ".paddle-bundle/files.json"
+_LIST_LIMIT = 256 << 20
+
+
+class _MirrorClient:
+    """One process's view of the mirror: its served list, and one cookie jar, so that every
+    file this process downloads comes from the generation its first request was answered
+    from (the nginx configuration pins a client by cookie, docs/fleet.md)."""
+
+    def __init__(self, endpoint: str) -> None:
+        import threading
+
+        self.endpoint = endpoint
+        self.lock = threading.Lock()
+        self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
+        self._opener: Any = None
+
+    def _open(self, rel: str) -> Any:
+        import http.cookiejar
+        import urllib.request
+
+        if self._opener is None:
+            # the mirror only: no proxy, and no redirect (nginx-config never redirects; a
+            # redirect would carry the credentials elsewhere)
+            self._opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), _no_redirect_handler(),
+                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        plain, authorization = _split_credentials(f"{self.endpoint}/{rel}")
+        request = urllib.request.Request(plain)
+        if authorization is not None:
+            request.add_unredirected_header("Authorization", authorization)
+        return self._opener.open(request, timeout=30)
+
+    def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+        """``(model id -> kind, path below the mirror URL -> (sha256, size))``."""
+        import json
+        import urllib.error
+
+        with self.lock:
+            if self._listing is not None:
+                return self._listing
+            url = f"{self.endpoint}/{_LIST_PATH}"
+            try:
+                with self._open(_LIST_PATH) as response:
+                    data = response.read(_LIST_LIMIT + 1)
+                if len(data) > _LIST_LIMIT:
+                    raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
+                raw = json.loads(data)
+                models = {str(k): str(v) for k, v in raw["models"].items()}
+                files = {str(k): (str(v[0]), int(v[1])) for k, v in raw["files"].items()}
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
+                raise refused(UsageError(
+                    f"{redact_url(self.endpoint)} is not a paddle-bundle mirror ({_LIST_PATH} "
+                    f"answered 404), or nothing was published there by this version",
+                    hint=f"set {ENV_MIRROR} to the URL clients use as PPNLP_ENDPOINT "
+                         "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
+                    from None
+            except (OSError, urllib.error.URLError) as exc:
+                raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+                raise refused(UsageError(
+                    f"{redact_url(url)} is not a paddle-bundle file list "
+                    f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
+                    hint=f"check that {ENV_MIRROR} names a paddle-bundle mirror")) from None
+            self._listing = (models, files)
+            return self._listing
+
+    def forget(self) -> None:
+        """Start over: the generation this process was pinned to is gone from the mirror."""
+        with self.lock:
+            self._listing, self._opener = None, None
+
+    def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:
+        """Download the served file ``rel`` to ``dest``: written whole and checked against
+        the served list (size, sha256; ``md5sum`` when given), then renamed into place. A
+        file that no longer matches (this process's generation was pruned, so the mirror
+        answered from the current one) is tried once more with a fresh list."""
+        for attempt in (1, 2):
+            entry = self.listing()[1].get(rel)
+            if entry is None:
+                raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
+            try:
+                return self._download(rel, dest, entry, what, md5sum)
+            except _Stale as exc:
+                if attempt == 2:
+                    raise refused(_mirror_failure(what, f"{self.endpoint}/{rel}",
+                                                  exc.cause)) from None
+                self.forget()
+        raise AssertionError("unreachable")
+
+    def _download(self, rel: str, dest: str, entry: tuple[str, int], what: str,
+                  md5sum: str | None) -> str:
+        import hashlib
+        import tempfile
+        import urllib.error
+
+        sha256, size = entry
+        url = f"{self.endpoint}/{rel}"
+        folder = os.path.dirname(dest) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
+        try:
+            digest, md5 = hashlib.sha256(), hashlib.md5()
+            received = 0
+            with os.fdopen(fd, "wb") as out, self._open(rel) as response:
+                # never more than the list says: a broken mirror cannot fill the disk
+                while chunk := response.read(min(1 << 20, size + 1 - received)):
+                    received += len(chunk)
+                    if received > size:
+                        raise _Stale(OSError(f"the mirror sent more than the {size} bytes "
+                                             "its file list gives"))
+                    out.write(chunk)
+                    digest.update(chunk)
+                    md5.update(chunk)
+            if received != size:
+                raise _Stale(OSError(f"received {received} of {size} bytes"))
+            if digest.hexdigest() != sha256:
+                raise _Stale(OSError(f"sha256 {digest.hexdigest()} is not the {sha256} of "
+                                     "the mirror's file list"))
+            if md5sum and md5.hexdigest() != md5sum:
+                raise refused(_mirror_failure(what, url, OSError(
+                    f"md5 {md5.hexdigest()} is not the {md5sum} PaddleNLP expects (the mirror "
+                    "serves another version of this file than this PaddleNLP uses)")))
+            os.replace(temp, dest)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # listed, yet absent: this process's generation was pruned
+                raise _Stale(exc) from None
+            raise refused(_mirror_failure(what, url, exc)) from None
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            raise refused(_mirror_failure(what, url, exc)) from None
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        return dest
+
+
+class _Stale(Exception):
+    """A listed file the mirror no longer serves as listed."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+_CLIENTS: dict[str, _MirrorClient] = {}
+
+
+def mirror_client() -> _MirrorClient | None:
+    """This process's client of the mirror in :data:`ENV_MIRROR`, or None when none is set."""
+    endpoint = mirror_endpoint()
+    if endpoint is None:
+        return None
+    client = _CLIENTS.get(endpoint)
+    if client is None:
+        client = _CLIENTS.setdefault(endpoint, _MirrorClient(endpoint))
+    return client
 
 
 def _no_redirect_handler() -> Any:
@@ -956,49 +1166,39 @@ def _no_redirect_handler() -> Any:
     return NoRedirect()
 
 
-def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> str:
-    """Download the fixed URL ``url`` from the mirror to ``dest`` (written whole, then renamed
-    into place), where PaddleNLP would have stored it; ``md5sum`` is checked when given."""
-    import hashlib
-    import tempfile
-    import urllib.error
-    import urllib.request
+def bucket_rel(url: str) -> str | None:
+    """The path of a fixed URL of PaddleNLP's bucket below the bucket (and the mirror URL)."""
+    for prefix in _BUCKET_PREFIXES:
+        if url.startswith(prefix):
+            return url[len(prefix):].split("?", 1)[0]
+    return None
 
-    target = mirrored_url(url)
-    if target is None:
+
+def mirrored_url(url: str) -> str | None:
+    """``url`` on the mirror when it is a file of PaddleNLP's bucket and a mirror is set."""
+    mirror = mirror_endpoint()
+    rel = bucket_rel(url)
+    return f"{mirror}/{rel}" if mirror and rel is not None else None
+
+
+def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> str:
+    """Download the fixed URL ``url`` from the mirror to ``dest``, where PaddleNLP would have
+    stored it (see :meth:`_MirrorClient.fetch`)."""
+    client, rel = mirror_client(), bucket_rel(url)
+    if client is None or rel is None:
         raise refused(OfflineBlockedError(f"offline mode cannot download {url}",
                                           hint=f"only PaddleNLP's bucket is on {ENV_MIRROR}"))
-    folder = os.path.dirname(dest) or "."
-    os.makedirs(folder, exist_ok=True)
-    # the mirror only: no proxy, and no redirect (nginx-config never redirects; a redirect
-    # would carry the credentials elsewhere)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                          _no_redirect_handler())
-    plain, authorization = _split_credentials(target)
-    request = urllib.request.Request(plain)
-    if authorization is not None:
-        request.add_unredirected_header("Authorization", authorization)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
-    try:
-        digest = hashlib.md5()
-        received = 0
-        with os.fdopen(fd, "wb") as out, opener.open(request, timeout=30) as response:
-            expected = response.headers.get("Content-Length")
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-        if expected is not None and int(expected) != received:
-            raise OSError(f"received {received} of {expected} bytes")
-        if md5sum and digest.hexdigest() != md5sum:
-            raise OSError(f"md5 {digest.hexdigest()} is not the {md5sum} PaddleNLP expects")
-        os.replace(temp, dest)
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        raise refused(_mirror_failure(what, target, exc)) from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return dest
+    return client.fetch(rel, dest, what, md5sum)
+
+
+def community_on_mirror(repo_id: str) -> bool:
+    """Whether the mirror serves ``repo_id`` as a community model."""
+    client = mirror_client()
+    return client is not None and client.listing()[0].get(repo_id) == "community"
+
+
+def community_rel(repo_id: str, rel: str) -> str:
+    return f"models/community/{repo_id}/{rel}"
 
 
 # -- switching it on -------------------------------------------------------------------------

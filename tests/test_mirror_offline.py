@@ -18,7 +18,7 @@ from bundler.errors import NotOnMirrorError, OfflineBlockedError, UsageError
 from bundler.mirror import publish, server_config
 from tests import test_offline
 from tests.conftest import make_model
-from tests.test_mirror import _main, free_port, nginx
+from tests.test_mirror import _main, free_port, nginx, sha
 from tests.test_offline import FAKE_DOWNLOADER, fake_module
 
 home = test_offline.home  # the fixtures of the fake PaddleNLP
@@ -59,10 +59,13 @@ def test_built_in_resources_come_from_the_mirror_and_absent_ones_fail_fast(
             patched.resolve_file_path("ernie-other", [VOCAB_URL.replace("ernie-tiny",
                                                                         "ernie-other")])
         assert time.perf_counter() - start < 5
-        assert server.endpoint in str(info.value) and "answered 404" in str(info.value)
+        assert server.endpoint in str(info.value)
+        assert "does not serve models/transformers/ernie-other/vocab.txt" in str(info.value)
         assert not isinstance(info.value, OSError)  # PaddleNLP would re-word an OSError
         assert not (home / "models" / "ernie-other" / "vocab.txt").exists()
         assert {m for m, *_ in server.log()} <= {"GET", "HEAD"}
+        # decided from the mirror's file list: the absent file was never requested
+        assert not [uri for _, uri, *_ in server.log() if "ernie-other" in uri]
     # without the variable, the cache alone answers (offline mode as before)
     monkeypatch.delenv(_offline.ENV_MIRROR)
     with pytest.raises(Exception, match="is not installed|not in"):
@@ -85,8 +88,10 @@ def test_taskflow_static_files_come_from_the_mirror(
         assert Path(path).read_bytes() == b"simbert weights"
         with pytest.raises(NotOnMirrorError, match="md5"):  # not what PaddleNLP expects
             mod._download(TASK_URL, str(tmp_path / "elsewhere"), "0" * 32)
-        with pytest.raises(NotOnMirrorError, match="answered 404"):
-            mod._download(TASK_URL.replace("simbert", "other"), str(tmp_path / "o"), None)
+        with pytest.raises(NotOnMirrorError, match="taskflow:text_similarity/other is not "
+                           "installed here and not on the mirror .* does not serve"):
+            mod._download(TASK_URL.replace("simbert", "other"),
+                          str(home / "taskflow" / "text_similarity" / "other"), None)
         # a URL outside PaddleNLP's bucket is still refused
         with pytest.raises(OfflineBlockedError):
             mod._download("https://x.invalid/d.zip", str(home / "datasets"), None)
@@ -187,3 +192,138 @@ def test_a_mirror_behind_basic_auth_is_reached_and_its_password_never_printed(
     with pytest.raises(UsageError) as bad:
         _offline.mirror_endpoint()
     assert "s3cret-pw" not in str(bad.value)
+
+
+# -- community models, the served list, one generation per process --------------------------
+REMOTE = "Org/remote"
+R1: dict[str, bytes | str] = {"config.json": '{"v": 1}', "tokenizer_config.json": '{"t": 1}',
+                              "model_state.pdparams": b"one" * 20_000}
+R2: dict[str, bytes | str] = {"config.json": '{"v": 2}', "tokenizer_config.json": '{"t": 2}',
+                              "model_state.pdparams": b"two" * 20_000}
+
+
+def _as_bytes(data: bytes | str) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def test_community_models_come_from_the_mirror_and_installed_ones_never_ask_it(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline mode with PADDLE_BUNDLE_MIRROR served only fixed URLs: a community model that
+    is not installed here failed with ModelNotInstalledError, so a program (or a Taskflow
+    task) needing one built-in name and one community model could use neither way alone."""
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    # Org/tok is installed here from a bundle; the mirror's copy differs and must not be read
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE),
+             make_bundle(tmp_path, "tok", {"config.json": '{"other": 1}',
+                                           "chat_template.json": "{}"}, "Org/tok")], root)
+    resolve = patched.resolve_file_path
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        got = resolve(REMOTE, ["config.json"])
+        assert got == str(home / "models" / REMOTE / "config.json")
+        assert Path(got).read_text() == R1["config.json"]
+        assert resolve(REMOTE, "model_state.pdparams") and \
+            (home / "models" / REMOTE / "model_state.pdparams").read_bytes() == \
+            R1["model_state.pdparams"]
+        assert resolve(REMOTE, "added_tokens.json") is None  # absent on the mirror
+        assert resolve("Org/tok", "chat_template.json") is None  # the install record says
+        start = time.perf_counter()
+        with pytest.raises(NotOnMirrorError) as info:
+            resolve("Nobody/model", ["config.json"])
+        assert time.perf_counter() - start < 5
+        assert server.endpoint in str(info.value) and "Nobody/model" in str(info.value)
+        with pytest.raises(Exception, match="model-2-of-2"):  # copied in by hand: as before
+            resolve("Org/sharded", "model-2-of-2.safetensors")
+        uris = [uri for _, uri, *_ in server.log()]
+    assert uris.count("/paddlenlp/.paddle-bundle/files.json") == 1  # one list per process
+    assert not [u for u in uris if "Org/tok" in u or "Nobody" in u or "added_tokens" in u]
+    assert sorted(u.rsplit("/", 1)[-1] for u in uris if REMOTE in u) == \
+        ["config.json", "model_state.pdparams"]
+
+
+def test_one_process_reads_one_generation_and_starts_over_once_it_is_pruned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every download of a process comes from the generation of its first request (the
+    cookie): without it a model's config could come from one version and its weights from
+    the next; and a generation pruned under a long-running process is not a failure."""
+    from bundler.mirror import Mirror
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    dest = tmp_path / "client"
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        client = _offline._MirrorClient(server.endpoint)
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)  # a new version lands
+        client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
+                     str(dest / "model_state.pdparams"), REMOTE)
+        assert (dest / "model_state.pdparams").read_bytes() == R1["model_state.pdparams"]
+        mirror = Mirror(root)
+        with mirror.locked():
+            assert mirror.prune(keep_seconds=0)  # the client's generation leaves the disk
+        client.fetch(f"models/community/{REMOTE}/tokenizer_config.json",
+                     str(dest / "tokenizer_config.json"), REMOTE)
+        assert (dest / "tokenizer_config.json").read_text() == R2["tokenizer_config.json"]
+        assert not list(dest.glob(".paddle-bundle-mirror-*"))
+        assert [uri for _, uri, *_ in server.log()].count(
+            "/paddlenlp/.paddle-bundle/files.json") == 2
+
+
+@pytest.mark.parametrize("damage", ["same size", "longer", "shorter"])
+def test_a_file_that_is_not_what_the_list_says_is_refused_and_nothing_is_left(
+        damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline mode checked only Content-Length: a damaged blob on the mirror (or a proxy
+    serving something else) reached PaddleNLP's cache, and a mirror sending an endless body
+    filled the client's disk."""
+    from bundler.mirror import Mirror
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    weights = _as_bytes(R1["model_state.pdparams"])
+    blob = Mirror(root).blob(sha(weights))
+    blob.write_bytes({"same size": b"x" * len(weights), "longer": weights + b"x" * 5_000_000,
+                      "shorter": weights[:-1]}[damage])
+    dest = tmp_path / "client"
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        client = _offline._MirrorClient(server.endpoint)
+        with pytest.raises(NotOnMirrorError) as info:
+            client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
+                         str(dest / "model_state.pdparams"), REMOTE)
+    assert {"same size": "sha256", "longer": "more than", "shorter": "received"}[damage] in \
+        str(info.value)
+    assert list(dest.iterdir()) == []
+
+
+def test_a_server_that_is_not_a_paddle_bundle_mirror_is_named(
+        patched: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "plain"
+    (served / "paddlenlp").mkdir(parents=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/paddlenlp"
+        monkeypatch.setenv(_offline.ENV_MIRROR, endpoint)
+        with pytest.raises(UsageError, match="is not a paddle-bundle mirror"):
+            patched.resolve_file_path(REMOTE, "config.json")
+        (served / "paddlenlp" / ".paddle-bundle").mkdir()
+        (served / "paddlenlp" / ".paddle-bundle" / "files.json").write_text("[1, 2]")
+        _offline._CLIENTS.clear()
+        with pytest.raises(UsageError, match="is not a paddle-bundle file list"):
+            patched.resolve_file_path(REMOTE, "config.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+        _offline._CLIENTS.clear()

@@ -63,7 +63,8 @@ def bucket_path(url: str) -> str | None:
     for prefix in BUCKET_PREFIXES:
         if url.startswith(prefix):
             rel = url[len(prefix):].split("?", 1)[0]
-            if rel and not unsafe_reason(rel):
+            # .paddle-bundle/ holds the mirror's own served list (tree.SERVED_LIST)
+            if rel and not unsafe_reason(rel) and not rel.startswith(".paddle-bundle"):
                 return f"{BUCKET_DIR}/{rel}"
     return None
 

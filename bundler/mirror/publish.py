@@ -148,7 +148,7 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
                 UNCHANGED if before.same_content(model) and not repaired else REPLACED)
             outcomes.append(PublishOutcome(before if status == UNCHANGED and before else model,
                                            status))
-        if all(o.status == UNCHANGED for o in outcomes):
+        if all(o.status == UNCHANGED for o in outcomes) and mirror.serves_list():
             return PublishResult(tuple(outcomes), mirror.index())
         merged = {**current, **{o.model.id: o.model for o in outcomes}}
         return PublishResult(tuple(outcomes), mirror.commit(merged.values()))

@@ -167,6 +167,11 @@ class Mirror:
             return EMPTY
         return Index.from_json(data, path)
 
+    def serves_list(self) -> bool:
+        """Whether the current generation has its served file list (a generation made by an
+        earlier paddle-bundle does not: the next publish then makes a new one)."""
+        return (self.current_link / SERVED_LIST).is_file()
+
     def blob(self, sha256: str) -> Path:
         return self.blobs / sha256
 
@@ -260,6 +265,10 @@ class Mirror:
                 with self._one_file_system():
                     os.link(self.blob(served.sha256), dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
+        _served_dir(staging / BUCKET_MARK / STATE)
+        listing = staging / SERVED_LIST
+        atomic_write_bytes(listing, served_list(index))
+        os.chmod(listing, 0o644)
         atomic_write_bytes(staging / "index.json", index.to_json())
         os.chmod(staging / "index.json", 0o644)  # 'mirror list' for any user, whatever the umask
         if not sync_file_system(staging):
@@ -354,6 +363,15 @@ class Mirror:
                     problems.append(f"{served.url_path}: sha256 differs from the published "
                                     "file")
             results.append((model.id, problems))
+        try:
+            listed = (base / SERVED_LIST).read_bytes()
+        except OSError as exc:
+            listed, why = b"", f"cannot be read ({exc.strerror})"
+        else:
+            why = "differs from the generation's index"
+        if listed != served_list(index):
+            results.append((SERVED_LIST, [f"{SERVED_LIST}: {why} (offline-mode clients with "
+                                          "PADDLE_BUNDLE_MIRROR read it)"]))
         return results
 
 
@@ -394,3 +412,20 @@ def _parents(path: str) -> list[str]:
 
 #: The top folder of a generation that the web server serves.
 BUCKET_MARK = "paddlenlp"
+#: What offline mode's mirror client reads first (``PADDLE_BUNDLE_MIRROR``,
+#: :mod:`bundler._offline`): every served file with its sha256 and size, and which model ids
+#: the generation serves, so a client downloads only listed files, checks each one, and names
+#: the mirror at once for a model it does not serve. No PaddleNLP URL starts with a dot.
+SERVED_LIST = f"{BUCKET_MARK}/{STATE}/files.json"
+SERVED_LIST_VERSION = 1
+
+
+def served_list(index: Index) -> bytes:
+    """The served file list of ``index``'s generation: paths below ``paddlenlp/``."""
+    cut = len(BUCKET_MARK) + 1
+    data = {"version": SERVED_LIST_VERSION, "generation": index.generation,
+            "models": {m.id: m.kind for m in index.models},
+            "files": {f.url_path[cut:]: [f.sha256, f.size]
+                      for m in index.models for f in sorted(m.files, key=lambda f: f.url_path)}}
+    return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            + "\n").encode()
