@@ -37,6 +37,11 @@ The rules for a file that is not in the cache (documented in docs/offline.md):
 3. anything else (recorded as absent upstream, or simply not known) -> absent, exactly what
    PaddleNLP concludes online from a 404: the optional file is skipped.
 
+With ``PADDLE_BUNDLE_MIRROR`` set (a paddle-bundle mirror, docs/fleet.md), a file that is
+not in the cache comes from the mirror instead, for any model not installed here from a bundle:
+the mirror's served list (read once per process) stands in for the server's answers, and every
+download is checked against it.
+
 Importing PaddleNLP takes seconds, so nothing here imports it: a ``sys.meta_path`` finder
 patches each of the three modules right after it has executed, and modules already imported
 are patched at once. Before patching, the PaddleNLP version and the shape of every patched

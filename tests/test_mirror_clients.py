@@ -305,3 +305,95 @@ def test_32_clients_loading_during_a_publish_each_get_one_whole_version(
     straddling = [r for r in results if r["started"] < flipped < r["ended"]]
     assert straddling  # clients whose requests went on across the flip: still one version
     assert {m for m, *_ in log} <= {"GET", "HEAD"}
+
+
+TASK_ONLINE = """
+import json, sys
+from pathlib import Path
+import tools.tiny_models as t
+
+home = Path(sys.argv[1])
+md5 = t.build_text_similarity(home)
+t.build_bert(home / "models" / t.M3E_ID)
+# the online machine runs both tasks once (offline mode on the files just placed, so the
+# static model Taskflow converts and the tokenizer files it writes are in the home, as after
+# a real first run)
+similarity = t.run_text_similarity(md5)
+features = t.run_feature_extraction(t.M3E_ID)
+print("RESULT " + json.dumps({"md5": md5, "similarity": similarity, "features": features}))
+"""
+
+TASK_CLIENT = """
+import json, socket, sys
+import tools.tiny_models as t
+from bundler._offline import blocked_attempts
+
+RESULT = {"similarity": t.run_text_similarity(json.loads(sys.argv[1])),
+          "features": t.run_feature_extraction(t.M3E_ID)}
+def fails(call):
+    try:
+        call()
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+RESULT["other_host"] = fails(lambda: socket.create_connection(("192.0.2.1", 80), timeout=5))
+RESULT["other_task"] = fails(lambda: __import__("paddlenlp").Taskflow(
+    "text_similarity", model="rocketqa-zh-dureader-cross-encoder"))
+RESULT["blocked"] = blocked_attempts()
+print("RESULT " + json.dumps(RESULT))
+"""
+
+
+def test_offline_mode_runs_taskflow_tasks_from_the_mirror_with_an_empty_cache(
+        tmp_path: Path) -> None:
+    """Two Taskflow tasks run on a machine whose cache is empty, with offline mode and
+    PADDLE_BUNDLE_MIRROR only: text_similarity (static files from Taskflow's fixed URLs, md5
+    checked, plus the built-in tokenizer simbert-base-chinese) and feature_extraction with
+    moka-ai/m3e-base (a community model). Publishing looks every URL up in PaddleNLP's own
+    registries. The only change to PaddleNLP in the client: the md5s it pins for the real
+    simbert weights are replaced by the tiny stand-in's (tools/tiny_models.py)."""
+    online = tmp_path / "online"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PADDLE_BUNDLE_", "PPNLP_"))}
+    built = script_result(subprocess.run(
+        [sys.executable, "-c", TASK_ONLINE, str(online)], capture_output=True, text=True,
+        cwd=ROOT, timeout=900, env={**env, "PPNLP_HOME": str(online),
+                                    "PADDLE_BUNDLE_OFFLINE": "1", "PYTHONPATH": str(ROOT)}))
+    bundle = tmp_path / "tasks.tar.zst"
+    assert _main(["pack", f"taskflow:{tiny_models.SIMBERT_TASK}", tiny_models.SIMBERT_ID,
+                  tiny_models.M3E_ID, "-o", str(bundle), "--home", str(online), "-q"]) == 0
+    root = tmp_path / "root"
+    rc, out, err = _cli("mirror", "publish", str(bundle), "--root", str(root))
+    assert rc == 0, err
+    index = json.loads((root / ".paddle-bundle" / "index.json").read_text())
+    served = {m["id"]: sorted(f["path"] for f in m["files"]) for m in index["models"]}
+    assert served[f"taskflow:{tiny_models.SIMBERT_TASK}"] == [
+        f"paddlenlp/taskflow/{tiny_models.SIMBERT_TASK}/model_config.json",
+        f"paddlenlp/taskflow/{tiny_models.SIMBERT_TASK}/model_state.pdparams"]
+    assert served[tiny_models.SIMBERT_ID] == ["paddlenlp/models/transformers/simbert/vocab.txt"]
+    assert f"paddlenlp/models/community/{tiny_models.M3E_ID}/model_state.pdparams" in \
+        served[tiny_models.M3E_ID]
+    client_home = tmp_path / "client"
+    with nginx(root, tmp_path / "nginx") as server:
+        proc = subprocess.run(
+            [sys.executable, "-c", TASK_CLIENT, json.dumps(built["md5"])], capture_output=True,
+            text=True, cwd=tmp_path, timeout=900,
+            env={**env, "PPNLP_HOME": str(client_home), "PADDLE_BUNDLE_OFFLINE": "1",
+                 "PADDLE_BUNDLE_MIRROR": server.endpoint, "PYTHONPATH": str(ROOT)})
+        result = script_result(proc)
+        log = server.log()
+    # the same answers as on the online machine, from files that came from the mirror
+    assert result["similarity"] == pytest.approx(built["similarity"])
+    assert result["features"] == built["features"]
+    task_dir = client_home / "taskflow" / tiny_models.SIMBERT_TASK
+    for name in ("model_state.pdparams", "model_config.json"):
+        assert (task_dir / name).read_bytes() == (online / "taskflow" / tiny_models.SIMBERT_TASK
+                                                  / name).read_bytes()
+    assert result["other_host"][0] == "OfflineBlockedError"
+    # a task the mirror does not serve fails naming the mirror
+    assert result["other_task"][0] == "NotOnMirrorError"
+    assert server.endpoint in result["other_task"][1]
+    assert {m for m, *_ in log} <= {"GET", "HEAD"}
+    fetched = {uri for _, uri, status, _ in log if status == 200}
+    assert {f"/paddlenlp/taskflow/{tiny_models.SIMBERT_TASK}/model_state.pdparams",
+            "/paddlenlp/models/transformers/simbert/vocab.txt",
+            f"/paddlenlp/models/community/{tiny_models.M3E_ID}/model_state.pdparams"} <= fetched
+    assert not [entry for entry in log if entry[2] != 200]  # nothing asked that is not there

@@ -731,6 +731,48 @@ def build_builtin_ernie(root: Path) -> dict[str, Path]:
     return placed
 
 
+#: Taskflow("text_similarity")'s default model: static files from fixed URLs (md5-pinned in
+#: PaddleNLP's TextSimilarityTask.resource_files_urls) plus a built-in tokenizer name.
+SIMBERT_ID = "simbert-base-chinese"
+SIMBERT_TASK = "text_similarity/simbert-base-chinese"
+
+
+def build_text_similarity(home: Path) -> dict[str, str]:
+    """Put a tiny BERT where Taskflow("text_similarity") reads it below a PaddleNLP ``home``:
+    ``taskflow/text_similarity/simbert-base-chinese/{model_state.pdparams,model_config.json}``
+    (the files of its fixed URLs) and ``models/simbert-base-chinese/vocab.txt`` (the built-in
+    tokenizer's resource). Returns the md5 of each task file, which a client must put in
+    place of the md5s PaddleNLP pins for the real weights (:func:`run_text_similarity`)."""
+    import hashlib
+
+    home = Path(home)
+    with tempfile.TemporaryDirectory(prefix="tiny-simbert-") as tmp:
+        bert = build_bert(Path(tmp) / "bert")
+        task = home / "taskflow" / SIMBERT_TASK
+        task.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bert / "model_state.pdparams", task / "model_state.pdparams")
+        shutil.copyfile(bert / "config.json", task / "model_config.json")
+        vocab = home / "models" / SIMBERT_ID
+        vocab.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bert / "vocab.txt", vocab / "vocab.txt")
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(task.iterdir())
+            if p.is_file()}
+
+
+def run_text_similarity(md5: Mapping[str, str]) -> dict[str, object]:
+    """Taskflow("text_similarity") on two sentences, with the tiny weights' md5s in place of
+    the real ones (the only change to PaddleNLP: its download and md5 checks run as shipped)."""
+    from paddlenlp import Taskflow
+    from paddlenlp.taskflow.text_similarity import TextSimilarityTask
+
+    pinned = TextSimilarityTask.resource_files_urls[SIMBERT_ID]
+    pinned["model_state"][1] = md5["model_state.pdparams"]
+    pinned["model_config"][1] = md5["model_config.json"]
+    flow = Taskflow("text_similarity")
+    out = flow([["你好世界", "你好北京"]])
+    return {"similarity": float(out[0]["similarity"])}
+
+
 # --------------------------------------------------------------------------- #
 # CLI
 # --------------------------------------------------------------------------- #
