@@ -491,3 +491,21 @@ def test_the_index_remembers_only_generations_still_on_the_disk(tmp_path: Path) 
         mirror.prune(keep_seconds=0)
     index = mirror.index()
     assert index.generation == 4 and sorted(index.history) == [3, 4]
+
+
+# -- review (tree): a compromised model, a lost 'current' link, symlinked state folders -------
+def test_two_models_serving_the_same_file_at_one_url_are_published_together(
+        tmp_path: Path) -> None:
+    """Two built-in models may share a fixed URL with the same content (the clash check lets
+    them); building the generation linked it twice and failed with a bare FileExistsError."""
+    root = tmp_path / "root"
+    url = "https://bj.bcebos.com/paddlenlp/models/transformers/shared/vocab.txt"
+    bundles = []
+    for name in ("ernie-a", "ernie-b"):
+        home = tmp_path / f"h-{name}"
+        make_model(home, name, {"vocab.txt": "a\n"})
+        bundles.append(tmp_path / f"{name}.tar.zst")
+        assert _main(["pack", name, "-o", str(bundles[-1]), "--home", str(home), "-q"]) == 0
+    result = publish(bundles, root, lookup=lambda model: {"vocab.txt": url})
+    assert [m.id for m in result.index.models] == ["ernie-a", "ernie-b"]
+    assert (root / "paddlenlp/models/transformers/shared/vocab.txt").read_text() == "a\n"

@@ -249,8 +249,12 @@ class Mirror:
         staging = self.tmp / f"generation-{number}"
         _served_dir(staging)
         made: set[Path] = {staging}
+        linked: set[str] = set()
         for model in index.models:
             for served in model.files:
+                if served.url_path in linked:
+                    continue  # another model serves the same file there (_refuse_clashes)
+                linked.add(served.url_path)
                 dest = staging / served.url_path
                 if dest.parent not in made:
                     for parent in reversed(dest.parents):
