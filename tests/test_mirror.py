@@ -509,3 +509,35 @@ def test_two_models_serving_the_same_file_at_one_url_are_published_together(
     result = publish(bundles, root, lookup=lambda model: {"vocab.txt": url})
     assert [m.id for m in result.index.models] == ["ernie-a", "ernie-b"]
     assert (root / "paddlenlp/models/transformers/shared/vocab.txt").read_text() == "a\n"
+
+
+@pytest.mark.parametrize("folder", ["blobs", "generations"])
+def test_a_symlinked_state_folder_is_refused_before_anything_is_written(
+        tmp_path: Path, folder: str) -> None:
+    """An administrator moves .paddle-bundle/blobs (or generations) to a bigger disk behind
+    a symlink: nginx (disable_symlinks on) refuses every pinned request through it, and hard
+    links fail across file systems. Refused with one line, exit 2, nothing changed."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    state = root / ".paddle-bundle"
+    moved = tmp_path / "bigger-disk" / folder
+    moved.parent.mkdir()
+    shutil.move(str(state / folder), moved)
+    (state / folder).symlink_to(moved)
+    (Mirror(root).tmp / "blob-1-0-partial").write_bytes(b"left by a killed publish")
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(tmp_path)): (p.lstat().st_ino, p.lstat().st_mtime_ns)
+                for base in (root, moved) for p in [base, *base.rglob("*")]}
+
+    before = snapshot()
+    bundle = make_bundle(tmp_path, "v2", V2)
+    for args in (("publish", str(bundle), "-q"), ("remove", MODEL), ("prune",)):
+        rc, _, err = _cli("mirror", *args, "--root", str(root))
+        assert rc == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and f".paddle-bundle/{folder} is a symlink" \
+            in err and "move the whole --root" in err and "nginx-config" in err, err
+        assert snapshot() == before, args
+    with pytest.raises(UsageError):
+        remove(root, [MODEL])

@@ -223,7 +223,7 @@ def prune(root: Path) -> list[int] | None:
     None when another publish or remove holds the lock: it prunes when it finishes, and a
     cron job must neither wait for it nor fail."""
     mirror = Mirror(root)
-    if not mirror.state.is_dir():
+    if not os.path.lexists(mirror.state):
         mirror.index()  # a root that does not exist is named; an empty one has nothing
         return []
     try:

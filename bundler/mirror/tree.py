@@ -191,6 +191,7 @@ class Mirror:
     def locked(self) -> Iterator[None]:
         import fcntl
 
+        self._refuse_symlinked_folders()
         for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
             _served_dir(folder)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -205,6 +206,20 @@ class Mirror:
             yield
         finally:
             os.close(fd)
+
+    def _refuse_symlinked_folders(self) -> None:
+        """Blobs and generations are hard-linked and renamed into each other, and nginx
+        (``disable_symlinks on``) refuses a pinned client's path through a symlink: a folder
+        of ``.paddle-bundle`` moved to another disk behind a symlink is refused before
+        anything is written. The root itself may be a symlink (nginx-config resolves it)."""
+        for folder in (self.state, self.blobs, self.generations, self.tmp):
+            if folder.is_symlink():
+                raise UsageError(
+                    f"{folder} is a symlink (to {os.readlink(folder)}): nginx refuses pinned "
+                    "requests through it and hard links cannot cross file systems; nothing "
+                    "was changed", hint="put it back and move the whole --root instead (a "
+                    "symlink to the root itself is fine), then run 'paddle-bundle mirror "
+                    "nginx-config' again")
 
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
