@@ -541,3 +541,72 @@ def test_a_symlinked_state_folder_is_refused_before_anything_is_written(
         assert snapshot() == before, args
     with pytest.raises(UsageError):
         remove(root, [MODEL])
+
+
+def test_a_deleted_current_link_is_restored_and_no_model_is_dropped(tmp_path: Path) -> None:
+    """rm .paddle-bundle/current: the next publish merged into an empty index and silently
+    stopped serving every other model. Now the link is restored (under the lock, first) to
+    the newest generation, and readers say it is missing instead of 'nothing published'."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    mirror = Mirror(root)
+    mirror.current_link.unlink()
+    rc, out, err = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and "Org/other" in out and "nothing published" not in out
+    assert len(err.splitlines()) == 1 and "current is missing" in err
+    assert "mirror prune --root DIR" in err
+    rc, out, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "Org/other: ok" in out
+    assert "current is missing" in err and "'paddle-bundle mirror prune --root DIR'" in err
+    with nginx(root, tmp_path / "nginx") as server:
+        url = f"{server.endpoint}/models/community/{MODEL}/config.json"
+        publish([make_bundle(tmp_path, "v1", V1)], root)
+        assert requests.get(url, timeout=10).text == '{"v": 1}'
+        got = requests.get(f"{server.endpoint}/models/community/Org/other/config.json",
+                           timeout=10)
+        assert got.status_code == 200 and got.text == '{"v": 2}'
+    assert [m.id for m in mirror.index().models] == ["Org/other", MODEL]
+    assert mirror.index().generation == 2 and mirror.link_problem() is None
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    mirror.current_link.unlink()
+    rc, out, _ = _cli("mirror", "prune", "--root", str(root))  # cron restores it too
+    assert rc == 0 and "restored" in out and "generation 2" in out
+    assert os.readlink(mirror.current_link) == "generations/2"
+
+
+def test_a_dangling_current_link_is_restored_to_the_newest_readable_generation(
+        tmp_path: Path) -> None:
+    """current -> a generation no longer on the disk: the clean-up of never-flipped
+    generations deleted every newer one, the live ones, and publish dropped every model."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "other", V2, model="Org/other")], root)  # 1
+    publish([make_bundle(tmp_path, "v1", V1)], root)  # 2: both
+    mirror = Mirror(root)
+    assert mirror.prune(keep_seconds=0) == [1]
+    (mirror.generations / "3").mkdir()  # its index.json does not read: not restored to
+    (mirror.generations / "3" / "index.json").write_text("{broken")
+    tmp_link = mirror.tmp / "dangling"
+    os.symlink("generations/1", tmp_link)
+    os.rename(tmp_link, mirror.current_link)
+    assert mirror.index().generation == 2  # readers: the newest that reads
+    assert "points to generations/1" in (mirror.link_problem() or "")
+    publish([make_bundle(tmp_path, "v2", V2)], root)
+    index = mirror.index()
+    assert [m.id for m in index.models] == ["Org/other", MODEL]
+    # the unreadable 3 was never served: cleared like a generation built but never flipped
+    assert index.generation == 3 and os.readlink(mirror.current_link) == "generations/3"
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 2}'
+    assert (root / "paddlenlp/models/community/Org/other/config.json").read_text() == \
+        '{"v": 2}'
+
+
+def test_a_lost_current_link_with_no_readable_generation_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    mirror.current_link.unlink()
+    (mirror.generation_dir(1) / "index.json").unlink()
+    with pytest.raises(IntegrityError, match="no generation"):
+        publish([make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    assert sorted(p.name for p in mirror.generations.iterdir()) == ["1"]
+    assert _cli("mirror", "list", "--root", str(root))[0] == 3

@@ -155,17 +155,61 @@ class Mirror:
 
     # -- reading ---------------------------------------------------------------------------
     def index(self) -> Index:
+        """The served generation's index. With ``current`` missing or dangling (deleted by
+        hand) it is the newest generation on the disk, the one the next publish, remove or
+        prune restores the link to (:meth:`link_problem` says so): never an empty index that
+        a publish would merge into, dropping every other model."""
         path = self.current_link / "index.json"
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            if self.root.is_dir() and not self.state.exists():
-                return EMPTY
             if not self.root.is_dir():
                 raise UsageError(f"{self.root} is not a mirror root (it does not exist)",
                                  hint="give the --root you published into") from None
-            return EMPTY
+            if os.path.exists(self.current_link):  # the served generation lost its index
+                raise IntegrityError(f"{path} is missing",
+                                     hint="run 'paddle-bundle mirror check'; publish the "
+                                          "bundles again into a new --root") from None
+            newest = self._newest_generation()
+            return EMPTY if newest is None else newest
         return Index.from_json(data, path)
+
+    def link_problem(self) -> str | None:
+        """What is wrong with ``current`` when generations are on the disk but it leads to
+        none of them (None when nothing is): nginx then serves nothing but pinned clients."""
+        if os.path.exists(self.current_link) or not self._generation_numbers():
+            return None
+        if os.path.islink(self.current_link):
+            return (f"{self.current_link} points to {os.readlink(self.current_link)}, which "
+                    "is not on the disk")
+        return f"{self.current_link} is missing"
+
+    def _generation_numbers(self) -> list[int]:
+        """The generations on the disk, newest first. A numbered folder is complete: it is
+        built under tmp/ and renamed into place whole."""
+        try:
+            names = [p.name for p in self.generations.iterdir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+    def _newest_generation(self) -> Index | None:
+        """The newest generation whose index.json reads; None when there is none on the
+        disk. Generations there but none readable is an error: guessing would drop models."""
+        numbers = self._generation_numbers()
+        for n in numbers:
+            path = self.generation_dir(n) / "index.json"
+            try:
+                index = Index.from_json(path.read_bytes(), path)
+            except (OSError, IntegrityError):
+                continue
+            if index.generation == n:
+                return index
+        if numbers:
+            raise IntegrityError(
+                f"{self.current_link} is missing and no generation in {self.generations} has "
+                "a readable index.json", hint="publish the bundles again into a new --root")
+        return None
 
     def blob(self, sha256: str) -> Path:
         return self.blobs / sha256
@@ -202,6 +246,7 @@ class Mirror:
                 raise LockedError(f"another paddle-bundle mirror command is changing "
                                   f"{self.root}", hint="wait for it to finish, then run this "
                                                        "again") from None
+            self._restore_current()  # first: _clean_tmp goes by the generation it names
             self._clean_tmp()
             yield
         finally:
@@ -220,6 +265,16 @@ class Mirror:
                     "was changed", hint="put it back and move the whole --root instead (a "
                     "symlink to the root itself is fine), then run 'paddle-bundle mirror "
                     "nginx-config' again")
+
+    def _restore_current(self) -> None:
+        """``current`` deleted by hand, or left pointing at a generation no longer on the
+        disk: flip it to the newest generation whose index reads (a generation is renamed
+        into place only once built, so it is whole)."""
+        if self.link_problem() is None:
+            return
+        newest = self._newest_generation()
+        if newest is not None:
+            self._flip(newest.generation)
 
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
