@@ -926,13 +926,18 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
 @mirror.command(name="remove")
 @click.argument("models", nargs=-1, required=True)
 @_root_option
-def mirror_remove(models: tuple[str, ...], root: Path) -> int:
-    """Stop serving MODELS (clients already loading them finish first)."""
+@click.option("--purge", is_flag=True,
+              help="Also unlink MODELS' files from the older generations kept for clients "
+                   "still loading, at once (a compromised model): those clients get 404 "
+                   "and fail instead of loading it. Works on a model already removed.")
+def mirror_remove(models: tuple[str, ...], root: Path, purge: bool) -> int:
+    """Stop serving MODELS (clients already loading them finish first, unless --purge)."""
     from bundler.mirror import remove
 
-    index = remove(root, models)
+    index = remove(root, models, purge=purge)
+    done = "removed and purged from every older generation" if purge else "removed"
     for model_id in models:
-        _echo(f"{printable(model_id)}: removed (generation {index.generation})")
+        _echo(f"{printable(model_id)}: {done} (generation {index.generation})")
     return EXIT_OK
 
 

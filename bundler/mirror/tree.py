@@ -9,6 +9,7 @@
         blobs/<sha256>                              (every served file, once, never rewritten)
         generations/<N>/index.json                  (which models, from which bundle, when)
         generations/<N>/paddlenlp/...               (hard links to the blobs)
+        generations/<N>/purged.json                 (models 'remove --purge' unlinked)
         current -> generations/<N>                  (flipped with one rename)
         index.json -> current/index.json
 
@@ -394,11 +395,78 @@ class Mirror:
             os.rename(entry, doomed)
             shutil.rmtree(doomed)
             removed.append(n)
+        self._drop_unlinked_blobs()
+        return removed
+
+    def _drop_unlinked_blobs(self) -> None:
         for blob in self.blobs.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 if blob.stat().st_nlink == 1:  # no generation links to it
                     blob.unlink()
-        return removed
+
+    def superseded_models(self) -> set[str]:
+        """The ids of the models in the superseded generations still on the disk."""
+        current = self._current_number()
+        ids = set()
+        for n in self._generation_numbers():
+            path = self.generation_dir(n) / "index.json"
+            if n != current:
+                with contextlib.suppress(OSError, IntegrityError):
+                    ids |= {m.id for m in Index.from_json(path.read_bytes(), path).models}
+        return ids
+
+    def purge(self, model_ids: Iterable[str]) -> list[tuple[int, str]]:
+        """Unlink the files of ``model_ids`` from every superseded generation still on the
+        disk (kept for pinned clients), then the blobs no generation links any more: a
+        client pinned to an old generation then gets 404 for them instead of the files.
+        Returns ``(generation, url path)`` of every file unlinked.
+
+        Each generation's own index says which paths were the model's there. A path that
+        another model of that generation also serves stays (two models share a URL only with
+        the same content): it is that model's file too, unless that model was purged from
+        the generation as well, now or before. Earlier purges are recorded in the
+        generation's ``purged.json`` (never served), written before any unlink, so a purge
+        that was killed is finished by running it again. Nothing a client may be reading is
+        rewritten: the generation's index keeps naming the model; only links go.
+        """
+        purging = set(model_ids)
+        current = self._current_number()
+        unlinked: list[tuple[int, str]] = []
+        for n in self._generation_numbers():
+            if n == current:
+                continue
+            folder = self.generation_dir(n)
+            path = folder / "index.json"
+            try:
+                index = Index.from_json(path.read_bytes(), path)
+                record = folder / PURGED
+                before = set(json.loads(record.read_bytes())) if record.exists() else set()
+            except (OSError, ValueError, TypeError, IntegrityError):
+                # which files were the model's there is unknown: the whole generation goes
+                # (out of the served tree in one rename; pinned clients fall back to current)
+                doomed = self.tmp / f"removed-generation-{n}"
+                os.rename(folder, doomed)
+                shutil.rmtree(doomed)
+                continue
+            here = purging & {m.id for m in index.models}
+            if not here:
+                continue
+            gone = before | here
+            if gone != before:
+                atomic_write_bytes(record, json.dumps(sorted(gone)).encode() + b"\n")
+            kept = {f.url_path for m in index.models if m.id not in gone for f in m.files}
+            for model in index.models:
+                if model.id not in here:
+                    continue
+                for served in model.files:
+                    if served.url_path in kept:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        (folder / served.url_path).unlink()
+                        unlinked.append((n, served.url_path))
+                    _remove_empty_parents(folder / served.url_path, folder / BUCKET_MARK)
+        self._drop_unlinked_blobs()
+        return unlinked
 
     # -- checking --------------------------------------------------------------------------
     def check(self, model_ids: Iterable[str] = ()) -> list[tuple[str, list[str]]]:
@@ -429,6 +497,17 @@ class Mirror:
                                     "file")
             results.append((model.id, problems))
         return results
+
+
+def _remove_empty_parents(path: Path, top: Path) -> None:
+    """The folders of an unlinked file that held nothing else, up to ``top`` (kept)."""
+    for parent in path.parents:
+        if parent == top or not parent.is_relative_to(top):
+            return
+        try:
+            parent.rmdir()
+        except OSError:
+            return
 
 
 def _served_dir(folder: Path) -> None:
@@ -468,3 +547,5 @@ def _parents(path: str) -> list[str]:
 
 #: The top folder of a generation that the web server serves.
 BUCKET_MARK = "paddlenlp"
+#: In a superseded generation: the models ``mirror remove --purge`` unlinked from it.
+PURGED = "purged.json"
