@@ -881,7 +881,12 @@ def mirror_list(root: Path, as_json: bool) -> int:
     """List the models ROOT serves, with their bundle, signer and time of publishing."""
     from bundler.mirror import Mirror
 
-    index = Mirror(root).index()
+    mirror = Mirror(root)
+    index = mirror.index()
+    problem = mirror.link_problem()
+    if problem:
+        _echo(f"warning: {problem}; listing generation {index.generation}, the newest on the "
+              "disk ('paddle-bundle mirror prune --root DIR' restores the link)", err=True)
     if as_json:
         _echo_json(json.loads(index.to_json()))
         return EXIT_OK
@@ -898,10 +903,13 @@ def mirror_list(root: Path, as_json: bool) -> int:
 @click.argument("models", nargs=-1)
 @_root_option
 def mirror_check(models: tuple[str, ...], root: Path) -> int:
-    """Re-hash the files ROOT serves for MODELS (default: all)."""
+    """Re-hash the files ROOT serves for MODELS (default: all), and check that
+    .paddle-bundle/current leads to a generation (exit 3 when anything is wrong)."""
     from bundler.mirror import Mirror
 
-    results = Mirror(root).check(models)
+    mirror = Mirror(root)
+    results = mirror.check(models)
+    link = mirror.link_problem()
     for model_id, problems in results:
         _echo(f"{printable(model_id)}: {f'{len(problems)} problem(s)' if problems else 'ok'}",
               err=bool(problems))
@@ -909,30 +917,42 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
     if any(p for _, p in results):
         _echo("hint: publish the bundles of the damaged models again ('paddle-bundle mirror "
               "publish BUNDLE --root DIR'): damaged files are written anew", err=True)
-        return EXIT_INTEGRITY
-    return EXIT_OK
+    if link:
+        _echo(f"{link}: nginx serves nothing to new clients; run 'paddle-bundle mirror prune "
+              "--root DIR' to restore it to the newest generation (checked above)", err=True)
+    return EXIT_INTEGRITY if link or any(p for _, p in results) else EXIT_OK
 
 
 @mirror.command(name="remove")
 @click.argument("models", nargs=-1, required=True)
 @_root_option
-def mirror_remove(models: tuple[str, ...], root: Path) -> int:
-    """Stop serving MODELS (clients already loading them finish first)."""
+@click.option("--purge", is_flag=True,
+              help="Also unlink MODELS' files from the older generations kept for clients "
+                   "still loading, at once (a compromised model): those clients get 404 "
+                   "and fail instead of loading it. Works on a model already removed.")
+def mirror_remove(models: tuple[str, ...], root: Path, purge: bool) -> int:
+    """Stop serving MODELS (clients already loading them finish first, unless --purge)."""
     from bundler.mirror import remove
 
-    index = remove(root, models)
+    index = remove(root, models, purge=purge)
+    done = "removed and purged from every older generation" if purge else "removed"
     for model_id in models:
-        _echo(f"{printable(model_id)}: removed (generation {index.generation})")
+        _echo(f"{printable(model_id)}: {done} (generation {index.generation})")
     return EXIT_OK
 
 
 @mirror.command(name="prune")
 @_root_option
 def mirror_prune(root: Path) -> int:
-    """Delete generations superseded over 15 minutes ago (run it from cron)."""
-    from bundler.mirror import prune
+    """Delete generations superseded over 15 minutes ago (run it from cron). Restores a
+    missing .paddle-bundle/current to the newest generation."""
+    from bundler.mirror import Mirror, prune
 
+    link = Mirror(root).link_problem()
     removed = prune(root)
+    if link and removed is not None:
+        _echo(f"restored {Mirror(root).current_link} to generation "
+              f"{Mirror(root).index().generation}")
     if removed is None:
         _echo("another mirror command is changing the root; it prunes when it finishes")
     else:

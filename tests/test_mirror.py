@@ -491,3 +491,198 @@ def test_the_index_remembers_only_generations_still_on_the_disk(tmp_path: Path) 
         mirror.prune(keep_seconds=0)
     index = mirror.index()
     assert index.generation == 4 and sorted(index.history) == [3, 4]
+
+
+# -- review (tree): a compromised model, a lost 'current' link, symlinked state folders -------
+def test_two_models_serving_the_same_file_at_one_url_are_published_together(
+        tmp_path: Path) -> None:
+    """Two built-in models may share a fixed URL with the same content (the clash check lets
+    them); building the generation linked it twice and failed with a bare FileExistsError."""
+    root = tmp_path / "root"
+    url = "https://bj.bcebos.com/paddlenlp/models/transformers/shared/vocab.txt"
+    bundles = []
+    for name in ("ernie-a", "ernie-b"):
+        home = tmp_path / f"h-{name}"
+        make_model(home, name, {"vocab.txt": "a\n"})
+        bundles.append(tmp_path / f"{name}.tar.zst")
+        assert _main(["pack", name, "-o", str(bundles[-1]), "--home", str(home), "-q"]) == 0
+    result = publish(bundles, root, lookup=lambda model: {"vocab.txt": url})
+    assert [m.id for m in result.index.models] == ["ernie-a", "ernie-b"]
+    assert (root / "paddlenlp/models/transformers/shared/vocab.txt").read_text() == "a\n"
+
+
+@pytest.mark.parametrize("folder", ["blobs", "generations"])
+def test_a_symlinked_state_folder_is_refused_before_anything_is_written(
+        tmp_path: Path, folder: str) -> None:
+    """An administrator moves .paddle-bundle/blobs (or generations) to a bigger disk behind
+    a symlink: nginx (disable_symlinks on) refuses every pinned request through it, and hard
+    links fail across file systems. Refused with one line, exit 2, nothing changed."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    state = root / ".paddle-bundle"
+    moved = tmp_path / "bigger-disk" / folder
+    moved.parent.mkdir()
+    shutil.move(str(state / folder), moved)
+    (state / folder).symlink_to(moved)
+    (Mirror(root).tmp / "blob-1-0-partial").write_bytes(b"left by a killed publish")
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p.relative_to(tmp_path)): (p.lstat().st_ino, p.lstat().st_mtime_ns)
+                for base in (root, moved) for p in [base, *base.rglob("*")]}
+
+    before = snapshot()
+    bundle = make_bundle(tmp_path, "v2", V2)
+    for args in (("publish", str(bundle), "-q"), ("remove", MODEL), ("remove", MODEL, "--purge"),
+                 ("prune",)):
+        rc, _, err = _cli("mirror", *args, "--root", str(root))
+        assert rc == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and f".paddle-bundle/{folder} is a symlink" \
+            in err and "move the whole --root" in err and "nginx-config" in err, err
+        assert snapshot() == before, args
+    with pytest.raises(UsageError):
+        remove(root, [MODEL], purge=True)
+
+
+def test_a_deleted_current_link_is_restored_and_no_model_is_dropped(tmp_path: Path) -> None:
+    """rm .paddle-bundle/current: the next publish merged into an empty index and silently
+    stopped serving every other model. Now the link is restored (under the lock, first) to
+    the newest generation, and readers say it is missing instead of 'nothing published'."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    mirror = Mirror(root)
+    mirror.current_link.unlink()
+    rc, out, err = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and "Org/other" in out and "nothing published" not in out
+    assert len(err.splitlines()) == 1 and "current is missing" in err
+    assert "mirror prune --root DIR" in err
+    rc, out, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "Org/other: ok" in out
+    assert "current is missing" in err and "'paddle-bundle mirror prune --root DIR'" in err
+    with nginx(root, tmp_path / "nginx") as server:
+        url = f"{server.endpoint}/models/community/{MODEL}/config.json"
+        publish([make_bundle(tmp_path, "v1", V1)], root)
+        assert requests.get(url, timeout=10).text == '{"v": 1}'
+        got = requests.get(f"{server.endpoint}/models/community/Org/other/config.json",
+                           timeout=10)
+        assert got.status_code == 200 and got.text == '{"v": 2}'
+    assert [m.id for m in mirror.index().models] == ["Org/other", MODEL]
+    assert mirror.index().generation == 2 and mirror.link_problem() is None
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    mirror.current_link.unlink()
+    rc, out, _ = _cli("mirror", "prune", "--root", str(root))  # cron restores it too
+    assert rc == 0 and "restored" in out and "generation 2" in out
+    assert os.readlink(mirror.current_link) == "generations/2"
+
+
+def test_a_dangling_current_link_is_restored_to_the_newest_readable_generation(
+        tmp_path: Path) -> None:
+    """current -> a generation no longer on the disk: the clean-up of never-flipped
+    generations deleted every newer one, the live ones, and publish dropped every model."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "other", V2, model="Org/other")], root)  # 1
+    publish([make_bundle(tmp_path, "v1", V1)], root)  # 2: both
+    mirror = Mirror(root)
+    assert mirror.prune(keep_seconds=0) == [1]
+    (mirror.generations / "3").mkdir()  # its index.json does not read: not restored to
+    (mirror.generations / "3" / "index.json").write_text("{broken")
+    tmp_link = mirror.tmp / "dangling"
+    os.symlink("generations/1", tmp_link)
+    os.rename(tmp_link, mirror.current_link)
+    assert mirror.index().generation == 2  # readers: the newest that reads
+    assert "points to generations/1" in (mirror.link_problem() or "")
+    publish([make_bundle(tmp_path, "v2", V2)], root)
+    index = mirror.index()
+    assert [m.id for m in index.models] == ["Org/other", MODEL]
+    # the unreadable 3 was never served: cleared like a generation built but never flipped
+    assert index.generation == 3 and os.readlink(mirror.current_link) == "generations/3"
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 2}'
+    assert (root / "paddlenlp/models/community/Org/other/config.json").read_text() == \
+        '{"v": 2}'
+
+
+def test_a_lost_current_link_with_no_readable_generation_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    mirror.current_link.unlink()
+    (mirror.generation_dir(1) / "index.json").unlink()
+    with pytest.raises(IntegrityError, match="no generation"):
+        publish([make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    assert sorted(p.name for p in mirror.generations.iterdir()) == ["1"]
+    assert _cli("mirror", "list", "--root", str(root))[0] == 3
+
+
+def test_remove_purge_unlinks_a_compromised_model_from_every_older_generation(
+        tmp_path: Path) -> None:
+    """Plain 'mirror remove' keeps the superseded generations whole for pinned clients, so
+    anyone sending pb_generation=N fetched a compromised model for up to 15 minutes.
+    '--purge' unlinks its files there at once; the other models stay served to pinned
+    clients, and blobs no generation links any more leave the disk."""
+    root = tmp_path / "root"
+    other = "paddlenlp/models/community/Org/other"
+    publish([make_bundle(tmp_path, "v1", V1),  # generation 1
+             make_bundle(tmp_path, "other", V2, model="Org/other")], root)
+    publish([make_bundle(tmp_path, "v2", V2)], root)  # 2: MODEL v2, and Org/other
+    remove(root, [MODEL])  # 3: Org/other only; MODEL stays in 1 and 2 for pinned clients
+    mirror = Mirror(root)
+    with nginx(root, tmp_path / "nginx") as server:
+        def get(path: str, generation: str) -> requests.Response:
+            return requests.get(f"http://127.0.0.1:{server.port}/{path}",
+                                cookies={"pb_generation": generation}, timeout=10)
+
+        assert get(f"{URL_DIR}/config.json", "1").text == '{"v": 1}'  # the existing behaviour
+        assert get(f"{URL_DIR}/config.json", "2").text == '{"v": 2}'
+        rc, out, err = _cli("mirror", "remove", MODEL, "--purge", "--root", str(root))
+        assert rc == 0 and "purged" in out, err  # a model already removed: only purged
+        for generation in ("1", "2"):
+            for name in V1:
+                assert get(f"{URL_DIR}/{name}", generation).status_code == 404, (generation,
+                                                                                 name)
+            pinned = get(f"{other}/config.json", generation)  # the others stay served
+            assert pinned.status_code == 200 and pinned.text == '{"v": 2}'
+            assert pinned.cookies.get("pb_generation") == generation
+        assert mirror.index().generation == 3  # nothing new to serve: no new generation
+        blobs = {p.name for p in mirror.blobs.iterdir()}
+        assert sha(V1["model_state.pdparams"]) not in blobs
+        assert sha(V1["config.json"]) not in blobs
+        assert blobs == {sha(c) for c in V2.values()}  # what Org/other serves
+
+        # a model still served: a new generation without it, and every older one purged
+        publish([make_bundle(tmp_path, "v1-again", V1)], root)  # 4
+        assert get(f"{URL_DIR}/config.json", "4").text == '{"v": 1}'
+        assert remove(root, [MODEL], purge=True).generation == 5
+        assert get(f"{URL_DIR}/config.json", "4").status_code == 404
+        assert get(f"{URL_DIR}/config.json", "5").status_code == 404
+        assert get(f"{other}/config.json", "4").status_code == 200
+    assert sha(V1["model_state.pdparams"]) not in {p.name for p in mirror.blobs.iterdir()}
+    assert remove(root, [MODEL], purge=True).generation == 5  # again: nothing left to do
+
+
+def test_remove_purge_keeps_a_url_another_model_of_that_generation_serves(
+        tmp_path: Path) -> None:
+    """Two built-in models may serve one fixed URL (same content): purging one must not take
+    the file from the other's pinned clients; purging both takes it."""
+    root = tmp_path / "root"
+    shared = "https://bj.bcebos.com/paddlenlp/models/transformers/shared/vocab.txt"
+
+    def lookup(model: ModelEntry) -> dict[str, str]:
+        return {"vocab.txt": shared, "model_state.pdparams":
+                f"https://bj.bcebos.com/paddlenlp/models/transformers/{model.id}/w.pdparams"}
+
+    bundles = []
+    for name in ("ernie-a", "ernie-b", "ernie-c"):
+        home = tmp_path / f"h-{name}"
+        make_model(home, name, {"vocab.txt": "a\n", "model_state.pdparams": name * 100})
+        bundles.append(tmp_path / f"{name}.tar.zst")
+        assert _main(["pack", name, "-o", str(bundles[-1]), "--home", str(home), "-q"]) == 0
+    publish(bundles, root, lookup=lookup)  # generation 1
+    old = Mirror(root).generation_dir(1)
+    vocab = old / "paddlenlp/models/transformers/shared/vocab.txt"
+    remove(root, ["ernie-a"], purge=True)  # 2
+    assert not (old / "paddlenlp/models/transformers/ernie-a").exists()
+    assert vocab.read_text() == "a\n"  # ernie-b and ernie-c serve it in generation 1 too
+    assert (old / "paddlenlp/models/transformers/ernie-b/w.pdparams").exists()
+    remove(root, ["ernie-b", "ernie-c"], purge=True)  # 3: nothing served
+    assert not vocab.exists()  # only purged models served it in generations 1 and 2
+    assert not any(Mirror(root).blobs.iterdir())

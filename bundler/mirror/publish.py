@@ -200,18 +200,29 @@ def _require_bases(mirror: Mirror, sink: BlobSink, models: Iterable[PublishedMod
             hint="publish the full bundle the delta was made against first")
 
 
-def remove(root: Path, model_ids: Sequence[str]) -> Index:
+def remove(root: Path, model_ids: Sequence[str], *, purge: bool = False) -> Index:
     """Stop serving ``model_ids``: a new generation without them (clients pinned to the old
-    one finish on it; its files go once it is pruned)."""
+    one finish on it; its files go once it is pruned).
+
+    ``purge`` (a compromised model): also unlink their files from every superseded
+    generation still on the disk, and the blobs then unused, at once; clients pinned to an
+    old generation get 404 for them (they fail rather than load it). A model already removed
+    without ``purge`` may be named again with it: it is then only purged."""
     mirror = Mirror(root)
     with mirror.locked():
         index = mirror.index()
         known = {m.id for m in index.models}
+        if purge:
+            known |= mirror.superseded_models()
         unknown = [m for m in model_ids if m not in known]
         if unknown:
             raise ModelNotFoundError(f"{', '.join(unknown)} not published in {mirror.root}",
                                      hint="see 'paddle-bundle mirror list --root DIR'")
-        return mirror.commit(m for m in index.models if m.id not in model_ids)
+        if any(m.id in model_ids for m in index.models):
+            index = mirror.commit(m for m in index.models if m.id not in model_ids)
+        if purge:
+            mirror.purge(model_ids)
+        return index
 
 
 def prune(root: Path) -> list[int] | None:
@@ -223,7 +234,7 @@ def prune(root: Path) -> list[int] | None:
     None when another publish or remove holds the lock: it prunes when it finishes, and a
     cron job must neither wait for it nor fail."""
     mirror = Mirror(root)
-    if not mirror.state.is_dir():
+    if not os.path.lexists(mirror.state):
         mirror.index()  # a root that does not exist is named; an empty one has nothing
         return []
     try:

@@ -9,6 +9,7 @@
         blobs/<sha256>                              (every served file, once, never rewritten)
         generations/<N>/index.json                  (which models, from which bundle, when)
         generations/<N>/paddlenlp/...               (hard links to the blobs)
+        generations/<N>/purged.json                 (models 'remove --purge' unlinked)
         current -> generations/<N>                  (flipped with one rename)
         index.json -> current/index.json
 
@@ -155,22 +156,66 @@ class Mirror:
 
     # -- reading ---------------------------------------------------------------------------
     def index(self) -> Index:
+        """The served generation's index. With ``current`` missing or dangling (deleted by
+        hand) it is the newest generation on the disk, the one the next publish, remove or
+        prune restores the link to (:meth:`link_problem` says so): never an empty index that
+        a publish would merge into, dropping every other model."""
         path = self.current_link / "index.json"
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            if self.root.is_dir() and not self.state.exists():
-                return EMPTY
             if not self.root.is_dir():
                 raise UsageError(f"{self.root} is not a mirror root (it does not exist)",
                                  hint="give the --root you published into") from None
-            return EMPTY
+            if os.path.exists(self.current_link):  # the served generation lost its index
+                raise IntegrityError(f"{path} is missing",
+                                     hint="run 'paddle-bundle mirror check'; publish the "
+                                          "bundles again into a new --root") from None
+            newest = self._newest_generation()
+            return EMPTY if newest is None else newest
         return Index.from_json(data, path)
 
     def serves_list(self) -> bool:
         """Whether the current generation has its served file list (a generation made by an
         earlier paddle-bundle does not: the next publish then makes a new one)."""
         return (self.current_link / SERVED_LIST).is_file()
+
+    def link_problem(self) -> str | None:
+        """What is wrong with ``current`` when generations are on the disk but it leads to
+        none of them (None when nothing is): nginx then serves nothing but pinned clients."""
+        if os.path.exists(self.current_link) or not self._generation_numbers():
+            return None
+        if os.path.islink(self.current_link):
+            return (f"{self.current_link} points to {os.readlink(self.current_link)}, which "
+                    "is not on the disk")
+        return f"{self.current_link} is missing"
+
+    def _generation_numbers(self) -> list[int]:
+        """The generations on the disk, newest first. A numbered folder is complete: it is
+        built under tmp/ and renamed into place whole."""
+        try:
+            names = [p.name for p in self.generations.iterdir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+    def _newest_generation(self) -> Index | None:
+        """The newest generation whose index.json reads; None when there is none on the
+        disk. Generations there but none readable is an error: guessing would drop models."""
+        numbers = self._generation_numbers()
+        for n in numbers:
+            path = self.generation_dir(n) / "index.json"
+            try:
+                index = Index.from_json(path.read_bytes(), path)
+            except (OSError, IntegrityError):
+                continue
+            if index.generation == n:
+                return index
+        if numbers:
+            raise IntegrityError(
+                f"{self.current_link} is missing and no generation in {self.generations} has "
+                "a readable index.json", hint="publish the bundles again into a new --root")
+        return None
 
     def blob(self, sha256: str) -> Path:
         return self.blobs / sha256
@@ -196,6 +241,7 @@ class Mirror:
     def locked(self) -> Iterator[None]:
         import fcntl
 
+        self._refuse_symlinked_folders()
         for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
             _served_dir(folder)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -206,10 +252,35 @@ class Mirror:
                 raise LockedError(f"another paddle-bundle mirror command is changing "
                                   f"{self.root}", hint="wait for it to finish, then run this "
                                                        "again") from None
+            self._restore_current()  # first: _clean_tmp goes by the generation it names
             self._clean_tmp()
             yield
         finally:
             os.close(fd)
+
+    def _refuse_symlinked_folders(self) -> None:
+        """Blobs and generations are hard-linked and renamed into each other, and nginx
+        (``disable_symlinks on``) refuses a pinned client's path through a symlink: a folder
+        of ``.paddle-bundle`` moved to another disk behind a symlink is refused before
+        anything is written. The root itself may be a symlink (nginx-config resolves it)."""
+        for folder in (self.state, self.blobs, self.generations, self.tmp):
+            if folder.is_symlink():
+                raise UsageError(
+                    f"{folder} is a symlink (to {os.readlink(folder)}): nginx refuses pinned "
+                    "requests through it and hard links cannot cross file systems; nothing "
+                    "was changed", hint="put it back and move the whole --root instead (a "
+                    "symlink to the root itself is fine), then run 'paddle-bundle mirror "
+                    "nginx-config' again")
+
+    def _restore_current(self) -> None:
+        """``current`` deleted by hand, or left pointing at a generation no longer on the
+        disk: flip it to the newest generation whose index reads (a generation is renamed
+        into place only once built, so it is whole)."""
+        if self.link_problem() is None:
+            return
+        newest = self._newest_generation()
+        if newest is not None:
+            self._flip(newest.generation)
 
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
@@ -254,8 +325,12 @@ class Mirror:
         staging = self.tmp / f"generation-{number}"
         _served_dir(staging)
         made: set[Path] = {staging}
+        linked: set[str] = set()
         for model in index.models:
             for served in model.files:
+                if served.url_path in linked:
+                    continue  # another model serves the same file there (_refuse_clashes)
+                linked.add(served.url_path)
                 dest = staging / served.url_path
                 if dest.parent not in made:
                     for parent in reversed(dest.parents):
@@ -329,11 +404,78 @@ class Mirror:
             os.rename(entry, doomed)
             shutil.rmtree(doomed)
             removed.append(n)
+        self._drop_unlinked_blobs()
+        return removed
+
+    def _drop_unlinked_blobs(self) -> None:
         for blob in self.blobs.iterdir():
             with contextlib.suppress(FileNotFoundError):
                 if blob.stat().st_nlink == 1:  # no generation links to it
                     blob.unlink()
-        return removed
+
+    def superseded_models(self) -> set[str]:
+        """The ids of the models in the superseded generations still on the disk."""
+        current = self._current_number()
+        ids = set()
+        for n in self._generation_numbers():
+            path = self.generation_dir(n) / "index.json"
+            if n != current:
+                with contextlib.suppress(OSError, IntegrityError):
+                    ids |= {m.id for m in Index.from_json(path.read_bytes(), path).models}
+        return ids
+
+    def purge(self, model_ids: Iterable[str]) -> list[tuple[int, str]]:
+        """Unlink the files of ``model_ids`` from every superseded generation still on the
+        disk (kept for pinned clients), then the blobs no generation links any more: a
+        client pinned to an old generation then gets 404 for them instead of the files.
+        Returns ``(generation, url path)`` of every file unlinked.
+
+        Each generation's own index says which paths were the model's there. A path that
+        another model of that generation also serves stays (two models share a URL only with
+        the same content): it is that model's file too, unless that model was purged from
+        the generation as well, now or before. Earlier purges are recorded in the
+        generation's ``purged.json`` (never served), written before any unlink, so a purge
+        that was killed is finished by running it again. Nothing a client may be reading is
+        rewritten: the generation's index keeps naming the model; only links go.
+        """
+        purging = set(model_ids)
+        current = self._current_number()
+        unlinked: list[tuple[int, str]] = []
+        for n in self._generation_numbers():
+            if n == current:
+                continue
+            folder = self.generation_dir(n)
+            path = folder / "index.json"
+            try:
+                index = Index.from_json(path.read_bytes(), path)
+                record = folder / PURGED
+                before = set(json.loads(record.read_bytes())) if record.exists() else set()
+            except (OSError, ValueError, TypeError, IntegrityError):
+                # which files were the model's there is unknown: the whole generation goes
+                # (out of the served tree in one rename; pinned clients fall back to current)
+                doomed = self.tmp / f"removed-generation-{n}"
+                os.rename(folder, doomed)
+                shutil.rmtree(doomed)
+                continue
+            here = purging & {m.id for m in index.models}
+            if not here:
+                continue
+            gone = before | here
+            if gone != before:
+                atomic_write_bytes(record, json.dumps(sorted(gone)).encode() + b"\n")
+            kept = {f.url_path for m in index.models if m.id not in gone for f in m.files}
+            for model in index.models:
+                if model.id not in here:
+                    continue
+                for served in model.files:
+                    if served.url_path in kept:
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        (folder / served.url_path).unlink()
+                        unlinked.append((n, served.url_path))
+                    _remove_empty_parents(folder / served.url_path, folder / BUCKET_MARK)
+        self._drop_unlinked_blobs()
+        return unlinked
 
     # -- checking --------------------------------------------------------------------------
     def check(self, model_ids: Iterable[str] = ()) -> list[tuple[str, list[str]]]:
@@ -373,6 +515,17 @@ class Mirror:
             results.append((SERVED_LIST, [f"{SERVED_LIST}: {why} (offline-mode clients with "
                                           "PADDLE_BUNDLE_MIRROR read it)"]))
         return results
+
+
+def _remove_empty_parents(path: Path, top: Path) -> None:
+    """The folders of an unlinked file that held nothing else, up to ``top`` (kept)."""
+    for parent in path.parents:
+        if parent == top or not parent.is_relative_to(top):
+            return
+        try:
+            parent.rmdir()
+        except OSError:
+            return
 
 
 def _served_dir(folder: Path) -> None:
@@ -429,3 +582,6 @@ def served_list(index: Index) -> bytes:
                       for m in index.models for f in sorted(m.files, key=lambda f: f.url_path)}}
     return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
             + "\n").encode()
+
+#: In a superseded generation: the models ``mirror remove --purge`` unlinked from it.
+PURGED = "purged.json"
