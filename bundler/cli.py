@@ -1008,7 +1008,8 @@ def doctor(home: Path | None) -> int:
     blocks loading.
 
     Python, Paddle and PaddleNLP (imported in a child process), the offline-mode hook,
-    'unshare -n', the home and its models, and what to do about each problem.
+    'unshare -n', the fleet mirror when PADDLE_BUNDLE_MIRROR is set (its file list is
+    read), the home and its models, and what to do about each problem.
     """
     from bundler.doctor import diagnose, exit_code
 

@@ -119,6 +119,25 @@ def unshare_finding() -> Finding:
                    "(sysctl kernel.unprivileged_userns_clone=1)")
 
 
+def mirror_finding() -> Finding | None:
+    """With ``PADDLE_BUNDLE_MIRROR`` set: whether offline mode can read the mirror's served
+    list from here (the one request doctor makes, and only then); None when it is not set."""
+    from bundler._offline import ENV_MIRROR, _MirrorClient, mirror_endpoint, redact_url
+    from bundler.errors import BundleError
+
+    try:
+        endpoint = mirror_endpoint()
+        if endpoint is None:
+            return None
+        models, files = _MirrorClient(endpoint).listing()
+    except BundleError as exc:
+        return Finding(FAIL, "mirror", str(exc), exc.hint)
+    kinds = sorted(set(models.values()))
+    return Finding(OK, "mirror", f"{ENV_MIRROR}={redact_url(endpoint)} serves {len(models)} "
+                   f"model(s) ({', '.join(kinds) or 'none'}), {len(files)} file(s): offline "
+                   "mode takes what is not installed here from it")
+
+
 def home_findings(home: Path) -> list[Finding]:
     from bundler.cache import installed_models
     from bundler.errors import BundleError
@@ -156,6 +175,9 @@ def diagnose(home: Path | None, *, python: str | None = None) -> list[Finding]:
     findings = _software(python or sys.executable)
     findings.append(offline_hook_finding())
     findings.append(unshare_finding())
+    mirror = mirror_finding()
+    if mirror is not None:
+        findings.append(mirror)
     if home is None:
         from bundler.cache import default_home
 

@@ -170,3 +170,33 @@ def test_an_environment_without_site_getsitepackages_still_gets_an_answer(
     assert doctor.offline_hook_finding().status == doctor.WARN
     (tmp_path / "paddle_bundle_offline.pth").write_text("import os\n")
     assert doctor.offline_hook_finding().status == doctor.OK
+
+
+def test_the_fleet_mirror_is_checked_only_when_set(tmp_path: Path, bundle: Path,
+                                                   offline_home: Path) -> None:
+    """A fleet client's administrator asks doctor whether offline mode reaches the mirror:
+    PADDLE_BUNDLE_MIRROR was not looked at, so a typo or a down mirror showed up only when a
+    program first needed a model."""
+    from tests.test_mirror import free_port, nginx
+
+    root = tmp_path / "root"
+    assert _main(["mirror", "publish", str(bundle), "--root", str(root), "-q"]) == 0
+    with nginx(root, tmp_path / "nginx") as server:
+        env = {**os.environ, "PYTHONPATH": f"{stand_ins(tmp_path)}{os.pathsep}{ROOT}"}
+        proc = subprocess.run([sys.executable, "-m", "bundler", "doctor", "--home",
+                               str(offline_home)], capture_output=True, text=True, timeout=300,
+                              env={**env, "PADDLE_BUNDLE_MIRROR": server.endpoint})
+        assert lines(proc)["mirror"] == (
+            f"ok|mirror: PADDLE_BUNDLE_MIRROR={server.endpoint} serves 1 model(s) (community),"
+            " 4 file(s): offline mode takes what is not installed here from it")
+    down = f"http://u:pw-secret@127.0.0.1:{free_port()}/paddlenlp"
+    proc = subprocess.run([sys.executable, "-m", "bundler", "doctor", "--home",
+                           str(offline_home)], capture_output=True, text=True, timeout=300,
+                          env={**env, "PADDLE_BUNDLE_MIRROR": down})
+    assert proc.returncode == 1
+    assert lines(proc)["mirror"].startswith("fail|mirror: the mirror's file list is not")
+    assert "could not serve" in proc.stdout and "pw-secret" not in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "bundler", "doctor", "--home",
+                           str(offline_home)], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in env.items() if k != "PADDLE_BUNDLE_MIRROR"})
+    assert "mirror" not in lines(proc)
