@@ -8,7 +8,13 @@ not a test: it exits 0 whatever the figures are, non-zero only when a measured c
    PaddleNLP does), against the same processes reading the same files from the local disk (the
    baseline, measured in the same run, page cache warm for both). Printed: total MB/s of each and
    their ratio.
-2. Publishing: ``mirror publish`` of a ``--size-mib`` (512) bundle into an empty root, against
+2. Offline mode's mirror client (``PADDLE_BUNDLE_MIRROR``): ``--checked-clients`` processes
+   (8) each download every file of the model as offline mode does (size, sha256 against the
+   served list, written whole and renamed into a cache folder), against the same number of
+   plain downloads that write the same files unchecked, as PaddleNLP's own download does
+   (measured in the same run). Printed: total MB/s of each and their ratio: what the checks
+   cost.
+3. Publishing: ``mirror publish`` of a ``--size-mib`` (512) bundle into an empty root, against
    ``install`` of the same bundle into an empty home; both verify every byte and make it
    durable. Printed: seconds of each and the ratio.
 """
@@ -75,6 +81,46 @@ def _read_http(port: int, paths: list[str], start: float) -> int:
     return total
 
 
+def _fetch_checked(endpoint: str, rels: list[str], out: str, start: float) -> int:
+    from bundler._offline import _MirrorClient
+
+    client = _MirrorClient(endpoint)
+    client.listing()  # as offline mode: the list first, then the files of its generation
+    while time.time() < start:
+        time.sleep(0.001)
+    total = 0
+    folder = Path(out) / str(os.getpid())
+    for rel in rels:
+        dest = folder / rel.rsplit("/", 1)[-1]
+        client.fetch(rel, str(dest), MODEL)
+        total += dest.stat().st_size
+        dest.unlink()  # 32 clients x 537 MB would otherwise fill the disk
+    return total
+
+
+def _download_plain(port: int, paths: list[str], out: str, start: float) -> int:
+    """GET each file and write it to a file, no checks (the baseline of the checked client)."""
+    while time.time() < start:
+        time.sleep(0.001)
+    total = 0
+    folder = Path(out) / f"plain-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for path in paths:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise SystemExit(f"GET {path}: {response.status}")
+        dest = folder / path.rsplit("/", 1)[-1]
+        with open(dest, "wb") as fh:
+            while chunk := response.read(CHUNK):
+                fh.write(chunk)
+                total += len(chunk)
+        dest.unlink()
+    conn.close()
+    return total
+
+
 def _read_disk(files: list[Path], start: float) -> int:
     while time.time() < start:
         time.sleep(0.001)
@@ -100,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=512, help="bundle size (512)")
     parser.add_argument("--clients", type=int, default=32, help="client processes (32)")
+    parser.add_argument("--checked-clients", type=int, default=8,
+                        help="offline-mode client processes, which write what they read (8)")
     args = parser.parse_args(argv)
 
     from tests.test_mirror import free_port, nginx_binary, nginx_files, wait_for_port
@@ -129,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
             _read_disk(files, 0)  # warm the page cache for both
             disk_bytes, disk_s = parallel(args.clients, _read_disk, (files,))
             http_bytes, http_s = parallel(args.clients, _read_http, (port, paths))
+            n = args.checked_clients
+            raw_bytes, raw_s = parallel(n, _download_plain, (port, paths, str(WORK / "out")))
+            checked_bytes, checked_s = parallel(
+                n, _fetch_checked, (f"http://127.0.0.1:{port}/paddlenlp",
+                                    [p[len("/paddlenlp/"):] for p in paths], str(WORK / "out")))
         finally:
             server.terminate()
             server.wait(10)
@@ -139,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.clients} clients reading {len(files)} files ({each:.0f} MB each): "
               f"nginx on loopback {http_rate:,.0f} MB/s total; local disk "
               f"{disk_rate:,.0f} MB/s total; nginx / disk = {http_rate / disk_rate:.2f}")
+        if checked_bytes != raw_bytes:
+            raise SystemExit(f"offline-mode clients got {checked_bytes} bytes, not {raw_bytes}")
+        raw_rate, checked_rate = raw_bytes / raw_s / 1e6, checked_bytes / checked_s / 1e6
+        print(f"{n} offline-mode clients (PADDLE_BUNDLE_MIRROR: size and sha256 checked) "
+              f"{checked_rate:,.0f} MB/s total; {n} plain downloads writing the same files "
+              f"{raw_rate:,.0f} MB/s total; checked / plain = {checked_rate / raw_rate:.2f}")
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     return 0
