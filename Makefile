@@ -48,7 +48,9 @@ test-compat: setup setup-compat
 	PADDLE_BUNDLE_COMPAT_REQUIRED=1 $(BIN)/python -m pytest -m compat tests/test_offline_compat.py \
 		tests/test_scan_allowlist.py
 
+# nginx for the fleet scene; without it (no root for apt-get) the demo skips that scene.
 demo: setup
+	-@$(MAKE) --no-print-directory setup-nginx
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 # Every benchmark, each against a baseline measured in the same run (docs/performance.md).

@@ -2,7 +2,8 @@
 # The whole air-gap story on a tiny but real PaddleNLP CodeGen model, end to end:
 # a local stand-in for PaddleNLP's download server -> fetch -- python app.py (the user's own
 # program, recorded, then proven offline) -> the stick -> install with no network -> the same
-# program by name (offline mode, Taskflow included).
+# program by name (offline mode, Taskflow included) -> the same bundle published on an nginx
+# mirror, and a client with an empty cache running the program from it.
 # Run through `make demo`, which sets up .venv first and puts it on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,4 +63,40 @@ paddle-bundle check --home "$OFFLINE"
 say "offline machine: the same app.py, loading by NAME, with offline mode, $offline_note"
 "${OFFLINE_RUN[@]}" paddle-bundle run --home "$OFFLINE" -- python "$WORK/app.py" 2>&1 | quiet_paddle
 
-say "done: fetched online, carried on the stick, installed and run with no network"
+say "many offline machines: publish once on an nginx mirror; a client with an empty cache runs app.py from it, $offline_note"
+NGINX=$(command -v nginx || { test -x /usr/sbin/nginx && echo /usr/sbin/nginx; } || true)
+if [ -n "$NGINX" ]; then
+    paddle-bundle mirror publish "$WORK/stick/bundle.tar.zst" --root "$WORK/fleet"
+    paddle-bundle mirror list --root "$WORK/fleet"
+    PORT=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$WORK/nginx"
+    paddle-bundle mirror nginx-config --root "$WORK/fleet" --listen "127.0.0.1:$PORT" \
+        > "$WORK/nginx/server.conf"
+    cat > "$WORK/nginx/nginx.conf" <<CONF
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log $WORK/nginx/access.log;
+  client_body_temp_path $WORK/nginx/body;
+  include $WORK/nginx/server.conf;
+}
+CONF
+    # the client: offline mode with the mirror set, nothing of the model in its cache
+    "${OFFLINE_RUN[@]}" bash -c "
+        ip link set lo up 2>/dev/null || true
+        '$NGINX' -p '$WORK/nginx' -c '$WORK/nginx/nginx.conf' 2>/dev/null &
+        trap 'kill \$!' EXIT
+        for _ in \$(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+        PADDLE_BUNDLE_OFFLINE=1 PADDLE_BUNDLE_MIRROR=http://127.0.0.1:$PORT/paddlenlp \
+            PPNLP_HOME='$WORK/client-home' python '$WORK/app.py'" 2>&1 | quiet_paddle
+    # (the readiness probe above sends nothing: nginx logs it as "" 400)
+    echo "nginx: $(grep -c '"GET \|"HEAD ' "$WORK/nginx/access.log") GET/HEAD requests," \
+        "$(grep -vc '"GET \|"HEAD \|"" 400' "$WORK/nginx/access.log") others"
+    grep -o '"GET [^ ]*' "$WORK/nginx/access.log" | sed 's/^"/  /'
+else
+    echo "skipped: nginx is not installed ('make setup-nginx' installs Debian's nginx-light)"
+fi
+
+say "done: fetched online, carried on the stick, installed and run with no network, then served to a fleet"
