@@ -686,3 +686,23 @@ def test_remove_purge_keeps_a_url_another_model_of_that_generation_serves(
     remove(root, ["ernie-b", "ernie-c"], purge=True)  # 3: nothing served
     assert not vocab.exists()  # only purged models served it in generations 1 and 2
     assert not any(Mirror(root).blobs.iterdir())
+
+
+# -- review (rvs): hostile bundles, hurried administrators, crashes ----------------------------
+def test_a_root_spelled_with_a_tilde_still_applies_the_mirrors_trust_policy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'--root=~/mirror' (bash leaves the tilde after '=' alone): the mirror was the expanded
+    ~/mirror, but its trust policy was looked up at ./~/mirror/.paddle-bundle, not found, and
+    an unsigned bundle was published into a mirror whose policy requires a signature."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "home" / "mirror"
+    root.parent.mkdir()
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    policy = root / ".paddle-bundle" / "allowed_signers"
+    policy.write_text("admin@site ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKSi\n")
+    os.chmod(policy, 0o644)
+    unsigned = make_bundle(tmp_path, "v2", V2)
+    rc, _, err = _cli("mirror", "publish", str(unsigned), "--root=~/mirror", "-q")
+    assert rc == 3 and "not signed" in err and str(policy) in err, err
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'

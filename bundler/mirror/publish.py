@@ -131,7 +131,8 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
         sink = BlobSink(mirror)
         try:
             for bundle, files in located:
-                signer = require_signature(files, trust, Path(root))
+                # the root as the mirror resolved it (~ expanded): the policy it holds applies
+                signer = require_signature(files, trust, mirror.root)
                 for model in _verify_into(bundle, files, sink, signer, allow_globals, lookup,
                                           progress):
                     incoming[model.id] = model
