@@ -706,3 +706,21 @@ def test_a_root_spelled_with_a_tilde_still_applies_the_mirrors_trust_policy(
     rc, _, err = _cli("mirror", "publish", str(unsigned), "--root=~/mirror", "-q")
     assert rc == 3 and "not signed" in err and str(policy) in err, err
     assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+
+
+def test_publishing_again_repairs_a_served_list_check_found_damaged(tmp_path: Path) -> None:
+    """check says the served list differs and 'publish the bundles ... again': publish only
+    asked whether the list existed, said 'already published', and the damaged list stayed
+    what offline-mode clients read."""
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path, "v1", V1)
+    publish([bundle], root)
+    listed = root / "paddlenlp/.paddle-bundle/files.json"
+    listed.write_text('{"version":1,"generation":1,"models":{},"files":{}}\n')
+    rc, _, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "files.json: differs" in err and "publish the bundles" in err
+    result = publish([bundle], root)
+    assert result.index.generation == 2
+    assert json.loads(listed.read_bytes())["models"] == {MODEL: "community"}
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    assert publish([bundle], root).index.generation == 2  # intact now: nothing to do

@@ -176,9 +176,13 @@ class Mirror:
         return Index.from_json(data, path)
 
     def serves_list(self) -> bool:
-        """Whether the current generation has its served file list (a generation made by an
-        earlier paddle-bundle does not: the next publish then makes a new one)."""
-        return (self.current_link / SERVED_LIST).is_file()
+        """Whether the current generation serves its file list as its index says (one made
+        by an earlier paddle-bundle has none, and one edited or damaged on the disk differs,
+        as ``check`` reports: the next publish then makes a new generation, the repair)."""
+        try:
+            return (self.current_link / SERVED_LIST).read_bytes() == served_list(self.index())
+        except OSError:
+            return False
 
     def link_problem(self) -> str | None:
         """What is wrong with ``current`` when generations are on the disk but it leads to
