@@ -724,3 +724,28 @@ def test_publishing_again_repairs_a_served_list_check_found_damaged(tmp_path: Pa
     assert json.loads(listed.read_bytes())["models"] == {MODEL: "community"}
     assert _cli("mirror", "check", "--root", str(root))[0] == 0
     assert publish([bundle], root).index.generation == 2  # intact now: nothing to do
+
+
+def test_a_lost_current_link_is_never_restored_to_serve_a_purged_model(tmp_path: Path) -> None:
+    """'remove --purge' unlinks a model from the older generations but their index.json still
+    names it. With the served generation then lost, current was restored to such an older
+    one: list and the served list offered the compromised model again, check told the
+    administrator to publish it again, and every later publish failed on its deleted blobs."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V2, model="Org/other")], root)  # 1
+    remove(root, [MODEL], purge=True)  # 2: Org/other; MODEL unlinked from 1
+    mirror = Mirror(root)
+    shutil.rmtree(mirror.generation_dir(2))  # the served generation lost (by hand)
+    rc, out, _ = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and "Org/other" in out and MODEL not in out
+    rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+    assert rc == 0 and "restored" in out, out
+    index = mirror.index()
+    assert [m.id for m in index.models] == ["Org/other"]
+    listed = json.loads((root / "paddlenlp/.paddle-bundle/files.json").read_bytes())
+    assert list(listed["models"]) == ["Org/other"] and not any(
+        MODEL in path for path in listed["files"])
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    result = publish([make_bundle(tmp_path, "x", {"config.json": "x"}, model="Org/x")], root)
+    assert [m.id for m in result.index.models] == ["Org/other", "Org/x"]

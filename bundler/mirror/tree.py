@@ -29,6 +29,7 @@ client that started on one finishes on it (docs/fleet.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import hashlib
@@ -204,17 +205,21 @@ class Mirror:
         return sorted((int(n) for n in names if n.isdigit()), reverse=True)
 
     def _newest_generation(self) -> Index | None:
-        """The newest generation whose index.json reads; None when there is none on the
-        disk. Generations there but none readable is an error: guessing would drop models."""
+        """The newest generation whose index.json reads, without the models ``remove
+        --purge`` unlinked from it (its index still names them); None when there is none on
+        the disk. Generations there but none readable is an error: guessing would drop
+        models."""
         numbers = self._generation_numbers()
         for n in numbers:
             path = self.generation_dir(n) / "index.json"
             try:
                 index = Index.from_json(path.read_bytes(), path)
+                purged = self._purged(n)
             except (OSError, IntegrityError):
                 continue
             if index.generation == n:
-                return index
+                return dataclasses.replace(
+                    index, models=tuple(m for m in index.models if m.id not in purged))
         if numbers:
             raise IntegrityError(
                 f"{self.current_link} is missing and no generation in {self.generations} has "
@@ -258,6 +263,7 @@ class Mirror:
                                                        "again") from None
             self._restore_current()  # first: _clean_tmp goes by the generation it names
             self._clean_tmp()
+            self._shed_purged()
             yield
         finally:
             os.close(fd)
@@ -285,6 +291,30 @@ class Mirror:
         newest = self._newest_generation()
         if newest is not None:
             self._flip(newest.generation)
+
+    def _purged(self, n: int) -> set[str]:
+        """The models ``remove --purge`` unlinked from generation ``n`` (its purged.json)."""
+        path = self.generation_dir(n) / PURGED
+        try:
+            ids = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return set()
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list):
+            raise IntegrityError(f"{path} is not a list of model ids",
+                                 hint="publish the bundles again into a new --root")
+        return {str(model_id) for model_id in ids}
+
+    def _shed_purged(self) -> None:
+        """``current`` restored to a generation a purge unlinked models from (only superseded
+        generations are purged, so nothing else leads there): its index and served list
+        still name them, and their files and blobs are gone. A new generation without them
+        is served instead, so list, check, the served list and the next publish agree."""
+        current = self._current_number()
+        purged = set() if current is None else self._purged(current)
+        if purged:
+            self.commit(m for m in self.index().models if m.id not in purged)
 
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
