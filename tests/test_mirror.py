@@ -749,3 +749,20 @@ def test_a_lost_current_link_is_never_restored_to_serve_a_purged_model(tmp_path:
     assert _cli("mirror", "check", "--root", str(root))[0] == 0
     result = publish([make_bundle(tmp_path, "x", {"config.json": "x"}, model="Org/x")], root)
     assert [m.id for m in result.index.models] == ["Org/other", "Org/x"]
+
+
+def test_nginx_config_refuses_a_symlinked_state_folder(tmp_path: Path) -> None:
+    """publish, remove and prune refused a .paddle-bundle/generations moved behind a
+    symlink, but nginx-config printed a configuration for it in which every pinned
+    request (disable_symlinks on) is refused: clients failed mid-load after the first file."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    state = root / ".paddle-bundle"
+    moved = tmp_path / "bigger-disk" / "generations"
+    moved.parent.mkdir()
+    shutil.move(str(state / "generations"), moved)
+    (state / "generations").symlink_to(moved)
+    rc, out, err = _cli("mirror", "nginx-config", "--root", str(root))
+    assert rc == 2 and not out, out
+    assert len(err.strip().splitlines()) == 1 and ".paddle-bundle/generations is a symlink" \
+        in err, err

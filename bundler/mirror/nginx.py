@@ -60,7 +60,10 @@ def server_config(root: Path, *, listen: str = "127.0.0.1:8080",
     """The configuration text. ``allow`` empty: loopback only."""
     # The real path: the configuration has ``disable_symlinks on``, so a root reached through
     # a symlink (/srv/mirror -> /data/mirror) would refuse every request of a pinned client.
-    given = Mirror(root).root
+    mirror = Mirror(root)
+    given = mirror.root
+    # a pinned client's path through a symlinked generations folder is refused (below)
+    mirror.refuse_symlinked_folders()
     if not given.is_dir():  # a typo would otherwise be a server answering 404 to everything
         raise UsageError(f"--root {given} is not a folder",
                          hint="publish into it first ('paddle-bundle mirror publish BUNDLE "

@@ -250,7 +250,7 @@ class Mirror:
     def locked(self) -> Iterator[None]:
         import fcntl
 
-        self._refuse_symlinked_folders()
+        self.refuse_symlinked_folders()
         for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
             _served_dir(folder)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -268,7 +268,7 @@ class Mirror:
         finally:
             os.close(fd)
 
-    def _refuse_symlinked_folders(self) -> None:
+    def refuse_symlinked_folders(self) -> None:
         """Blobs and generations are hard-linked and renamed into each other, and nginx
         (``disable_symlinks on``) refuses a pinned client's path through a symlink: a folder
         of ``.paddle-bundle`` moved to another disk behind a symlink is refused before
