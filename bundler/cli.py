@@ -910,6 +910,8 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
     mirror = Mirror(root)
     results = mirror.check(models)
     link = mirror.link_problem()
+    if not results and not link:
+        _echo(f"nothing published in {root}")
     for model_id, problems in results:
         _echo(f"{printable(model_id)}: {f'{len(problems)} problem(s)' if problems else 'ok'}",
               err=bool(problems))

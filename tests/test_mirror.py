@@ -766,3 +766,12 @@ def test_nginx_config_refuses_a_symlinked_state_folder(tmp_path: Path) -> None:
     assert rc == 2 and not out, out
     assert len(err.strip().splitlines()) == 1 and ".paddle-bundle/generations is a symlink" \
         in err, err
+
+
+def test_check_and_remove_on_a_folder_where_nothing_was_published(tmp_path: Path) -> None:
+    """A --root typo of an existing folder: check reported a damaged served list (exit 3)
+    and told the administrator to publish 'the damaged models' again."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, out, err = _cli("mirror", "check", "--root", str(empty))
+    assert rc == 0 and "nothing published" in out and not err, (out, err)

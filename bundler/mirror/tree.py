@@ -539,6 +539,8 @@ class Mirror:
                     problems.append(f"{served.url_path}: sha256 differs from the published "
                                     "file")
             results.append((model.id, problems))
+        if not index.generation:  # nothing published: no generation, no list to compare
+            return results
         try:
             listed = (base / SERVED_LIST).read_bytes()
         except OSError as exc:
