@@ -775,3 +775,9 @@ def test_check_and_remove_on_a_folder_where_nothing_was_published(tmp_path: Path
     empty.mkdir()
     rc, out, err = _cli("mirror", "check", "--root", str(empty))
     assert rc == 0 and "nothing published" in out and not err, (out, err)
+    typo = tmp_path / "typo"
+    for root in (empty, typo):
+        for args in (("remove", MODEL), ("remove", MODEL, "--purge")):
+            rc, _, err = _cli("mirror", *args, "--root", str(root))
+            assert rc in (1, 2) and len(err.strip().splitlines()) == 1, err
+    assert not typo.exists() and not any(empty.iterdir())  # no mirror made by a failed remove

@@ -210,6 +210,10 @@ def remove(root: Path, model_ids: Sequence[str], *, purge: bool = False) -> Inde
     old generation get 404 for them (they fail rather than load it). A model already removed
     without ``purge`` may be named again with it: it is then only purged."""
     mirror = Mirror(root)
+    if not os.path.lexists(mirror.state):  # a --root typo: named, and no mirror made there
+        mirror.index()  # a root that does not exist
+        raise ModelNotFoundError(f"nothing is published in {mirror.root}",
+                                 hint="give the --root you published into")
     with mirror.locked():
         index = mirror.index()
         known = {m.id for m in index.models}
