@@ -781,3 +781,35 @@ def test_check_and_remove_on_a_folder_where_nothing_was_published(tmp_path: Path
             rc, _, err = _cli("mirror", *args, "--root", str(root))
             assert rc in (1, 2) and len(err.strip().splitlines()) == 1, err
     assert not typo.exists() and not any(empty.iterdir())  # no mirror made by a failed remove
+
+
+def test_a_delta_bundle_over_a_damaged_base_file_publishes_nothing(tmp_path: Path) -> None:
+    """A delta bundle's base files are taken from the mirror's blobs: their existence was
+    checked, not their content, so a damaged blob was served again in the new generation as
+    'replaced' (install refuses a delta whose base changed; publish re-hashes the files it
+    reuses from a bundle, but not these)."""
+    root = tmp_path / "root"
+    home = tmp_path / "home"
+    make_model(home, MODEL, V1)
+    full = tmp_path / "full.tar.zst"
+    assert _main(["pack", MODEL, "-o", str(full), "--home", str(home), "-q"]) == 0
+    publish([full], root)
+    off = tmp_path / "off"
+    assert _main(["install", str(full), "--home", str(off), "-q"]) == 0
+    rc, state, _ = _cli("list", "--json", "--home", str(off))
+    assert rc == 0
+    (tmp_path / "state.json").write_text(state)
+    (home / "models" / MODEL / "config.json").write_text('{"v": 3}')
+    delta = tmp_path / "delta.tar.zst"
+    assert _main(["pack", MODEL, "-o", str(delta), "--home", str(home), "--exclude-installed",
+                  str(tmp_path / "state.json"), "-q"]) == 0
+    weights = Mirror(root).blob(sha(V1["model_state.pdparams"]))
+    weights.write_bytes(b"rot" * 50_000)  # damaged on the disk, as check would find it
+    rc, _, err = _cli("mirror", "publish", str(delta), "--root", str(root), "-q")
+    assert rc == 3 and "model_state.pdparams" in err and "Traceback" not in err, err
+    assert Mirror(root).index().generation == 1
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    publish([full], root)  # the repair: the full bundle writes the damaged file anew
+    assert [o.status for o in publish([delta], root).outcomes] == ["replaced"]
+    assert (root / URL_DIR / "model_state.pdparams").read_bytes() == V1["model_state.pdparams"]
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 3}'

@@ -58,7 +58,7 @@ class BlobSink:
     def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         digest = hashlib.sha256()
         wanted = entry.sha256 or ""
-        if wanted in self.pending or wanted in self.intact or self._intact(wanted):
+        if wanted in self.pending or wanted in self.intact or self.intact_blob(wanted):
             for chunk in chunks:
                 digest.update(chunk)
             return digest.hexdigest()
@@ -75,7 +75,7 @@ class BlobSink:
             temp.unlink()
         return got
 
-    def _intact(self, sha256: str) -> bool:
+    def intact_blob(self, sha256: str) -> bool:
         """Whether the blob is on the disk with exactly that content: a blob damaged on the
         disk (``mirror check`` finds it) is written again by the next publish of it."""
         path = self.mirror.blob(sha256)
@@ -190,15 +190,24 @@ def _plan(manifest: Manifest, lookup: UrlLookup
 
 
 def _require_bases(mirror: Mirror, sink: BlobSink, models: Iterable[PublishedModel]) -> None:
-    """Every file served must have its blob: a delta bundle's base files must have been
-    published before (they are not in the bundle)."""
-    missing = sorted({f"{m.id}: {f.url_path}" for m in models for f in m.files
-                      if f.sha256 not in sink.pending and not mirror.blob(f.sha256).exists()})
-    if missing:
+    """Every file served must have its blob, intact: a delta bundle's base files must have
+    been published before (they are not in the bundle), and are re-hashed as every other
+    reused blob is (install, too, refuses a delta whose base files changed)."""
+    problems = []
+    for m in models:
+        for f in m.files:
+            if f.sha256 in sink.pending or f.sha256 in sink.intact:
+                continue
+            if not mirror.blob(f.sha256).exists():
+                problems.append(f"{m.id}: {f.url_path}: not in the mirror")
+            elif not sink.intact_blob(f.sha256):
+                problems.append(f"{m.id}: {f.url_path}: damaged in the mirror")
+    if problems:
         raise IntegrityError(
-            f"{len(missing)} file(s) are in neither the bundle nor the mirror (a delta "
-            "bundle whose base was not published here)", missing,
-            hint="publish the full bundle the delta was made against first")
+            f"{len(problems)} file(s) are in neither the bundle nor the mirror, intact (a "
+            "delta bundle whose base was not published here, or is damaged)",
+            sorted(set(problems)), hint="publish the full bundle the delta was made against "
+                                        "first (it writes damaged files anew)")
 
 
 def remove(root: Path, model_ids: Sequence[str], *, purge: bool = False) -> Index:
