@@ -836,8 +836,20 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, target_home: Path | None
 
 
 # -- mirror (issue 11): serve installed bundles to a fleet from nginx -----------------------
+class _RootPath(click.Path):
+    """A folder path that may not be empty: ``--root "$MIRROR"`` with the variable unset
+    would otherwise be the current folder (a mirror made in cron's / or the home)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty (an unset variable?); give the mirror root, or '.' for the "
+                      "current folder", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _root_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+    return click.option("--root", type=_RootPath(file_okay=False, path_type=Path),
                         required=True, help="The mirror root nginx serves.")(func)
 
 

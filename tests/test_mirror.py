@@ -813,3 +813,19 @@ def test_a_delta_bundle_over_a_damaged_base_file_publishes_nothing(tmp_path: Pat
     assert [o.status for o in publish([delta], root).outcomes] == ["replaced"]
     assert (root / URL_DIR / "model_state.pdparams").read_bytes() == V1["model_state.pdparams"]
     assert (root / URL_DIR / "config.json").read_text() == '{"v": 3}'
+
+
+@pytest.mark.parametrize("command", [("publish", "BUNDLE", "-q"), ("list",), ("check",),
+                                     ("remove", MODEL), ("prune",), ("nginx-config",)])
+def test_an_empty_root_is_refused_not_taken_for_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]) -> None:
+    """--root "$MIRROR" with the variable unset: the empty path was the current folder, and
+    publish made a mirror there (cron's is / or the home), nginx-config served it."""
+    bundle = make_bundle(tmp_path, "v1", V1)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    args = [str(bundle) if arg == "BUNDLE" else arg for arg in command]
+    rc, out, err = _cli("mirror", *args, "--root", "")
+    assert rc == 2 and "--root" in err and "empty" in err and not out, (out, err)
+    assert not any(cwd.iterdir())
