@@ -932,8 +932,9 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
         _echo("hint: publish the bundles of the damaged models again ('paddle-bundle mirror "
               "publish BUNDLE --root DIR'): damaged files are written anew", err=True)
     if link:
-        _echo(f"{link}: nginx serves nothing to new clients; run 'paddle-bundle mirror prune "
-              "--root DIR' to restore it to the newest generation (checked above)", err=True)
+        _echo(f"{link}: nginx serves only clients pinned to an older generation; run "
+              "'paddle-bundle mirror prune --root DIR' to restore it to the newest generation "
+              "(checked above)", err=True)
     return EXIT_INTEGRITY if link or any(p for _, p in results) else EXIT_OK
 
 

@@ -829,3 +829,21 @@ def test_an_empty_root_is_refused_not_taken_for_the_current_folder(
     rc, out, err = _cli("mirror", *args, "--root", "")
     assert rc == 2 and "--root" in err and "empty" in err and not out, (out, err)
     assert not any(cwd.iterdir())
+
+
+def test_a_pinned_client_finishes_its_model_while_current_is_lost(tmp_path: Path) -> None:
+    """current deleted by hand while clients are loading: the configuration answered 404 to
+    every request, pinned clients' included, so a load in progress failed half-way (the
+    code said pinned clients were still served). Now only new clients get 404."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        base = f"{server.endpoint}/models/community/{MODEL}"
+        loading = requests.Session()
+        assert loading.get(f"{base}/config.json", timeout=10).status_code == 200
+        Mirror(root).current_link.unlink()
+        got = loading.get(f"{base}/model_state.pdparams", timeout=10)
+        assert got.status_code == 200 and got.content == V1["model_state.pdparams"]
+        assert requests.get(f"{base}/config.json", timeout=10).status_code == 404
+    rc, _, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "nginx serves only clients pinned" in err, err

@@ -128,11 +128,11 @@ server {{
         # The generation this request is answered from: resolved once, now; the current
         # link can be flipped by a publish without changing it.
         set $pb_dir $realpath_root;
-        if ($pb_dir = "") {{
-            return 404;  # nothing published yet
-        }}
         if (-d $pb_pinned) {{
-            set $pb_dir $pb_pinned;
+            set $pb_dir $pb_pinned;  # also while current is lost (mirror check says so)
+        }}
+        if ($pb_dir = "") {{
+            return 404;  # nothing published yet, or current lost
         }}
         rewrite ^/{BUCKET_MARK}/(.*)$ /@pb/$1 last;
     }}

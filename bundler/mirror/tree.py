@@ -187,7 +187,7 @@ class Mirror:
 
     def link_problem(self) -> str | None:
         """What is wrong with ``current`` when generations are on the disk but it leads to
-        none of them (None when nothing is): nginx then serves nothing but pinned clients."""
+        none of them (None when nothing is): nginx then serves only clients pinned by cookie."""
         if os.path.exists(self.current_link) or not self._generation_numbers():
             return None
         if os.path.islink(self.current_link):
