@@ -847,3 +847,29 @@ def test_a_pinned_client_finishes_its_model_while_current_is_lost(tmp_path: Path
         assert requests.get(f"{base}/config.json", timeout=10).status_code == 404
     rc, _, err = _cli("mirror", "check", "--root", str(root))
     assert rc == 3 and "nginx serves only clients pinned" in err, err
+
+
+def test_a_served_file_deleted_on_the_disk_names_its_model_when_another_is_published(
+        tmp_path: Path) -> None:
+    """A served file deleted by hand: the next prune dropped its blob (no link left), and
+    from then on every publish and remove of any other model failed with a bare 'No such
+    file or directory: .../blobs/<sha>'. A blob deleted by hand while the served file is
+    intact is put back from it; a file gone from both names its model and the repair."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    mirror.blob(sha(V1["config.json"])).unlink()  # blob gone, served file intact
+    other = make_bundle(tmp_path, "other", {"config.json": "o"}, model="Org/other")
+    assert publish([other], root).index.generation == 2
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    assert mirror.blob(sha(V1["config.json"])).read_text() == V1["config.json"]
+    (root / URL_DIR / "model_state.pdparams").unlink()  # a stray clean-up: both gone
+    mirror.prune(keep_seconds=0)
+    third = make_bundle(tmp_path, "third", {"config.json": "3"}, model="Org/third")
+    rc, _, err = _cli("mirror", "publish", str(third), "--root", str(root), "-q")
+    assert rc == 3 and MODEL in err and "model_state.pdparams" in err, err
+    assert "publish" in err and "mirror remove" in err and "blobs/" not in err, err
+    assert mirror.index().generation == 2
+    assert _cli("mirror", "publish", str(make_bundle(tmp_path, "v1", V1)), str(third),
+                "--root", str(root), "-q")[0] == 0  # the repair
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0

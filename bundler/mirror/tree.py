@@ -348,6 +348,7 @@ class Mirror:
         """Build the next generation holding ``models`` and flip ``current`` to it."""
         models = list(models)
         _refuse_clashes(models)
+        self._require_blobs(models)
         old = self.index()
         number = max([old.generation, *(int(p.name) for p in self.generations.iterdir()
                                         if p.name.isdigit())]) + 1
@@ -388,6 +389,37 @@ class Mirror:
         self._flip(number)
         self.prune()
         return index
+
+    def _require_blobs(self, models: list[PublishedModel]) -> None:
+        """Every file of ``models`` has its blob, before anything is built. A blob deleted by
+        hand is put back from the served generation's file when that is intact; a file gone
+        from both (a served file deleted, then its blob pruned) is named with its model: a
+        bare ENOENT on a blob made every later publish and remove fail, saying nothing."""
+        gone = []
+        for model in models:
+            for served in model.files:
+                if not self.blob(served.sha256).exists() and not self._relink_blob(served):
+                    gone.append(f"{model.id}: {served.url_path}: deleted on the disk")
+        if gone:
+            raise IntegrityError(
+                f"{len(gone)} file(s) of models this mirror serves are gone from the disk; "
+                "nothing was changed", sorted(gone),
+                hint="publish those models' bundles again (with the others), or remove them "
+                     "('paddle-bundle mirror remove MODEL')")
+
+    def _relink_blob(self, served: ServedFile) -> bool:
+        path = self.current_link / served.url_path
+        digest = hashlib.sha256()
+        try:
+            for chunk in read_chunks(path):
+                digest.update(chunk)
+        except OSError:
+            return False
+        if digest.hexdigest() != served.sha256:
+            return False
+        with contextlib.suppress(FileExistsError), self._one_file_system():
+            os.link(path, self.blob(served.sha256))
+        return True
 
     @contextlib.contextmanager
     def _one_file_system(self) -> Iterator[None]:
