@@ -739,6 +739,9 @@ def test_a_lost_current_link_is_never_restored_to_serve_a_purged_model(tmp_path:
     shutil.rmtree(mirror.generation_dir(2))  # the served generation lost (by hand)
     rc, out, _ = _cli("mirror", "list", "--root", str(root))
     assert rc == 0 and "Org/other" in out and MODEL not in out
+    rc, out, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "Org/other: ok" in out and MODEL not in out + err, err
+    assert "files.json" not in err and "current points to" in err, err  # only the link
     rc, out, _ = _cli("mirror", "prune", "--root", str(root))
     assert rc == 0 and "restored" in out, out
     index = mirror.index()

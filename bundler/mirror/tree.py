@@ -571,7 +571,9 @@ class Mirror:
                     problems.append(f"{served.url_path}: sha256 differs from the published "
                                     "file")
             results.append((model.id, problems))
-        if not index.generation:  # nothing published: no generation, no list to compare
+        if not index.generation or not os.path.exists(self.current_link):
+            # nothing published, or current lost (link_problem): no list is served to compare;
+            # the generation restored to gets its list checked once it is served again
             return results
         try:
             listed = (base / SERVED_LIST).read_bytes()
