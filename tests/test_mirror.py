@@ -876,3 +876,26 @@ def test_a_served_file_deleted_on_the_disk_names_its_model_when_another_is_publi
     assert _cli("mirror", "publish", str(make_bundle(tmp_path, "v1", V1)), str(third),
                 "--root", str(root), "-q")[0] == 0  # the repair
     assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_a_restore_to_a_purged_generation_with_a_file_gone_leaves_the_mirror_repairable(
+        tmp_path: Path) -> None:
+    """current restored to a generation a purge unlinked a model from, in which another
+    model's file is gone from the disk too: building the generation without the purged
+    model failed under the lock, before every command, the repairs included."""
+    root = tmp_path / "root"
+    other = make_bundle(tmp_path, "other", V2, model="Org/other")
+    publish([make_bundle(tmp_path, "v1", V1), other], root)  # 1
+    remove(root, [MODEL], purge=True)  # 2
+    mirror = Mirror(root)
+    shutil.rmtree(mirror.generation_dir(2))
+    gone = "paddlenlp/models/community/Org/other/config.json"
+    (mirror.generation_dir(1) / gone).unlink()
+    mirror.blob(sha(V2["config.json"])).unlink()
+    rc, out, err = _cli("mirror", "prune", "--root", str(root))
+    assert rc == 0 and "restored" in out, err
+    rc, out, _ = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and MODEL not in out and "Org/other" in out
+    assert _cli("mirror", "publish", str(other), "--root", str(root), "-q")[0] == 0
+    assert [m.id for m in mirror.index().models] == ["Org/other"]
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0

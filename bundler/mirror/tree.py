@@ -164,6 +164,7 @@ class Mirror:
         path = self.current_link / "index.json"
         try:
             data = path.read_bytes()
+            purged = self._purged_link()
         except FileNotFoundError:
             if not self.root.is_dir():
                 raise UsageError(f"{self.root} is not a mirror root (it does not exist)",
@@ -174,7 +175,17 @@ class Mirror:
                                           "bundles again into a new --root") from None
             newest = self._newest_generation()
             return EMPTY if newest is None else newest
-        return Index.from_json(data, path)
+        index = Index.from_json(data, path)
+        if not purged:
+            return index
+        # current restored to a purged generation, not yet replaced (_shed_purged)
+        return dataclasses.replace(
+            index, models=tuple(m for m in index.models if m.id not in purged))
+
+    def _purged_link(self) -> set[str]:
+        """The purged models of the generation ``current`` leads to."""
+        number = self._current_number()
+        return set() if number is None else self._purged(number)
 
     def serves_list(self) -> bool:
         """Whether the current generation serves its file list as its index says (one made
@@ -311,10 +322,12 @@ class Mirror:
         generations are purged, so nothing else leads there): its index and served list
         still name them, and their files and blobs are gone. A new generation without them
         is served instead, so list, check, the served list and the next publish agree."""
-        current = self._current_number()
-        purged = set() if current is None else self._purged(current)
-        if purged:
-            self.commit(m for m in self.index().models if m.id not in purged)
+        if not self._purged_link():
+            return
+        # index() leaves them out; a file of another model gone from the disk is then named
+        # by the command's own publish or remove, which is its repair: not refused here
+        with contextlib.suppress(IntegrityError):
+            self.commit(self.index().models)
 
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
