@@ -899,3 +899,33 @@ def test_a_restore_to_a_purged_generation_with_a_file_gone_leaves_the_mirror_rep
     assert _cli("mirror", "publish", str(other), "--root", str(root), "-q")[0] == 0
     assert [m.id for m in mirror.index().models] == ["Org/other"]
     assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_a_bundles_html_is_never_served_as_a_page_of_the_mirrors_site(tmp_path: Path) -> None:
+    """nginx.conf of Debian and most distributions includes mime.types at http level, which
+    the server block inherited: a bundle's .html or .svg went out as text/html or
+    image/svg+xml, a page (script included) on the mirror's origin, where a browser holds
+    the basic-auth credentials. Every file is now bytes, never sniffed."""
+    root = tmp_path / "root"
+    page = "<html><script>alert(document.domain)</script></html>"
+    publish([make_bundle(tmp_path, "v1", {"config.json": "{}", "index.html": page,
+                                          "logo.svg": "<svg onload='alert(1)'/>"})], root)
+    prefix = tmp_path / "nginx"
+    port = free_port()
+    conf = nginx_files(prefix, server_config(root, listen=f"127.0.0.1:{port}"))
+    conf.write_text(conf.read_text().replace(
+        "http {", "http {\n  types { text/html html; image/svg+xml svg; application/json json; }"))
+    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(conf)],
+                               stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        base = f"http://127.0.0.1:{port}/{URL_DIR}"
+        for name in ("index.html", "logo.svg", "config.json"):
+            got = requests.get(f"{base}/{name}", timeout=10)
+            assert got.status_code == 200, name
+            assert got.headers["Content-Type"] == "application/octet-stream", (name, got.headers)
+            assert got.headers["X-Content-Type-Options"] == "nosniff"
+        assert requests.get(f"{base}/index.html", timeout=10).text == page
+    finally:
+        process.terminate()
+        process.wait(10)

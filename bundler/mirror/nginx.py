@@ -114,6 +114,9 @@ server {{
     autoindex off;
     sendfile on;
     tcp_nopush on;
+    # Every file is bytes: a bundle's .html or .svg is never a page of this site (the
+    # mime.types that nginx.conf includes at http level would make it one).
+    types {{ }}
     default_type application/octet-stream;
     charset off;
     gzip off;  # PaddleNLP compares Content-Length with what it receives
@@ -147,6 +150,7 @@ server {{
         # Files change under the same URL when a model is published again: caches revalidate
         # (ETag, Last-Modified) every time instead of serving a stale copy.
         add_header Cache-Control "no-cache" always;
+        add_header X-Content-Type-Options "nosniff" always;
         add_header Set-Cookie "{cookie}" always;
     }}
 }}
