@@ -929,3 +929,35 @@ def test_a_bundles_html_is_never_served_as_a_page_of_the_mirrors_site(tmp_path: 
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_blob_at_the_file_systems_link_limit_is_copied_not_a_dead_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small file many models share (a '{}' tokenizer config) is linked once per model per
+    generation kept: at ext4's 65,000 links (measured) every publish and remove failed with
+    'the mirror root must be one file system that supports hard links', until enough
+    generations were pruned, or for good. A blob at the limit is now copied to a fresh one."""
+    import errno
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    shared = mirror.blob(sha("{}"))
+    real_link = os.link
+
+    def limited(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        if os.stat(str(src)).st_nlink >= 3:  # ext4 stops at 65,000: the same, sooner
+            raise OSError(errno.EMLINK, os.strerror(errno.EMLINK), str(src), None, str(dst))
+        real_link(str(src), str(dst))
+
+    monkeypatch.setattr(os, "link", limited)
+    other = make_bundle(tmp_path, "other", {"config.json": "o", "tokenizer_config.json": "{}"},
+                        model="Org/other")
+    rc, _, err = _cli("mirror", "publish", str(other), "--root", str(root), "-q")
+    assert rc == 0, err
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    served = [root / URL_DIR / "tokenizer_config.json",
+              root / "paddlenlp/models/community/Org/other/tokenizer_config.json"]
+    assert all(p.read_text() == "{}" for p in served)
+    assert shared.read_text() == "{}"
+    assert (mirror.generation_dir(1) / URL_DIR / "tokenizer_config.json").read_text() == "{}"

@@ -385,8 +385,7 @@ class Mirror:
                         if parent not in made and parent.is_relative_to(staging):
                             _served_dir(parent)
                             made.add(parent)
-                with self._one_file_system():
-                    os.link(self.blob(served.sha256), dest)
+                self._link_blob(served.sha256, dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
         _served_dir(staging / BUCKET_MARK / STATE)
         listing = staging / SERVED_LIST
@@ -402,6 +401,24 @@ class Mirror:
         self._flip(number)
         self.prune()
         return index
+
+    def _link_blob(self, sha256: str, dest: Path) -> None:
+        """Hard-link a blob into a generation being built. A blob at the file system's link
+        limit (ext4: 65,000; a file many models share, times the generations kept) is copied
+        to a fresh one first: the generations linking the old one keep it."""
+        blob = self.blob(sha256)
+        with self._one_file_system():
+            try:
+                os.link(blob, dest)
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    raise
+                fresh = self.tmp / f"blob-{os.getpid()}-fresh-{sha256[:16]}"
+                shutil.copyfile(blob, fresh)
+                with open(fresh, "rb") as fh:
+                    os.fsync(fh.fileno())
+                self.store_blob(fresh, sha256)
+                os.link(blob, dest)
 
     def _require_blobs(self, models: list[PublishedModel]) -> None:
         """Every file of ``models`` has its blob, before anything is built. A blob deleted by
