@@ -961,3 +961,30 @@ def test_a_blob_at_the_file_systems_link_limit_is_copied_not_a_dead_end(
     assert all(p.read_text() == "{}" for p in served)
     assert shared.read_text() == "{}"
     assert (mirror.generation_dir(1) / URL_DIR / "tokenizer_config.json").read_text() == "{}"
+
+
+def test_a_full_disk_while_publishing_is_named_and_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while a blob was written said only 'No space left on device' (no disk named;
+    measured with strace -e inject), and left the partial blob and the half-built
+    generation in .paddle-bundle/tmp, taking space until the next command."""
+    import errno
+
+    import bundler.mirror.tree as tree
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tree, "atomic_write_bytes", full)
+    rc, _, err = _cli("mirror", "publish", str(make_bundle(tmp_path, "v2", V2)), "--root",
+                      str(root), "-q")
+    assert rc == 1 and str(root) in err and "space" in err and "nothing" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    monkeypatch.undo()
+    mirror = Mirror(root)
+    assert not list(mirror.tmp.iterdir())
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0

@@ -9,17 +9,24 @@ a bundle that fails leaves the mirror exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler._io import display_name, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import sync_file_system
-from bundler.errors import IntegrityError, LockedError, ModelNotFoundError
+from bundler.errors import (
+    InsufficientSpaceError,
+    IntegrityError,
+    LockedError,
+    ModelNotFoundError,
+)
 from bundler.manifest import FileEntry, Manifest
 from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
 from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
@@ -112,6 +119,25 @@ class BlobSink:
         self.pending.clear()
 
 
+@contextlib.contextmanager
+def _named_when_full(mirror: Mirror, what: str) -> Iterator[None]:
+    """The disk filling up, named as the mirror's (a bare 'No space left on device' named no
+    disk, or a temporary file), with what it left in tmp/ cleared at once (under the lock)."""
+    before = mirror.current_number()
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        mirror.clear_leftovers()
+        done = ("nothing was changed" if mirror.current_number() == before else
+                f"generation {mirror.current_number()} is served, but the command did not "
+                "finish")
+        raise InsufficientSpaceError(
+            f"the disk of {mirror.root} ran out of space while {what} ({exc.strerror}); "
+            f"{done}", hint="free space there and run the command again") from None
+
+
 def require_signature(files: BundleFiles, trust: Path | None, root: Path) -> Signer | None:
     """Who signed the bundle, checked before a byte of it is read, exactly as install does:
     ``--trust``, ``$PADDLE_BUNDLE_TRUST`` and the mirror's own policy
@@ -125,7 +151,7 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
     """Verify every bundle and serve its models from ``root``, all in one new generation."""
     mirror = Mirror(root)
     located = [(Path(b), locate(Path(b))) for b in bundles]  # a missing bundle fails first
-    with mirror.locked():
+    with mirror.locked(), _named_when_full(mirror, "publishing"):
         current = {m.id: m for m in mirror.index().models}
         incoming: dict[str, PublishedModel] = {}
         sink = BlobSink(mirror)
@@ -223,7 +249,7 @@ def remove(root: Path, model_ids: Sequence[str], *, purge: bool = False) -> Inde
         mirror.index()  # a root that does not exist
         raise ModelNotFoundError(f"nothing is published in {mirror.root}",
                                  hint="give the --root you published into")
-    with mirror.locked():
+    with mirror.locked(), _named_when_full(mirror, "removing"):
         index = mirror.index()
         known = {m.id for m in index.models}
         if purge:

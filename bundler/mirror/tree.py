@@ -184,7 +184,7 @@ class Mirror:
 
     def _purged_link(self) -> set[str]:
         """The purged models of the generation ``current`` leads to."""
-        number = self._current_number()
+        number = self.current_number()
         return set() if number is None else self._purged(number)
 
     def serves_list(self) -> bool:
@@ -329,6 +329,11 @@ class Mirror:
         with contextlib.suppress(IntegrityError):
             self.commit(self.index().models)
 
+    def clear_leftovers(self) -> None:
+        """What a failed command left in tmp/ (and a generation it built but never served),
+        cleared at once; under :meth:`locked` only."""
+        self._clean_tmp()
+
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
         for entry in self.tmp.iterdir():
@@ -336,12 +341,12 @@ class Mirror:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-        current = self._current_number()
+        current = self.current_number()
         for entry in self.generations.iterdir():
             if entry.name.isdigit() and current is not None and int(entry.name) > current:
                 shutil.rmtree(entry, ignore_errors=True)  # built but never flipped to
 
-    def _current_number(self) -> int | None:
+    def current_number(self) -> int | None:
         try:
             name = os.readlink(self.current_link)
         except OSError:
@@ -484,7 +489,7 @@ class Mirror:
     def prune(self, keep_seconds: float = KEEP_SECONDS) -> list[int]:
         """Remove generations superseded more than ``keep_seconds`` ago, then the blobs no
         generation links to any more. Returns the generations removed."""
-        current = self._current_number()
+        current = self.current_number()
         history = self.index().history
         removed = []
         for entry in sorted(self.generations.iterdir(), key=lambda p: p.name):
@@ -511,7 +516,7 @@ class Mirror:
 
     def superseded_models(self) -> set[str]:
         """The ids of the models in the superseded generations still on the disk."""
-        current = self._current_number()
+        current = self.current_number()
         ids = set()
         for n in self._generation_numbers():
             path = self.generation_dir(n) / "index.json"
@@ -535,7 +540,7 @@ class Mirror:
         rewritten: the generation's index keeps naming the model; only links go.
         """
         purging = set(model_ids)
-        current = self._current_number()
+        current = self.current_number()
         unlinked: list[tuple[int, str]] = []
         for n in self._generation_numbers():
             if n == current:
