@@ -836,8 +836,20 @@ def rewrite(paths: tuple[Path, ...], home: Path | None, target_home: Path | None
 
 
 # -- mirror (issue 11): serve installed bundles to a fleet from nginx -----------------------
+class _RootPath(click.Path):
+    """A folder path that may not be empty: ``--root "$MIRROR"`` with the variable unset
+    would otherwise be the current folder (a mirror made in cron's / or the home)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty (an unset variable?); give the mirror root, or '.' for the "
+                      "current folder", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _root_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+    return click.option("--root", type=_RootPath(file_okay=False, path_type=Path),
                         required=True, help="The mirror root nginx serves.")(func)
 
 
@@ -910,6 +922,8 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
     mirror = Mirror(root)
     results = mirror.check(models)
     link = mirror.link_problem()
+    if not results and not link:
+        _echo(f"nothing published in {root}")
     for model_id, problems in results:
         _echo(f"{printable(model_id)}: {f'{len(problems)} problem(s)' if problems else 'ok'}",
               err=bool(problems))
@@ -918,8 +932,9 @@ def mirror_check(models: tuple[str, ...], root: Path) -> int:
         _echo("hint: publish the bundles of the damaged models again ('paddle-bundle mirror "
               "publish BUNDLE --root DIR'): damaged files are written anew", err=True)
     if link:
-        _echo(f"{link}: nginx serves nothing to new clients; run 'paddle-bundle mirror prune "
-              "--root DIR' to restore it to the newest generation (checked above)", err=True)
+        _echo(f"{link}: nginx serves only clients pinned to an older generation; run "
+              "'paddle-bundle mirror prune --root DIR' to restore it to the newest generation "
+              "(checked above)", err=True)
     return EXIT_INTEGRITY if link or any(p for _, p in results) else EXIT_OK
 
 

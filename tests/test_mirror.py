@@ -686,3 +686,305 @@ def test_remove_purge_keeps_a_url_another_model_of_that_generation_serves(
     remove(root, ["ernie-b", "ernie-c"], purge=True)  # 3: nothing served
     assert not vocab.exists()  # only purged models served it in generations 1 and 2
     assert not any(Mirror(root).blobs.iterdir())
+
+
+# -- review (rvs): hostile bundles, hurried administrators, crashes ----------------------------
+def test_a_root_spelled_with_a_tilde_still_applies_the_mirrors_trust_policy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'--root=~/mirror' (bash leaves the tilde after '=' alone): the mirror was the expanded
+    ~/mirror, but its trust policy was looked up at ./~/mirror/.paddle-bundle, not found, and
+    an unsigned bundle was published into a mirror whose policy requires a signature."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "home" / "mirror"
+    root.parent.mkdir()
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    policy = root / ".paddle-bundle" / "allowed_signers"
+    policy.write_text("admin@site ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKSi\n")
+    os.chmod(policy, 0o644)
+    unsigned = make_bundle(tmp_path, "v2", V2)
+    rc, _, err = _cli("mirror", "publish", str(unsigned), "--root=~/mirror", "-q")
+    assert rc == 3 and "not signed" in err and str(policy) in err, err
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+
+
+def test_publishing_again_repairs_a_served_list_check_found_damaged(tmp_path: Path) -> None:
+    """check says the served list differs and 'publish the bundles ... again': publish only
+    asked whether the list existed, said 'already published', and the damaged list stayed
+    what offline-mode clients read."""
+    root = tmp_path / "root"
+    bundle = make_bundle(tmp_path, "v1", V1)
+    publish([bundle], root)
+    listed = root / "paddlenlp/.paddle-bundle/files.json"
+    listed.write_text('{"version":1,"generation":1,"models":{},"files":{}}\n')
+    rc, _, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "files.json: differs" in err and "publish the bundles" in err
+    result = publish([bundle], root)
+    assert result.index.generation == 2
+    assert json.loads(listed.read_bytes())["models"] == {MODEL: "community"}
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    assert publish([bundle], root).index.generation == 2  # intact now: nothing to do
+
+
+def test_a_lost_current_link_is_never_restored_to_serve_a_purged_model(tmp_path: Path) -> None:
+    """'remove --purge' unlinks a model from the older generations but their index.json still
+    names it. With the served generation then lost, current was restored to such an older
+    one: list and the served list offered the compromised model again, check told the
+    administrator to publish it again, and every later publish failed on its deleted blobs."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1),
+             make_bundle(tmp_path, "other", V2, model="Org/other")], root)  # 1
+    remove(root, [MODEL], purge=True)  # 2: Org/other; MODEL unlinked from 1
+    mirror = Mirror(root)
+    shutil.rmtree(mirror.generation_dir(2))  # the served generation lost (by hand)
+    rc, out, _ = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and "Org/other" in out and MODEL not in out
+    rc, out, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "Org/other: ok" in out and MODEL not in out + err, err
+    assert "files.json" not in err and "current points to" in err, err  # only the link
+    rc, out, _ = _cli("mirror", "prune", "--root", str(root))
+    assert rc == 0 and "restored" in out, out
+    index = mirror.index()
+    assert [m.id for m in index.models] == ["Org/other"]
+    listed = json.loads((root / "paddlenlp/.paddle-bundle/files.json").read_bytes())
+    assert list(listed["models"]) == ["Org/other"] and not any(
+        MODEL in path for path in listed["files"])
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    result = publish([make_bundle(tmp_path, "x", {"config.json": "x"}, model="Org/x")], root)
+    assert [m.id for m in result.index.models] == ["Org/other", "Org/x"]
+
+
+def test_nginx_config_refuses_a_symlinked_state_folder(tmp_path: Path) -> None:
+    """publish, remove and prune refused a .paddle-bundle/generations moved behind a
+    symlink, but nginx-config printed a configuration for it in which every pinned
+    request (disable_symlinks on) is refused: clients failed mid-load after the first file."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    state = root / ".paddle-bundle"
+    moved = tmp_path / "bigger-disk" / "generations"
+    moved.parent.mkdir()
+    shutil.move(str(state / "generations"), moved)
+    (state / "generations").symlink_to(moved)
+    rc, out, err = _cli("mirror", "nginx-config", "--root", str(root))
+    assert rc == 2 and not out, out
+    assert len(err.strip().splitlines()) == 1 and ".paddle-bundle/generations is a symlink" \
+        in err, err
+
+
+def test_check_and_remove_on_a_folder_where_nothing_was_published(tmp_path: Path) -> None:
+    """A --root typo of an existing folder: check reported a damaged served list (exit 3)
+    and told the administrator to publish 'the damaged models' again."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, out, err = _cli("mirror", "check", "--root", str(empty))
+    assert rc == 0 and "nothing published" in out and not err, (out, err)
+    typo = tmp_path / "typo"
+    for root in (empty, typo):
+        for args in (("remove", MODEL), ("remove", MODEL, "--purge")):
+            rc, _, err = _cli("mirror", *args, "--root", str(root))
+            assert rc in (1, 2) and len(err.strip().splitlines()) == 1, err
+    assert not typo.exists() and not any(empty.iterdir())  # no mirror made by a failed remove
+
+
+def test_a_delta_bundle_over_a_damaged_base_file_publishes_nothing(tmp_path: Path) -> None:
+    """A delta bundle's base files are taken from the mirror's blobs: their existence was
+    checked, not their content, so a damaged blob was served again in the new generation as
+    'replaced' (install refuses a delta whose base changed; publish re-hashes the files it
+    reuses from a bundle, but not these)."""
+    root = tmp_path / "root"
+    home = tmp_path / "home"
+    make_model(home, MODEL, V1)
+    full = tmp_path / "full.tar.zst"
+    assert _main(["pack", MODEL, "-o", str(full), "--home", str(home), "-q"]) == 0
+    publish([full], root)
+    off = tmp_path / "off"
+    assert _main(["install", str(full), "--home", str(off), "-q"]) == 0
+    rc, state, _ = _cli("list", "--json", "--home", str(off))
+    assert rc == 0
+    (tmp_path / "state.json").write_text(state)
+    (home / "models" / MODEL / "config.json").write_text('{"v": 3}')
+    delta = tmp_path / "delta.tar.zst"
+    assert _main(["pack", MODEL, "-o", str(delta), "--home", str(home), "--exclude-installed",
+                  str(tmp_path / "state.json"), "-q"]) == 0
+    weights = Mirror(root).blob(sha(V1["model_state.pdparams"]))
+    weights.write_bytes(b"rot" * 50_000)  # damaged on the disk, as check would find it
+    rc, _, err = _cli("mirror", "publish", str(delta), "--root", str(root), "-q")
+    assert rc == 3 and "model_state.pdparams" in err and "Traceback" not in err, err
+    assert Mirror(root).index().generation == 1
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    publish([full], root)  # the repair: the full bundle writes the damaged file anew
+    assert [o.status for o in publish([delta], root).outcomes] == ["replaced"]
+    assert (root / URL_DIR / "model_state.pdparams").read_bytes() == V1["model_state.pdparams"]
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 3}'
+
+
+@pytest.mark.parametrize("command", [("publish", "BUNDLE", "-q"), ("list",), ("check",),
+                                     ("remove", MODEL), ("prune",), ("nginx-config",)])
+def test_an_empty_root_is_refused_not_taken_for_the_current_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...]) -> None:
+    """--root "$MIRROR" with the variable unset: the empty path was the current folder, and
+    publish made a mirror there (cron's is / or the home), nginx-config served it."""
+    bundle = make_bundle(tmp_path, "v1", V1)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    args = [str(bundle) if arg == "BUNDLE" else arg for arg in command]
+    rc, out, err = _cli("mirror", *args, "--root", "")
+    assert rc == 2 and "--root" in err and "empty" in err and not out, (out, err)
+    assert not any(cwd.iterdir())
+
+
+def test_a_pinned_client_finishes_its_model_while_current_is_lost(tmp_path: Path) -> None:
+    """current deleted by hand while clients are loading: the configuration answered 404 to
+    every request, pinned clients' included, so a load in progress failed half-way (the
+    code said pinned clients were still served). Now only new clients get 404."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        base = f"{server.endpoint}/models/community/{MODEL}"
+        loading = requests.Session()
+        assert loading.get(f"{base}/config.json", timeout=10).status_code == 200
+        Mirror(root).current_link.unlink()
+        got = loading.get(f"{base}/model_state.pdparams", timeout=10)
+        assert got.status_code == 200 and got.content == V1["model_state.pdparams"]
+        assert requests.get(f"{base}/config.json", timeout=10).status_code == 404
+    rc, _, err = _cli("mirror", "check", "--root", str(root))
+    assert rc == 3 and "nginx serves only clients pinned" in err, err
+
+
+def test_a_served_file_deleted_on_the_disk_names_its_model_when_another_is_published(
+        tmp_path: Path) -> None:
+    """A served file deleted by hand: the next prune dropped its blob (no link left), and
+    from then on every publish and remove of any other model failed with a bare 'No such
+    file or directory: .../blobs/<sha>'. A blob deleted by hand while the served file is
+    intact is put back from it; a file gone from both names its model and the repair."""
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    mirror.blob(sha(V1["config.json"])).unlink()  # blob gone, served file intact
+    other = make_bundle(tmp_path, "other", {"config.json": "o"}, model="Org/other")
+    assert publish([other], root).index.generation == 2
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    assert mirror.blob(sha(V1["config.json"])).read_text() == V1["config.json"]
+    (root / URL_DIR / "model_state.pdparams").unlink()  # a stray clean-up: both gone
+    mirror.prune(keep_seconds=0)
+    third = make_bundle(tmp_path, "third", {"config.json": "3"}, model="Org/third")
+    rc, _, err = _cli("mirror", "publish", str(third), "--root", str(root), "-q")
+    assert rc == 3 and MODEL in err and "model_state.pdparams" in err, err
+    assert "publish" in err and "mirror remove" in err and "blobs/" not in err, err
+    assert mirror.index().generation == 2
+    assert _cli("mirror", "publish", str(make_bundle(tmp_path, "v1", V1)), str(third),
+                "--root", str(root), "-q")[0] == 0  # the repair
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_a_restore_to_a_purged_generation_with_a_file_gone_leaves_the_mirror_repairable(
+        tmp_path: Path) -> None:
+    """current restored to a generation a purge unlinked a model from, in which another
+    model's file is gone from the disk too: building the generation without the purged
+    model failed under the lock, before every command, the repairs included."""
+    root = tmp_path / "root"
+    other = make_bundle(tmp_path, "other", V2, model="Org/other")
+    publish([make_bundle(tmp_path, "v1", V1), other], root)  # 1
+    remove(root, [MODEL], purge=True)  # 2
+    mirror = Mirror(root)
+    shutil.rmtree(mirror.generation_dir(2))
+    gone = "paddlenlp/models/community/Org/other/config.json"
+    (mirror.generation_dir(1) / gone).unlink()
+    mirror.blob(sha(V2["config.json"])).unlink()
+    rc, out, err = _cli("mirror", "prune", "--root", str(root))
+    assert rc == 0 and "restored" in out, err
+    rc, out, _ = _cli("mirror", "list", "--root", str(root))
+    assert rc == 0 and MODEL not in out and "Org/other" in out
+    assert _cli("mirror", "publish", str(other), "--root", str(root), "-q")[0] == 0
+    assert [m.id for m in mirror.index().models] == ["Org/other"]
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_a_bundles_html_is_never_served_as_a_page_of_the_mirrors_site(tmp_path: Path) -> None:
+    """nginx.conf of Debian and most distributions includes mime.types at http level, which
+    the server block inherited: a bundle's .html or .svg went out as text/html or
+    image/svg+xml, a page (script included) on the mirror's origin, where a browser holds
+    the basic-auth credentials. Every file is now bytes, never sniffed."""
+    root = tmp_path / "root"
+    page = "<html><script>alert(document.domain)</script></html>"
+    publish([make_bundle(tmp_path, "v1", {"config.json": "{}", "index.html": page,
+                                          "logo.svg": "<svg onload='alert(1)'/>"})], root)
+    prefix = tmp_path / "nginx"
+    port = free_port()
+    conf = nginx_files(prefix, server_config(root, listen=f"127.0.0.1:{port}"))
+    conf.write_text(conf.read_text().replace(
+        "http {", "http {\n  types { text/html html; image/svg+xml svg; application/json json; }"))
+    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(conf)],
+                               stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        base = f"http://127.0.0.1:{port}/{URL_DIR}"
+        for name in ("index.html", "logo.svg", "config.json"):
+            got = requests.get(f"{base}/{name}", timeout=10)
+            assert got.status_code == 200, name
+            assert got.headers["Content-Type"] == "application/octet-stream", (name, got.headers)
+            assert got.headers["X-Content-Type-Options"] == "nosniff"
+        assert requests.get(f"{base}/index.html", timeout=10).text == page
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_blob_at_the_file_systems_link_limit_is_copied_not_a_dead_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small file many models share (a '{}' tokenizer config) is linked once per model per
+    generation kept: at ext4's 65,000 links (measured) every publish and remove failed with
+    'the mirror root must be one file system that supports hard links', until enough
+    generations were pruned, or for good. A blob at the limit is now copied to a fresh one."""
+    import errno
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+    mirror = Mirror(root)
+    shared = mirror.blob(sha("{}"))
+    real_link = os.link
+
+    def limited(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        if os.stat(str(src)).st_nlink >= 3:  # ext4 stops at 65,000: the same, sooner
+            raise OSError(errno.EMLINK, os.strerror(errno.EMLINK), str(src), None, str(dst))
+        real_link(str(src), str(dst))
+
+    monkeypatch.setattr(os, "link", limited)
+    other = make_bundle(tmp_path, "other", {"config.json": "o", "tokenizer_config.json": "{}"},
+                        model="Org/other")
+    rc, _, err = _cli("mirror", "publish", str(other), "--root", str(root), "-q")
+    assert rc == 0, err
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0
+    served = [root / URL_DIR / "tokenizer_config.json",
+              root / "paddlenlp/models/community/Org/other/tokenizer_config.json"]
+    assert all(p.read_text() == "{}" for p in served)
+    assert shared.read_text() == "{}"
+    assert (mirror.generation_dir(1) / URL_DIR / "tokenizer_config.json").read_text() == "{}"
+
+
+def test_a_full_disk_while_publishing_is_named_and_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while a blob was written said only 'No space left on device' (no disk named;
+    measured with strace -e inject), and left the partial blob and the half-built
+    generation in .paddle-bundle/tmp, taking space until the next command."""
+    import errno
+
+    import bundler.mirror.tree as tree
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "v1", V1)], root)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tree, "atomic_write_bytes", full)
+    rc, _, err = _cli("mirror", "publish", str(make_bundle(tmp_path, "v2", V2)), "--root",
+                      str(root), "-q")
+    assert rc == 1 and str(root) in err and "space" in err and "nothing" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    monkeypatch.undo()
+    mirror = Mirror(root)
+    assert not list(mirror.tmp.iterdir())
+    assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
+    assert _cli("mirror", "check", "--root", str(root))[0] == 0

@@ -60,7 +60,10 @@ def server_config(root: Path, *, listen: str = "127.0.0.1:8080",
     """The configuration text. ``allow`` empty: loopback only."""
     # The real path: the configuration has ``disable_symlinks on``, so a root reached through
     # a symlink (/srv/mirror -> /data/mirror) would refuse every request of a pinned client.
-    given = Mirror(root).root
+    mirror = Mirror(root)
+    given = mirror.root
+    # a pinned client's path through a symlinked generations folder is refused (below)
+    mirror.refuse_symlinked_folders()
     if not given.is_dir():  # a typo would otherwise be a server answering 404 to everything
         raise UsageError(f"--root {given} is not a folder",
                          hint="publish into it first ('paddle-bundle mirror publish BUNDLE "
@@ -111,6 +114,9 @@ server {{
     autoindex off;
     sendfile on;
     tcp_nopush on;
+    # Every file is bytes: a bundle's .html or .svg is never a page of this site (the
+    # mime.types that nginx.conf includes at http level would make it one).
+    types {{ }}
     default_type application/octet-stream;
     charset off;
     gzip off;  # PaddleNLP compares Content-Length with what it receives
@@ -125,11 +131,11 @@ server {{
         # The generation this request is answered from: resolved once, now; the current
         # link can be flipped by a publish without changing it.
         set $pb_dir $realpath_root;
-        if ($pb_dir = "") {{
-            return 404;  # nothing published yet
-        }}
         if (-d $pb_pinned) {{
-            set $pb_dir $pb_pinned;
+            set $pb_dir $pb_pinned;  # also while current is lost (mirror check says so)
+        }}
+        if ($pb_dir = "") {{
+            return 404;  # nothing published yet, or current lost
         }}
         rewrite ^/{BUCKET_MARK}/(.*)$ /@pb/$1 last;
     }}
@@ -144,6 +150,7 @@ server {{
         # Files change under the same URL when a model is published again: caches revalidate
         # (ETag, Last-Modified) every time instead of serving a stale copy.
         add_header Cache-Control "no-cache" always;
+        add_header X-Content-Type-Options "nosniff" always;
         add_header Set-Cookie "{cookie}" always;
     }}
 }}

@@ -9,17 +9,24 @@ a bundle that fails leaves the mirror exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundler._io import display_name, read_chunks
 from bundler.archive import BundleReader
 from bundler.cache import sync_file_system
-from bundler.errors import IntegrityError, LockedError, ModelNotFoundError
+from bundler.errors import (
+    InsufficientSpaceError,
+    IntegrityError,
+    LockedError,
+    ModelNotFoundError,
+)
 from bundler.manifest import FileEntry, Manifest
 from bundler.mirror.layout import UrlLookup, kind_of, paddlenlp_urls, place
 from bundler.mirror.tree import Index, Mirror, PublishedModel, ServedFile
@@ -58,7 +65,7 @@ class BlobSink:
     def write_file(self, entry: FileEntry, chunks: Iterable[bytes | memoryview]) -> str:
         digest = hashlib.sha256()
         wanted = entry.sha256 or ""
-        if wanted in self.pending or wanted in self.intact or self._intact(wanted):
+        if wanted in self.pending or wanted in self.intact or self.intact_blob(wanted):
             for chunk in chunks:
                 digest.update(chunk)
             return digest.hexdigest()
@@ -75,7 +82,7 @@ class BlobSink:
             temp.unlink()
         return got
 
-    def _intact(self, sha256: str) -> bool:
+    def intact_blob(self, sha256: str) -> bool:
         """Whether the blob is on the disk with exactly that content: a blob damaged on the
         disk (``mirror check`` finds it) is written again by the next publish of it."""
         path = self.mirror.blob(sha256)
@@ -112,6 +119,25 @@ class BlobSink:
         self.pending.clear()
 
 
+@contextlib.contextmanager
+def _named_when_full(mirror: Mirror, what: str) -> Iterator[None]:
+    """The disk filling up, named as the mirror's (a bare 'No space left on device' named no
+    disk, or a temporary file), with what it left in tmp/ cleared at once (under the lock)."""
+    before = mirror.current_number()
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        mirror.clear_leftovers()
+        done = ("nothing was changed" if mirror.current_number() == before else
+                f"generation {mirror.current_number()} is served, but the command did not "
+                "finish")
+        raise InsufficientSpaceError(
+            f"the disk of {mirror.root} ran out of space while {what} ({exc.strerror}); "
+            f"{done}", hint="free space there and run the command again") from None
+
+
 def require_signature(files: BundleFiles, trust: Path | None, root: Path) -> Signer | None:
     """Who signed the bundle, checked before a byte of it is read, exactly as install does:
     ``--trust``, ``$PADDLE_BUNDLE_TRUST`` and the mirror's own policy
@@ -125,13 +151,14 @@ def publish(bundles: Sequence[Path], root: Path, *, trust: Path | None = None,
     """Verify every bundle and serve its models from ``root``, all in one new generation."""
     mirror = Mirror(root)
     located = [(Path(b), locate(Path(b))) for b in bundles]  # a missing bundle fails first
-    with mirror.locked():
+    with mirror.locked(), _named_when_full(mirror, "publishing"):
         current = {m.id: m for m in mirror.index().models}
         incoming: dict[str, PublishedModel] = {}
         sink = BlobSink(mirror)
         try:
             for bundle, files in located:
-                signer = require_signature(files, trust, Path(root))
+                # the root as the mirror resolved it (~ expanded): the policy it holds applies
+                signer = require_signature(files, trust, mirror.root)
                 for model in _verify_into(bundle, files, sink, signer, allow_globals, lookup,
                                           progress):
                     incoming[model.id] = model
@@ -189,15 +216,24 @@ def _plan(manifest: Manifest, lookup: UrlLookup
 
 
 def _require_bases(mirror: Mirror, sink: BlobSink, models: Iterable[PublishedModel]) -> None:
-    """Every file served must have its blob: a delta bundle's base files must have been
-    published before (they are not in the bundle)."""
-    missing = sorted({f"{m.id}: {f.url_path}" for m in models for f in m.files
-                      if f.sha256 not in sink.pending and not mirror.blob(f.sha256).exists()})
-    if missing:
+    """Every file served must have its blob, intact: a delta bundle's base files must have
+    been published before (they are not in the bundle), and are re-hashed as every other
+    reused blob is (install, too, refuses a delta whose base files changed)."""
+    problems = []
+    for m in models:
+        for f in m.files:
+            if f.sha256 in sink.pending or f.sha256 in sink.intact:
+                continue
+            if not mirror.blob(f.sha256).exists():
+                problems.append(f"{m.id}: {f.url_path}: not in the mirror")
+            elif not sink.intact_blob(f.sha256):
+                problems.append(f"{m.id}: {f.url_path}: damaged in the mirror")
+    if problems:
         raise IntegrityError(
-            f"{len(missing)} file(s) are in neither the bundle nor the mirror (a delta "
-            "bundle whose base was not published here)", missing,
-            hint="publish the full bundle the delta was made against first")
+            f"{len(problems)} file(s) are in neither the bundle nor the mirror, intact (a "
+            "delta bundle whose base was not published here, or is damaged)",
+            sorted(set(problems)), hint="publish the full bundle the delta was made against "
+                                        "first (it writes damaged files anew)")
 
 
 def remove(root: Path, model_ids: Sequence[str], *, purge: bool = False) -> Index:
@@ -209,7 +245,11 @@ def remove(root: Path, model_ids: Sequence[str], *, purge: bool = False) -> Inde
     old generation get 404 for them (they fail rather than load it). A model already removed
     without ``purge`` may be named again with it: it is then only purged."""
     mirror = Mirror(root)
-    with mirror.locked():
+    if not os.path.lexists(mirror.state):  # a --root typo: named, and no mirror made there
+        mirror.index()  # a root that does not exist
+        raise ModelNotFoundError(f"nothing is published in {mirror.root}",
+                                 hint="give the --root you published into")
+    with mirror.locked(), _named_when_full(mirror, "removing"):
         index = mirror.index()
         known = {m.id for m in index.models}
         if purge:

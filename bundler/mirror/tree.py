@@ -29,6 +29,7 @@ client that started on one finishes on it (docs/fleet.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import hashlib
@@ -163,6 +164,7 @@ class Mirror:
         path = self.current_link / "index.json"
         try:
             data = path.read_bytes()
+            purged = self._purged_link()
         except FileNotFoundError:
             if not self.root.is_dir():
                 raise UsageError(f"{self.root} is not a mirror root (it does not exist)",
@@ -173,16 +175,30 @@ class Mirror:
                                           "bundles again into a new --root") from None
             newest = self._newest_generation()
             return EMPTY if newest is None else newest
-        return Index.from_json(data, path)
+        index = Index.from_json(data, path)
+        if not purged:
+            return index
+        # current restored to a purged generation, not yet replaced (_shed_purged)
+        return dataclasses.replace(
+            index, models=tuple(m for m in index.models if m.id not in purged))
+
+    def _purged_link(self) -> set[str]:
+        """The purged models of the generation ``current`` leads to."""
+        number = self.current_number()
+        return set() if number is None else self._purged(number)
 
     def serves_list(self) -> bool:
-        """Whether the current generation has its served file list (a generation made by an
-        earlier paddle-bundle does not: the next publish then makes a new one)."""
-        return (self.current_link / SERVED_LIST).is_file()
+        """Whether the current generation serves its file list as its index says (one made
+        by an earlier paddle-bundle has none, and one edited or damaged on the disk differs,
+        as ``check`` reports: the next publish then makes a new generation, the repair)."""
+        try:
+            return (self.current_link / SERVED_LIST).read_bytes() == served_list(self.index())
+        except OSError:
+            return False
 
     def link_problem(self) -> str | None:
         """What is wrong with ``current`` when generations are on the disk but it leads to
-        none of them (None when nothing is): nginx then serves nothing but pinned clients."""
+        none of them (None when nothing is): nginx then serves only clients pinned by cookie."""
         if os.path.exists(self.current_link) or not self._generation_numbers():
             return None
         if os.path.islink(self.current_link):
@@ -200,17 +216,21 @@ class Mirror:
         return sorted((int(n) for n in names if n.isdigit()), reverse=True)
 
     def _newest_generation(self) -> Index | None:
-        """The newest generation whose index.json reads; None when there is none on the
-        disk. Generations there but none readable is an error: guessing would drop models."""
+        """The newest generation whose index.json reads, without the models ``remove
+        --purge`` unlinked from it (its index still names them); None when there is none on
+        the disk. Generations there but none readable is an error: guessing would drop
+        models."""
         numbers = self._generation_numbers()
         for n in numbers:
             path = self.generation_dir(n) / "index.json"
             try:
                 index = Index.from_json(path.read_bytes(), path)
+                purged = self._purged(n)
             except (OSError, IntegrityError):
                 continue
             if index.generation == n:
-                return index
+                return dataclasses.replace(
+                    index, models=tuple(m for m in index.models if m.id not in purged))
         if numbers:
             raise IntegrityError(
                 f"{self.current_link} is missing and no generation in {self.generations} has "
@@ -241,7 +261,7 @@ class Mirror:
     def locked(self) -> Iterator[None]:
         import fcntl
 
-        self._refuse_symlinked_folders()
+        self.refuse_symlinked_folders()
         for folder in (self.root, self.state, self.blobs, self.generations, self.tmp):
             _served_dir(folder)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -254,11 +274,12 @@ class Mirror:
                                                        "again") from None
             self._restore_current()  # first: _clean_tmp goes by the generation it names
             self._clean_tmp()
+            self._shed_purged()
             yield
         finally:
             os.close(fd)
 
-    def _refuse_symlinked_folders(self) -> None:
+    def refuse_symlinked_folders(self) -> None:
         """Blobs and generations are hard-linked and renamed into each other, and nginx
         (``disable_symlinks on``) refuses a pinned client's path through a symlink: a folder
         of ``.paddle-bundle`` moved to another disk behind a symlink is refused before
@@ -282,6 +303,37 @@ class Mirror:
         if newest is not None:
             self._flip(newest.generation)
 
+    def _purged(self, n: int) -> set[str]:
+        """The models ``remove --purge`` unlinked from generation ``n`` (its purged.json)."""
+        path = self.generation_dir(n) / PURGED
+        try:
+            ids = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return set()
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list):
+            raise IntegrityError(f"{path} is not a list of model ids",
+                                 hint="publish the bundles again into a new --root")
+        return {str(model_id) for model_id in ids}
+
+    def _shed_purged(self) -> None:
+        """``current`` restored to a generation a purge unlinked models from (only superseded
+        generations are purged, so nothing else leads there): its index and served list
+        still name them, and their files and blobs are gone. A new generation without them
+        is served instead, so list, check, the served list and the next publish agree."""
+        if not self._purged_link():
+            return
+        # index() leaves them out; a file of another model gone from the disk is then named
+        # by the command's own publish or remove, which is its repair: not refused here
+        with contextlib.suppress(IntegrityError):
+            self.commit(self.index().models)
+
+    def clear_leftovers(self) -> None:
+        """What a failed command left in tmp/ (and a generation it built but never served),
+        cleared at once; under :meth:`locked` only."""
+        self._clean_tmp()
+
     def _clean_tmp(self) -> None:
         """What a killed publish left: partial blobs, a half-built generation."""
         for entry in self.tmp.iterdir():
@@ -289,12 +341,12 @@ class Mirror:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-        current = self._current_number()
+        current = self.current_number()
         for entry in self.generations.iterdir():
             if entry.name.isdigit() and current is not None and int(entry.name) > current:
                 shutil.rmtree(entry, ignore_errors=True)  # built but never flipped to
 
-    def _current_number(self) -> int | None:
+    def current_number(self) -> int | None:
         try:
             name = os.readlink(self.current_link)
         except OSError:
@@ -314,6 +366,7 @@ class Mirror:
         """Build the next generation holding ``models`` and flip ``current`` to it."""
         models = list(models)
         _refuse_clashes(models)
+        self._require_blobs(models)
         old = self.index()
         number = max([old.generation, *(int(p.name) for p in self.generations.iterdir()
                                         if p.name.isdigit())]) + 1
@@ -337,8 +390,7 @@ class Mirror:
                         if parent not in made and parent.is_relative_to(staging):
                             _served_dir(parent)
                             made.add(parent)
-                with self._one_file_system():
-                    os.link(self.blob(served.sha256), dest)
+                self._link_blob(served.sha256, dest)
         _served_dir(staging / BUCKET_MARK)  # served even when empty
         _served_dir(staging / BUCKET_MARK / STATE)
         listing = staging / SERVED_LIST
@@ -354,6 +406,55 @@ class Mirror:
         self._flip(number)
         self.prune()
         return index
+
+    def _link_blob(self, sha256: str, dest: Path) -> None:
+        """Hard-link a blob into a generation being built. A blob at the file system's link
+        limit (ext4: 65,000; a file many models share, times the generations kept) is copied
+        to a fresh one first: the generations linking the old one keep it."""
+        blob = self.blob(sha256)
+        with self._one_file_system():
+            try:
+                os.link(blob, dest)
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    raise
+                fresh = self.tmp / f"blob-{os.getpid()}-fresh-{sha256[:16]}"
+                shutil.copyfile(blob, fresh)
+                with open(fresh, "rb") as fh:
+                    os.fsync(fh.fileno())
+                self.store_blob(fresh, sha256)
+                os.link(blob, dest)
+
+    def _require_blobs(self, models: list[PublishedModel]) -> None:
+        """Every file of ``models`` has its blob, before anything is built. A blob deleted by
+        hand is put back from the served generation's file when that is intact; a file gone
+        from both (a served file deleted, then its blob pruned) is named with its model: a
+        bare ENOENT on a blob made every later publish and remove fail, saying nothing."""
+        gone = []
+        for model in models:
+            for served in model.files:
+                if not self.blob(served.sha256).exists() and not self._relink_blob(served):
+                    gone.append(f"{model.id}: {served.url_path}: deleted on the disk")
+        if gone:
+            raise IntegrityError(
+                f"{len(gone)} file(s) of models this mirror serves are gone from the disk; "
+                "nothing was changed", sorted(gone),
+                hint="publish those models' bundles again (with the others), or remove them "
+                     "('paddle-bundle mirror remove MODEL')")
+
+    def _relink_blob(self, served: ServedFile) -> bool:
+        path = self.current_link / served.url_path
+        digest = hashlib.sha256()
+        try:
+            for chunk in read_chunks(path):
+                digest.update(chunk)
+        except OSError:
+            return False
+        if digest.hexdigest() != served.sha256:
+            return False
+        with contextlib.suppress(FileExistsError), self._one_file_system():
+            os.link(path, self.blob(served.sha256))
+        return True
 
     @contextlib.contextmanager
     def _one_file_system(self) -> Iterator[None]:
@@ -388,7 +489,7 @@ class Mirror:
     def prune(self, keep_seconds: float = KEEP_SECONDS) -> list[int]:
         """Remove generations superseded more than ``keep_seconds`` ago, then the blobs no
         generation links to any more. Returns the generations removed."""
-        current = self._current_number()
+        current = self.current_number()
         history = self.index().history
         removed = []
         for entry in sorted(self.generations.iterdir(), key=lambda p: p.name):
@@ -415,7 +516,7 @@ class Mirror:
 
     def superseded_models(self) -> set[str]:
         """The ids of the models in the superseded generations still on the disk."""
-        current = self._current_number()
+        current = self.current_number()
         ids = set()
         for n in self._generation_numbers():
             path = self.generation_dir(n) / "index.json"
@@ -439,7 +540,7 @@ class Mirror:
         rewritten: the generation's index keeps naming the model; only links go.
         """
         purging = set(model_ids)
-        current = self._current_number()
+        current = self.current_number()
         unlinked: list[tuple[int, str]] = []
         for n in self._generation_numbers():
             if n == current:
@@ -505,6 +606,10 @@ class Mirror:
                     problems.append(f"{served.url_path}: sha256 differs from the published "
                                     "file")
             results.append((model.id, problems))
+        if not index.generation or not os.path.exists(self.current_link):
+            # nothing published, or current lost (link_problem): no list is served to compare;
+            # the generation restored to gets its list checked once it is served again
+            return results
         try:
             listed = (base / SERVED_LIST).read_bytes()
         except OSError as exc:
