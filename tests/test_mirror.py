@@ -988,3 +988,18 @@ def test_a_full_disk_while_publishing_is_named_and_leaves_nothing_behind(
     assert not list(mirror.tmp.iterdir())
     assert (root / URL_DIR / "config.json").read_text() == '{"v": 1}'
     assert _cli("mirror", "check", "--root", str(root))[0] == 0
+
+
+def test_the_served_list_names_only_models_with_something_served() -> None:
+    """A model with nothing servable (a bundle of hub models) was listed in files.json, so an
+    offline-mode client could take it for one the mirror serves."""
+    from bundler.mirror.tree import Index, PublishedModel, ServedFile, served_list
+
+    served = PublishedModel("Org/a", "community",
+                            (ServedFile(f"{URL_DIR}/config.json", sha("{}"), 2),), "b", "m",
+                            None, "t")
+    empty = PublishedModel("hf:Org/b", "hf", (), "b", "m", None, "t",
+                           ("hf:Org/b: nothing of it can be served",))
+    listed = json.loads(served_list(Index(3, "t", (served, empty))))
+    assert listed["models"] == {"Org/a": "community"}
+    assert listed["files"] == {f"{URL_DIR}/config.json"[len("paddlenlp/"):]: [sha("{}"), 2]}

@@ -682,7 +682,7 @@ def served_list(index: Index) -> bytes:
     """The served file list of ``index``'s generation: paths below ``paddlenlp/``."""
     cut = len(BUCKET_MARK) + 1
     data = {"version": SERVED_LIST_VERSION, "generation": index.generation,
-            "models": {m.id: m.kind for m in index.models},
+            "models": {m.id: m.kind for m in index.models if m.files},
             "files": {f.url_path[cut:]: [f.sha256, f.size]
                       for m in index.models for f in sorted(m.files, key=lambda f: f.url_path)}}
     return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
