@@ -60,6 +60,7 @@ import sys
 
 from bundler.errors import (
     BundleError,
+    IntegrityError,
     MissingFromBundleError,
     ModelNotInstalledError,
     OfflineBlockedError,
@@ -637,7 +638,7 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
             subfolder = None
         if repo_id is None or filename is None:
             raise local_entry_not_found(f"offline: cannot place {url or filename} in the cache")
-        rel = f"{subfolder}/{filename}" if subfolder else filename
+        rel = f"{subfolder.rstrip('/')}/{filename}" if subfolder else filename
         path = os.path.join(str(cache_dir or resolver.model_home()), repo_id, rel)
         if os.path.exists(path):
             return path
@@ -1080,6 +1081,13 @@ class _MirrorClient:
         the served list (size, sha256; ``md5sum`` when given), then renamed into place. A
         file that no longer matches (this process's generation was pruned, so the mirror
         answered from the current one) is tried once more with a fresh list."""
+        if not _clean_rel(rel):
+            # the name came from PaddleNLP's arguments or from a file the mirror served
+            # (a checkpoint index names the shards): it must stay inside the model's folder
+            raise refused(IntegrityError(
+                f"offline mode refuses to download {_printable(rel)!r} of {_printable(what)} "
+                "from the mirror: the name leaves the model's folder",
+                hint="check the model's checkpoint index and the arguments that name files"))
         for attempt in (1, 2):
             entry = self.listing()[1].get(rel)
             if entry is None:
@@ -1137,6 +1145,14 @@ class _MirrorClient:
             if os.path.exists(temp):
                 os.unlink(temp)
         return dest
+
+
+def _clean_rel(rel: str) -> bool:
+    """Whether ``rel`` is a plain relative path: no ``..``, ``.`` or empty part, not
+    absolute, no backslash or control character. A download's target is the cache folder
+    joined with the same parts, so it stays inside that folder."""
+    return bool(rel) and "\\" not in rel and rel.isprintable() and \
+        all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
 class _Stale(Exception):

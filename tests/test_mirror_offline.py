@@ -9,12 +9,13 @@ from __future__ import annotations
 import subprocess
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bundler import _offline
-from bundler.errors import NotOnMirrorError, OfflineBlockedError, UsageError
+from bundler.errors import IntegrityError, NotOnMirrorError, OfflineBlockedError, UsageError
 from bundler.mirror import publish, server_config
 from tests import test_offline
 from tests.conftest import make_model
@@ -327,3 +328,94 @@ def test_a_server_that_is_not_a_paddle_bundle_mirror_is_named(
         server.shutdown()
         server.server_close()
         _offline._CLIENTS.clear()
+
+
+# -- a hostile mirror ---------------------------------------------------------------------------
+class Hostile:
+    """A web server that answers exactly what a test says (``routes``: path below the mirror
+    URL -> (status, headers, body)), and records what it was asked."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.asked: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                outer.asked.append(self.path)
+                rel = self.path.removeprefix("/paddlenlp/")
+                status, headers, body = outer.routes.get(rel, (404, {}, b"no"))
+                self.send_response(status)
+                headers = {"Content-Length": str(len(body)), **headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/paddlenlp"
+
+    def serve(self, files: dict[str, bytes], models: dict[str, str],
+              listed: dict[str, object] | None = None) -> None:
+        """Serve ``files`` and a served list naming them (``listed`` overrides entries)."""
+        import json
+
+        entries: dict[str, object] = {rel: [sha(body), len(body)] for rel, body in files.items()}
+        entries.update(listed or {})
+        self.routes.update({rel: (200, {}, body) for rel, body in files.items()})
+        self.list_bytes(json.dumps({"version": 1, "generation": 1, "models": models,
+                                    "files": entries}).encode())
+
+    def list_bytes(self, data: bytes) -> None:
+        self.routes[".paddle-bundle/files.json"] = (200, {}, data)
+
+
+@pytest.fixture
+def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hostile]:
+    server = Hostile()
+    server.thread.start()
+    monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+        _offline._CLIENTS.clear()
+
+
+EVIL = "Org/evil"
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("../../../../escaped.txt", id="dot-dot"),
+    pytest.param("ABSOLUTE", id="absolute"),
+    pytest.param("sub/./../../../../../escaped.txt", id="dot-then-dot-dot"),
+])
+def test_a_file_name_from_the_mirror_never_leaves_the_model_folder(
+        name: str, patched: types.ModuleType, home: Path, tmp_path: Path,
+        hostile: Hostile) -> None:
+    """A sharded checkpoint's index (served by the mirror) names the shards PaddleNLP then
+    asks for: a hostile mirror named '../../../../x' (or an absolute path) in it, listed that
+    path, and offline mode wrote the file there, outside the cache (a .pth file in
+    site-packages would run at the next interpreter start)."""
+    target = tmp_path / "escaped.txt"
+    if name == "ABSOLUTE":
+        name = str(target)
+    hostile.serve({f"models/community/{EVIL}/config.json": b"{}",
+                   f"models/community/{EVIL}/{name}": b"import os  # pwned"},
+                  {EVIL: "community"})
+    with pytest.raises(IntegrityError, match="leaves the model's folder") as info:
+        patched.resolve_file_path(EVIL, [name])
+    assert not target.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".paddle-bundle-mirror-")]
+    assert "\n" not in str(info.value)
+    assert not [uri for uri in hostile.asked if "escaped" in uri]
+    # the model's own files still come
+    assert Path(patched.resolve_file_path(EVIL, ["config.json"])).read_bytes() == b"{}"
