@@ -642,7 +642,8 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
         path = os.path.join(str(cache_dir or resolver.model_home()), repo_id, rel)
         if os.path.exists(path):
             return path
-        if url is not None and mirror_endpoint():  # a fixed URL: from the site's mirror
+        if url is not None and mirror_endpoint() and resolver.record(repo_id) is None:
+            # a fixed URL of a model not installed here from a bundle: from the site's mirror
             return mirror_fetch(url, path, repo_id)
         if url is None and resolver.from_mirror(repo_id):  # a community model on the mirror
             client = mirror_client()
@@ -685,9 +686,13 @@ def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
         return
 
     def _download(url: str, path: str, md5sum: str | None = None) -> str:
-        if mirror_endpoint() and mirrored_url(url):  # Taskflow's static files: the mirror
+        # Taskflow's static files: from the mirror, unless the folder was installed here
+        # from a bundle (its install record, not the mirror, says what it holds)
+        model_id = resolver.taskflow_id(path)
+        if mirror_endpoint() and mirrored_url(url) and \
+                (model_id is None or resolver.record(model_id) is None):
             return mirror_fetch(url, os.path.join(path, url.rsplit("/", 1)[-1]),
-                                resolver.taskflow_id(path) or url, md5sum)
+                                model_id or url, md5sum)
         raise refused(resolver.legacy_download(url, path, md5sum))
 
     setattr(_download, _MARK, True)

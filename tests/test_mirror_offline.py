@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from bundler import _offline
-from bundler.errors import IntegrityError, NotOnMirrorError, OfflineBlockedError, UsageError
+from bundler.errors import (
+    IntegrityError,
+    MissingFromBundleError,
+    NotOnMirrorError,
+    OfflineBlockedError,
+    UsageError,
+)
 from bundler.mirror import publish, server_config
 from tests import test_offline
 from tests.conftest import make_model
@@ -419,3 +425,44 @@ def test_a_file_name_from_the_mirror_never_leaves_the_model_folder(
     assert not [uri for uri in hostile.asked if "escaped" in uri]
     # the model's own files still come
     assert Path(patched.resolve_file_path(EVIL, ["config.json"])).read_bytes() == b"{}"
+
+
+def test_built_in_and_taskflow_models_installed_from_a_bundle_never_ask_the_mirror(
+        patched: types.ModuleType, home: Path, tmp_path: Path, hostile: Hostile) -> None:
+    """Only community models checked their install record: a built-in name or a Taskflow
+    folder installed here from a bundle had a missing file downloaded from the mirror, and a
+    Taskflow file whose md5 PaddleNLP did not expect was replaced by the mirror's copy."""
+    import hashlib
+
+    from bundler.install import install
+
+    online = tmp_path / "online-bundled"
+    make_model(online, "ernie-tiny", {"vocab.txt": "[PAD]\n"})
+    task = online / "taskflow" / "text_similarity" / "simbert"
+    task.mkdir(parents=True)
+    (task / "model.pdparams").write_bytes(b"bundled weights")
+    bundle = tmp_path / "bundled.tar.zst"
+    assert _main(["pack", "ernie-tiny", "taskflow:text_similarity/simbert", "-o", str(bundle),
+                  "--home", str(online), "-q"]) == 0
+    install(bundle, home=home)
+    (home / "models" / "ernie-tiny" / "vocab.txt").unlink()  # damaged since
+    theirs = b"the mirror's weights"
+    hostile.serve({bucket_rel(VOCAB_URL): b"[MIRROR]\n", bucket_rel(TASK_URL): theirs},
+                  {"ernie-tiny": "builtin", "taskflow:text_similarity/simbert": "taskflow"})
+    with pytest.raises(MissingFromBundleError, match="vocab.txt"):
+        patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+    assert not (home / "models" / "ernie-tiny" / "vocab.txt").exists()
+    mod = fake_module("paddlenlp.utils.downloader", FAKE_DOWNLOADER)
+    resolver = _offline.OfflineResolver(lambda: str(home / "models"))
+    _offline.patch_module(_offline.MOD_DOWNLOADER, mod, resolver, version="3.0.0b4")
+    task_dir = home / "taskflow" / "text_similarity" / "simbert"
+    with pytest.raises(MissingFromBundleError, match="differs"):
+        mod._download(TASK_URL, str(task_dir), hashlib.md5(theirs).hexdigest())
+    assert (task_dir / "model.pdparams").read_bytes() == b"bundled weights"
+    assert hostile.asked == []
+
+
+def bucket_rel(url: str) -> str:
+    rel = _offline.bucket_rel(url)
+    assert rel is not None
+    return rel
