@@ -1042,7 +1042,6 @@ class _MirrorClient:
 
     def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
         """``(model id -> kind, path below the mirror URL -> (sha256, size))``."""
-        import json
         import urllib.error
 
         with self.lock:
@@ -1054,9 +1053,7 @@ class _MirrorClient:
                     data = response.read(_LIST_LIMIT + 1)
                 if len(data) > _LIST_LIMIT:
                     raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
-                raw = json.loads(data)
-                models = {str(k): str(v) for k, v in raw["models"].items()}
-                files = {str(k): (str(v[0]), int(v[1])) for k, v in raw["files"].items()}
+                models, files = _parse_listing(data)
             except urllib.error.HTTPError as exc:
                 if exc.code != 404:
                     raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
@@ -1068,7 +1065,7 @@ class _MirrorClient:
                     from None
             except (OSError, urllib.error.URLError) as exc:
                 raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            except ValueError as exc:
                 raise refused(UsageError(
                     f"{redact_url(url)} is not a paddle-bundle file list "
                     f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
@@ -1158,6 +1155,35 @@ def _clean_rel(rel: str) -> bool:
     joined with the same parts, so it stays inside that folder."""
     return bool(rel) and "\\" not in rel and rel.isprintable() and \
         all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _parse_listing(data: bytes) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+    """The served list in ``data``, every entry checked (a sha256 is 64 hex digits, a size a
+    non-negative integer): a broken or hostile mirror is refused as a whole, at once, with a
+    :class:`ValueError` saying why, never a traceback (RecursionError, OverflowError)."""
+    import json
+
+    try:
+        raw = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict) or \
+            not isinstance(raw.get("files"), dict):
+        raise ValueError("no 'models' and 'files' objects")
+    models: dict[str, str] = {}
+    for model_id, kind in raw["models"].items():
+        if not isinstance(kind, str):
+            raise ValueError(f"the kind of model {model_id!r} is not a string")
+        models[model_id] = kind
+    files: dict[str, tuple[str, int]] = {}
+    hexdigits = frozenset("0123456789abcdef")
+    for rel, entry in raw["files"].items():
+        if not (isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str)
+                and len(entry[0]) == 64 and hexdigits.issuperset(entry[0])
+                and type(entry[1]) is int and entry[1] >= 0):
+            raise ValueError(f"the entry of {rel!r} is not [sha256, size]")
+        files[rel] = (entry[0], entry[1])
+    return models, files
 
 
 class _Stale(Exception):

@@ -466,3 +466,32 @@ def bucket_rel(url: str) -> str:
     rel = _offline.bucket_rel(url)
     assert rel is not None
     return rel
+
+
+GOOD_SHA = "ab" * 32
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deeply-nested"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", 1e400]}}', id="huge-size"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", -5]}}', id="negative"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", true]}}', id="bool"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["\\u001b[31mnot-hex", 2]}}', id="not-hex"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", 2.5]}}', id="fraction"),
+])
+def test_a_malformed_file_list_is_one_clear_error(
+        data: bytes, patched: types.ModuleType, hostile: Hostile) -> None:
+    """A file list from a broken or hostile mirror escaped as a RecursionError (deep
+    nesting) or an OverflowError (1e400) traceback, or was taken as it was (a negative size,
+    a sha256 that is not one) so every download failed later, twice, as a 'mismatch'."""
+    hostile.list_bytes(data)
+    with pytest.raises(UsageError, match="is not a paddle-bundle file list") as info:
+        patched.resolve_file_path(REMOTE, "config.json")
+    assert "\x1b" not in str(info.value)
+    assert info.value.__cause__ is None
+    assert [uri for uri in hostile.asked if "config.json" in uri] == []
