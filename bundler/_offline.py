@@ -1112,8 +1112,11 @@ class _MirrorClient:
         sha256, size = entry
         url = f"{self.endpoint}/{rel}"
         folder = os.path.dirname(dest) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
+        except OSError as exc:
+            raise refused(_cannot_store(what, dest, exc)) from None
         try:
             digest, md5 = hashlib.sha256(), hashlib.md5()
             received = 0
@@ -1124,9 +1127,10 @@ class _MirrorClient:
                     if received > size:
                         raise _Stale(OSError(f"the mirror sent more than the {size} bytes "
                                              "its file list gives"))
-                    out.write(chunk)
+                    _write_local(out.write, chunk)
                     digest.update(chunk)
                     md5.update(chunk)
+                _write_local(out.flush)
             if received != size:
                 raise _Stale(OSError(f"received {received} of {size} bytes"))
             if digest.hexdigest() != sha256:
@@ -1136,7 +1140,9 @@ class _MirrorClient:
                 raise refused(_mirror_failure(what, url, OSError(
                     f"md5 {md5.hexdigest()} is not the {md5sum} PaddleNLP expects (the mirror "
                     "serves another version of this file than this PaddleNLP uses)")))
-            os.replace(temp, dest)
+            _write_local(os.replace, temp, dest)
+        except _Unwritable as exc:
+            raise refused(_cannot_store(what, dest, exc.cause)) from None
         except urllib.error.HTTPError as exc:
             if exc.code == 404:  # listed, yet absent: this process's generation was pruned
                 raise _Stale(exc) from None
@@ -1147,6 +1153,30 @@ class _MirrorClient:
             if os.path.exists(temp):
                 os.unlink(temp)
         return dest
+
+
+class _Unwritable(Exception):
+    """Writing the download into the cache failed (a local problem, not the mirror's)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _write_local(func: Callable[..., object], *args: Any) -> None:
+    try:
+        func(*args)
+    except OSError as exc:
+        raise _Unwritable(exc) from None
+
+
+def _cannot_store(what: str, dest: str, exc: OSError) -> BundleError:
+    folder = os.path.dirname(dest) or "."
+    return BundleError(
+        f"offline mode cannot store {os.path.basename(dest)} of {_printable(what)} from the "
+        f"mirror in {folder} ({type(exc).__name__}: {exc.strerror or exc})",
+        hint="make that folder writable (PPNLP_HOME says where PaddleNLP's cache is), or "
+             "install the model here from a bundle")
 
 
 def _clean_rel(rel: str) -> bool:

@@ -16,6 +16,7 @@ import pytest
 
 from bundler import _offline
 from bundler.errors import (
+    BundleError,
     IntegrityError,
     MissingFromBundleError,
     NotOnMirrorError,
@@ -495,3 +496,40 @@ def test_a_malformed_file_list_is_one_clear_error(
     assert "\x1b" not in str(info.value)
     assert info.value.__cause__ is None
     assert [uri for uri in hostile.asked if "config.json" in uri] == []
+
+
+def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_mirror(
+        patched: types.ModuleType, home: Path, hostile: Hostile) -> None:
+    """A cache folder offline mode cannot write in (read-only, or a file in the way)
+    escaped as a bare OSError, which PaddleNLP turned into "Can't load the model"; an error
+    while writing was reported as 'the mirror could not serve' it."""
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    blocked = home / "models" / REMOTE
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where the model's folder goes")
+    with pytest.raises(BundleError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    message = str(info.value)
+    assert not isinstance(info.value, OSError) and "Can't load" not in message
+    assert f"cannot store config.json of {REMOTE} from the mirror in {blocked}" in message
+    assert "could not serve" not in message
+    # a write that fails half-way (a full disk; here a file size limit) is named the same way
+    import resource
+    import signal
+
+    blocked.unlink()
+    hostile.serve({f"models/community/{REMOTE}/model_state.pdparams": b"w" * 200_000},
+                  {REMOTE: "community"})
+    _offline._CLIENTS.clear()
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, old_limit[1]))
+    try:
+        with pytest.raises(BundleError) as info:
+            patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert "cannot store model_state.pdparams" in str(info.value)
+    assert "could not serve" not in str(info.value)
+    assert not list(blocked.glob(".paddle-bundle-mirror-*"))
