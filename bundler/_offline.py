@@ -1106,7 +1106,6 @@ class _MirrorClient:
     def _download(self, rel: str, dest: str, entry: tuple[str, int], what: str,
                   md5sum: str | None) -> str:
         import hashlib
-        import tempfile
         import urllib.error
 
         sha256, size = entry
@@ -1114,7 +1113,10 @@ class _MirrorClient:
         folder = os.path.dirname(dest) or "."
         try:
             os.makedirs(folder, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
+            # not mkstemp: its 0600 would keep the file from the cache's other users;
+            # 0666 less the umask is what PaddleNLP's own downloads get
+            temp = os.path.join(folder, f".paddle-bundle-mirror-{os.urandom(8).hex()}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             raise refused(_cannot_store(what, dest, exc)) from None
         try:

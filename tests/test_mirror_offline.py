@@ -533,3 +533,20 @@ def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_mirror(
     assert "cannot store model_state.pdparams" in str(info.value)
     assert "could not serve" not in str(info.value)
     assert not list(blocked.glob(".paddle-bundle-mirror-*"))
+
+
+def test_a_downloaded_file_is_readable_as_the_umask_says(
+        patched: types.ModuleType, home: Path, hostile: Hostile) -> None:
+    """Files from the mirror were created by mkstemp, so 0600 whatever the umask: in a cache
+    shared by several users (PPNLP_HOME=/opt/ppnlp) only the first could read them, unlike
+    what PaddleNLP itself downloads."""
+    import os
+    import stat
+
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    old = os.umask(0o022)
+    try:
+        got = Path(patched.resolve_file_path(REMOTE, ["config.json"]))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(got.stat().st_mode) == 0o644
