@@ -913,14 +913,17 @@ def mirror_address(value: str) -> tuple[str, int]:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced, for messages."""
+    """``url`` with the password of its ``user:password@`` part replaced, for messages.
+
+    Everything up to the last ``@`` counts as credentials, even a malformed URL's (a ``/``
+    in the password), and a user name alone is hidden too: it is often a token.
+    """
     scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
+    userinfo, at, after = rest.rpartition("@")
     if not sep or not at:
         return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostport}{slash}{path}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{after}"
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:

@@ -550,3 +550,26 @@ def test_a_downloaded_file_is_readable_as_the_umask_says(
     finally:
         os.umask(old)
     assert stat.S_IMODE(got.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param("http://t0ken-secret@127.0.0.1:{port}/paddlenlp", id="token-as-user"),
+    pytest.param("http://fleet:pa/ss-secret@127.0.0.1:{port}/paddlenlp", id="slash-in-password"),
+    pytest.param("http://fleet:pa?ss-secret@127.0.0.1:{port}/paddlenlp", id="query-in-password"),
+    pytest.param("http://fleet:s3cret@pass-secret@127.0.0.1:{port}/paddlenlp", id="two-ats"),
+])
+def test_no_credential_reaches_a_message_or_the_refusal_report(
+        value: str, patched: types.ModuleType, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The redaction kept a user name (the secret when a token is passed as the user) and
+    left the whole URL as it was when the password held a '/' (not a URL urllib can read,
+    so refused, quoting it)."""
+    report = tmp_path / "report"
+    report.mkdir()
+    monkeypatch.setenv(_offline.ENV_REPORT, str(report))
+    monkeypatch.setenv(_offline.ENV_MIRROR, value.format(port=free_port()))
+    with pytest.raises(BundleError) as info:
+        patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+    assert "secret" not in str(info.value)
+    assert "secret" not in "".join(p.read_text() for p in report.iterdir())
+    assert "127.0.0.1" in str(info.value)
