@@ -952,7 +952,9 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
         raw = args[0] if args else None
         name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
         wanted_port = args[1] if len(args) > 1 else None
-        return isinstance(name, str) and name.lower().rstrip(".") == host and \
+        # 'host.' and 'host' are one name here (a site may write the mirror's fully
+        # qualified name with its dot); the look-up below keeps the name as written
+        return isinstance(name, str) and name.lower().rstrip(".") == host.rstrip(".") and \
             wanted_port in (None, port, str(port))
     if event == "socket.connect":
         import socket  # the look-up below is itself audited, and allowed above

@@ -573,3 +573,23 @@ def test_no_credential_reaches_a_message_or_the_refusal_report(
     assert "secret" not in str(info.value)
     assert "secret" not in "".join(p.read_text() for p in report.iterdir())
     assert "127.0.0.1" in str(info.value)
+
+
+def test_the_guard_lets_a_mirror_named_with_a_trailing_dot_through(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fully qualified mirror name ('mirror.example.', legal in a URL and what some sites
+    write to skip the resolver's search list) had its own look-up refused by the guard: the
+    name was compared with the dot stripped on one side only."""
+    import socket
+
+    tcp = socket.socket()
+    monkeypatch.setenv(_offline.ENV_MIRROR, "http://Mirror.Example.:8080/paddlenlp")
+    monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example.", frozenset({"10.1.1.1"}))
+    try:
+        _offline._audit("socket.getaddrinfo", ("Mirror.Example.", 8080, 0, 1, 6, 0))
+        _offline._audit("socket.getaddrinfo", ("mirror.example", 8080, 0, 1, 6, 0))
+        _offline._audit("socket.connect", (tcp, ("10.1.1.1", 8080)))
+        with pytest.raises(OfflineBlockedError):
+            _offline._audit("socket.getaddrinfo", ("mirror.example..evil", 8080, 0, 1, 6, 0))
+    finally:
+        tcp.close()
