@@ -63,6 +63,7 @@ from bundler.errors import (
     IntegrityError,
     MissingFromBundleError,
     ModelNotInstalledError,
+    NotOnMirrorError,
     OfflineBlockedError,
     UnsupportedPaddleNLPError,
     UsageError,
@@ -313,6 +314,7 @@ class OfflineResolver:
         self.model_home = model_home
         # No lock: two threads racing here at worst read the same small record twice.
         self._records: dict[tuple[str, str], InstallRecord | None] = {}
+        self._down_warned: set[str] = set()  # models loaded from the cache, mirror down
 
     # -- facts ---------------------------------------------------------------------------
     def record(self, model_id: str) -> InstallRecord | None:
@@ -375,8 +377,19 @@ class OfflineResolver:
         """Whether an uncached file of ``model_id`` comes from the site's mirror
         (:data:`ENV_MIRROR`): a community model the mirror serves, unless it was installed
         here from a bundle (then its install record, not the mirror, says what exists)."""
-        return mirror_endpoint() is not None and not _is_url(model_id) and \
-            self.record(model_id) is None and community_on_mirror(model_id)
+        if mirror_endpoint() is None or _is_url(model_id) or self.record(model_id) is not None:
+            return False
+        try:
+            return community_on_mirror(model_id)
+        except NotOnMirrorError as exc:
+            # the mirror is down: a model whose folder is here loads from the cache alone,
+            # as without a mirror (an optional file PaddleNLP probes is then absent)
+            if not self.model_folder(model_id).is_dir():
+                raise
+            if model_id not in self._down_warned:
+                self._down_warned.add(model_id)
+                _log("warning", "offline: %s; loading %s from the cache alone", exc, model_id)
+            return False
 
     def require_installed_or_mirrored(self, model_id: str, filename: str,
                                       cache_dir: Any = None) -> None:
@@ -978,8 +991,6 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
 
 def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
     """The mirror could not serve what offline mode asked of it: named, with the URL."""
-    from bundler.errors import NotOnMirrorError
-
     mirror = redact_url(mirror_endpoint() or "")
     url = redact_url(url)
     if getattr(exc, "code", None) == 404:
@@ -996,8 +1007,6 @@ def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
 
 def _not_on_mirror(what: str, detail: str) -> BundleError:
     """``what`` is on neither the local cache nor the mirror's served list: said at once."""
-    from bundler.errors import NotOnMirrorError
-
     return NotOnMirrorError(
         what, f"{what} is not installed here and not on the mirror "
               f"{redact_url(mirror_endpoint() or '')} ({detail}; paddle-bundle offline mode)",
@@ -1014,6 +1023,8 @@ def _printable(text: str) -> str:
 #: mirror URL; and the most of it offline mode reads.
 _LIST_PATH = ".paddle-bundle/files.json"
 _LIST_LIMIT = 256 << 20
+#: How long a failure to read the served list is answered from memory, not asked again.
+_LIST_RETRY_SECONDS = 30.0
 
 
 class _MirrorClient:
@@ -1027,6 +1038,7 @@ class _MirrorClient:
         self.endpoint = endpoint
         self.lock = threading.Lock()
         self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
+        self._failed: tuple[float, BundleError] | None = None
         self._opener: Any = None
 
     def _open(self, rel: str) -> Any:
@@ -1046,42 +1058,57 @@ class _MirrorClient:
         return self._opener.open(request, timeout=30)
 
     def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
-        """``(model id -> kind, path below the mirror URL -> (sha256, size))``."""
-        import urllib.error
+        """``(model id -> kind, path below the mirror URL -> (sha256, size))``.
+
+        A failure is remembered for :data:`_LIST_RETRY_SECONDS`: the probes of one model
+        load do not each wait for an unreachable mirror's time-out.
+        """
+        import time
 
         with self.lock:
             if self._listing is not None:
                 return self._listing
-            url = f"{self.endpoint}/{_LIST_PATH}"
+            if self._failed is not None and \
+                    time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+                raise self._failed[1].with_traceback(None)
             try:
-                with self._open(_LIST_PATH) as response:
-                    data = response.read(_LIST_LIMIT + 1)
-                if len(data) > _LIST_LIMIT:
-                    raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
-                models, files = _parse_listing(data)
-            except urllib.error.HTTPError as exc:
-                if exc.code != 404:
-                    raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
-                raise refused(UsageError(
-                    f"{redact_url(self.endpoint)} is not a paddle-bundle mirror ({_LIST_PATH} "
-                    f"answered 404), or nothing was published there by this version",
-                    hint=f"set {ENV_MIRROR} to the URL clients use as PPNLP_ENDPOINT "
-                         "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
-                    from None
-            except (OSError, urllib.error.URLError) as exc:
-                raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
-            except ValueError as exc:
-                raise refused(UsageError(
-                    f"{redact_url(url)} is not a paddle-bundle file list "
-                    f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
-                    hint=f"check that {ENV_MIRROR} names a paddle-bundle mirror")) from None
-            self._listing = (models, files)
+                self._listing = self._read_listing()
+            except BundleError as exc:
+                self._failed = (time.monotonic(), exc)
+                raise
             return self._listing
+
+    def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+        import urllib.error
+
+        url = f"{self.endpoint}/{_LIST_PATH}"
+        try:
+            with self._open(_LIST_PATH) as response:
+                data = response.read(_LIST_LIMIT + 1)
+            if len(data) > _LIST_LIMIT:
+                raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
+            return _parse_listing(data)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
+            raise refused(UsageError(
+                f"{redact_url(self.endpoint)} is not a paddle-bundle mirror ({_LIST_PATH} "
+                f"answered 404), or nothing was published there by this version",
+                hint=f"set {ENV_MIRROR} to the URL clients use as PPNLP_ENDPOINT "
+                     "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
+                from None
+        except (OSError, urllib.error.URLError) as exc:
+            raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
+        except ValueError as exc:
+            raise refused(UsageError(
+                f"{redact_url(url)} is not a paddle-bundle file list "
+                f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
+                hint=f"check that {ENV_MIRROR} names a paddle-bundle mirror")) from None
 
     def forget(self) -> None:
         """Start over: the generation this process was pinned to is gone from the mirror."""
         with self.lock:
-            self._listing, self._opener = None, None
+            self._listing, self._opener, self._failed = None, None, None
 
     def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:
         """Download the served file ``rel`` to ``dest``: written whole and checked against

@@ -593,3 +593,37 @@ def test_the_guard_lets_a_mirror_named_with_a_trailing_dot_through(
             _offline._audit("socket.getaddrinfo", ("mirror.example..evil", 8080, 0, 1, 6, 0))
     finally:
         tcp.close()
+
+
+def test_a_model_in_the_cache_still_loads_while_the_mirror_is_down(
+        patched: types.ModuleType, home: Path, hostile: Hostile,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every optional file PaddleNLP probes (added_tokens.json, chat_template.json...) asked
+    the mirror's list first: with the mirror down, a model downloaded from it yesterday, with
+    every file it needs in the cache, failed to load with NotOnMirrorError."""
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    got = patched.resolve_file_path(REMOTE, ["config.json"])
+    hostile.server.shutdown()
+    hostile.server.server_close()  # the mirror goes down; a new process starts
+    _offline._CLIENTS.clear()
+    with caplog.at_level("WARNING", logger="bundler.offline"):
+        assert patched.resolve_file_path(REMOTE, ["config.json"]) == got
+        assert patched.resolve_file_path(REMOTE, "added_tokens.json") is None
+    assert "could not serve" in caplog.text and REMOTE in caplog.text
+    with pytest.raises(NotOnMirrorError, match="could not serve"):  # not here: said at once
+        patched.resolve_file_path("Org/elsewhere", ["config.json"])
+    # and the mirror is asked once for all those probes, not once each (a blackholed one
+    # would make each wait for the time-out)
+    opened: list[str] = []
+    real_open = _offline._MirrorClient._open
+
+    def counting(self: _offline._MirrorClient, rel: str) -> object:
+        opened.append(rel)
+        return real_open(self, rel)
+
+    _offline._CLIENTS.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_offline._MirrorClient, "_open", counting)
+        for name in ("added_tokens.json", "chat_template.json", "special_tokens_map.json"):
+            assert patched.resolve_file_path(REMOTE, name) is None
+    assert opened == [".paddle-bundle/files.json"]
