@@ -1036,7 +1036,8 @@ class _MirrorClient:
         import threading
 
         self.endpoint = endpoint
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the list; taken before _opener_lock, never after
+        self._opener_lock = threading.Lock()
         self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
         self._failed: tuple[float, BundleError] | None = None
         self._opener: Any = None
@@ -1045,17 +1046,21 @@ class _MirrorClient:
         import http.cookiejar
         import urllib.request
 
-        if self._opener is None:
-            # the mirror only: no proxy, and no redirect (nginx-config never redirects; a
-            # redirect would carry the credentials elsewhere)
-            self._opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({}), _no_redirect_handler(),
-                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        # read once, under its own lock: another thread may forget() it at any moment, and
+        # two threads must not each start a cookie jar (two generations)
+        with self._opener_lock:
+            if self._opener is None:
+                # the mirror only: no proxy, and no redirect (nginx-config never redirects;
+                # a redirect would carry the credentials elsewhere)
+                self._opener = urllib.request.build_opener(
+                    urllib.request.ProxyHandler({}), _no_redirect_handler(),
+                    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            opener = self._opener
         plain, authorization = _split_credentials(f"{self.endpoint}/{rel}")
         request = urllib.request.Request(plain)
         if authorization is not None:
             request.add_unredirected_header("Authorization", authorization)
-        return self._opener.open(request, timeout=30)
+        return opener.open(request, timeout=30)
 
     def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
         """``(model id -> kind, path below the mirror URL -> (sha256, size))``.
@@ -1107,7 +1112,7 @@ class _MirrorClient:
 
     def forget(self) -> None:
         """Start over: the generation this process was pinned to is gone from the mirror."""
-        with self.lock:
+        with self.lock, self._opener_lock:
             self._listing, self._opener, self._failed = None, None, None
 
     def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:

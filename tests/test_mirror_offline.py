@@ -627,3 +627,26 @@ def test_a_model_in_the_cache_still_loads_while_the_mirror_is_down(
         for name in ("added_tokens.json", "chat_template.json", "special_tokens_map.json"):
             assert patched.resolve_file_path(REMOTE, name) is None
     assert opened == [".paddle-bundle/files.json"]
+
+
+def test_a_forget_in_another_thread_never_breaks_a_download(
+        tmp_path: Path, hostile: Hostile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_open read the shared opener twice (is it None? then use it): a forget() in another
+    thread between the two (a Taskflow thread whose generation was pruned) made the download
+    fail with a bare AttributeError ('NoneType' object has no attribute 'open')."""
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    client = _offline._MirrorClient(hostile.endpoint)
+    client.listing()
+    real_split = _offline._split_credentials
+    forgotten: list[str] = []
+
+    def split_then_forget(url: str) -> tuple[str, str | None]:
+        if not forgotten:  # what the other thread does, at the worst moment
+            forgotten.append(url)
+            client.forget()
+        return real_split(url)
+
+    monkeypatch.setattr(_offline, "_split_credentials", split_then_forget)
+    dest = tmp_path / "client" / "config.json"
+    client.fetch(f"models/community/{REMOTE}/config.json", str(dest), REMOTE)
+    assert dest.read_bytes() == b"{}" and forgotten
