@@ -1088,11 +1088,11 @@ class _MirrorClient:
 
         url = f"{self.endpoint}/{_LIST_PATH}"
         try:
+            parts: list[bytes] = []
             with self._open(_LIST_PATH) as response:
-                data = response.read(_LIST_LIMIT + 1)
-            if len(data) > _LIST_LIMIT:
-                raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
-            return _parse_listing(data)
+                if _stream(response, _LIST_LIMIT, parts.append) > _LIST_LIMIT:
+                    raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
+            return _parse_listing(b"".join(parts))
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
                 raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
@@ -1158,17 +1158,18 @@ class _MirrorClient:
             raise refused(_cannot_store(what, dest, exc)) from None
         try:
             digest, md5 = hashlib.sha256(), hashlib.md5()
-            received = 0
             with os.fdopen(fd, "wb") as out, self._open(rel) as response:
-                # never more than the list says: a broken mirror cannot fill the disk
-                while chunk := response.read(min(1 << 20, size + 1 - received)):
-                    received += len(chunk)
-                    if received > size:
-                        raise _Stale(OSError(f"the mirror sent more than the {size} bytes "
-                                             "its file list gives"))
+
+                def take(chunk: bytes) -> None:
                     _write_local(out.write, chunk)
                     digest.update(chunk)
                     md5.update(chunk)
+
+                # never more than the list says: a broken mirror cannot fill the disk
+                received = _stream(response, size, take)
+                if received > size:
+                    raise _Stale(OSError(f"the mirror sent more than the {size} bytes "
+                                         "its file list gives"))
                 _write_local(out.flush)
             if received != size:
                 raise _Stale(OSError(f"received {received} of {size} bytes"))
@@ -1192,6 +1193,37 @@ class _MirrorClient:
             if os.path.exists(temp):
                 os.unlink(temp)
         return dest
+
+
+#: A download that receives fewer than _STALL_BYTES in any _STALL_SECONDS is given up: the
+#: socket time-out applies to each read, so a mirror (or proxy) trickling a byte at a time
+#: would otherwise hold PaddleNLP forever.
+_STALL_SECONDS = 60.0
+_STALL_BYTES = 64 << 10
+
+
+def _stream(response: Any, limit: int, take: Callable[[bytes], None]) -> int:
+    """Hand ``response``'s body to ``take`` chunk by chunk, stopping once it is past
+    ``limit`` bytes; the number of bytes received (``limit + 1`` at most)."""
+    import time
+
+    received = 0
+    window_start, window_bytes = time.monotonic(), 0
+    while received <= limit:
+        chunk = response.read1(min(1 << 20, limit + 1 - received))
+        if not chunk:
+            break
+        received += len(chunk)
+        if received <= limit:
+            take(chunk)
+        window_bytes += len(chunk)
+        now = time.monotonic()
+        if now - window_start >= _STALL_SECONDS:
+            if window_bytes < _STALL_BYTES:
+                raise OSError(f"the mirror is too slow: {window_bytes} bytes in "
+                              f"{now - window_start:.0f} s")
+            window_start, window_bytes = now, 0
+    return received
 
 
 class _Unwritable(Exception):

@@ -347,6 +347,7 @@ class Hostile:
         import threading
 
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.trickle: dict[str, float] = {}  # path -> seconds between bytes
         self.asked: list[str] = []
         outer = self
 
@@ -360,7 +361,14 @@ class Hostile:
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    if rel not in outer.trickle:
+                        self.wfile.write(body)
+                    for i in range(len(body) if rel in outer.trickle else 0):
+                        self.wfile.write(body[i:i + 1])
+                        time.sleep(outer.trickle[rel])
+                except OSError:
+                    pass  # the client gave up
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -650,3 +658,20 @@ def test_a_forget_in_another_thread_never_breaks_a_download(
     dest = tmp_path / "client" / "config.json"
     client.fetch(f"models/community/{REMOTE}/config.json", str(dest), REMOTE)
     assert dest.read_bytes() == b"{}" and forgotten
+
+
+@pytest.mark.parametrize("what", ["file", "list"])
+def test_a_mirror_that_trickles_bytes_is_given_up(
+        what: str, patched: types.ModuleType, hostile: Hostile,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 30 s socket time-out applies to each read, so a mirror (or a proxy) sending one
+    byte every 29 s held PaddleNLP, and with the list every thread waiting for it, forever."""
+    body = b"x" * 100
+    hostile.serve({f"models/community/{REMOTE}/config.json": body}, {REMOTE: "community"})
+    hostile.trickle[f"models/community/{REMOTE}/config.json" if what == "file"
+                    else ".paddle-bundle/files.json"] = 0.02
+    monkeypatch.setattr(_offline, "_STALL_SECONDS", 0.3, raising=False)
+    monkeypatch.setattr(_offline, "_STALL_BYTES", 1000, raising=False)
+    with pytest.raises(NotOnMirrorError, match="too slow") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert "could not serve" in str(info.value)
