@@ -1084,6 +1084,7 @@ class _MirrorClient:
             return self._listing
 
     def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+        import http.client  # its errors (BadStatusLine, IncompleteRead) are no OSErrors
         import urllib.error
 
         url = f"{self.endpoint}/{_LIST_PATH}"
@@ -1102,7 +1103,7 @@ class _MirrorClient:
                 hint=f"set {ENV_MIRROR} to the URL clients use as PPNLP_ENDPOINT "
                      "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
                 from None
-        except (OSError, urllib.error.URLError) as exc:
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
             raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
         except ValueError as exc:
             raise refused(UsageError(
@@ -1143,6 +1144,7 @@ class _MirrorClient:
     def _download(self, rel: str, dest: str, entry: tuple[str, int], what: str,
                   md5sum: str | None) -> str:
         import hashlib
+        import http.client
         import urllib.error
 
         sha256, size = entry
@@ -1187,7 +1189,7 @@ class _MirrorClient:
             if exc.code == 404:  # listed, yet absent: this process's generation was pruned
                 raise _Stale(exc) from None
             raise refused(_mirror_failure(what, url, exc)) from None
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
             raise refused(_mirror_failure(what, url, exc)) from None
         finally:
             if os.path.exists(temp):

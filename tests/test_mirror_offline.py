@@ -675,3 +675,61 @@ def test_a_mirror_that_trickles_bytes_is_given_up(
     with pytest.raises(NotOnMirrorError, match="too slow") as info:
         patched.resolve_file_path(REMOTE, ["config.json"])
     assert "could not serve" in str(info.value)
+
+
+@pytest.fixture
+def raw_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
+    """A TCP server answering each path below the mirror URL with raw bytes (not HTTP)."""
+    import socket
+    import threading
+
+    answers: dict[str, bytes] = {}
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def run() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(65536).decode("latin-1")
+                path = request.split(" ")[1].removeprefix("/paddlenlp/") if " " in request \
+                    else ""
+                conn.sendall(answers.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
+
+    threading.Thread(target=run, daemon=True).start()
+    monkeypatch.setenv(_offline.ENV_MIRROR,
+                       f"http://127.0.0.1:{listener.getsockname()[1]}/paddlenlp")
+    try:
+        yield answers
+    finally:
+        listener.close()
+        _offline._CLIENTS.clear()
+
+
+@pytest.mark.parametrize("where", ["list", "file"])
+@pytest.mark.parametrize("answer", [
+    pytest.param(b"garbage\r\n\r\n", id="not-http"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", id="huge-header"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                 id="broken-chunks"),
+])
+def test_a_mirror_that_does_not_speak_http_is_named(
+        where: str, answer: bytes, patched: types.ModuleType,
+        raw_server: dict[str, bytes]) -> None:
+    """http.client's own errors (BadStatusLine, LineTooLong, IncompleteRead) are not
+    OSErrors: they escaped as tracebacks from PaddleNLP's loading."""
+    import json
+
+    rel = f"models/community/{REMOTE}/config.json"
+    listing = json.dumps({"models": {REMOTE: "community"},
+                          "files": {rel: [sha(b"{}"), 2]}}).encode()
+    raw_server[".paddle-bundle/files.json"] = answer if where == "list" else \
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(listing), listing)
+    raw_server[rel] = answer
+    with pytest.raises(NotOnMirrorError, match="could not serve") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert info.value.__cause__ is None
