@@ -989,20 +989,36 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
     return False
 
 
-def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
-    """The mirror could not serve what offline mode asked of it: named, with the URL."""
+#: ``what`` of a failure to read the served list (not a model).
+_THE_LIST = "the mirror's file list"
+
+
+def _mirror_failure(what: str, url: str, exc: BaseException, *,
+                    hint: str | None = None) -> BundleError:
+    """The mirror could not serve what offline mode asked of it: named, with the URL, and
+    what to fix (the credentials for a 401, the allow list for a 403)."""
     mirror = redact_url(mirror_endpoint() or "")
     url = redact_url(url)
-    if getattr(exc, "code", None) == 404:
+    code = getattr(exc, "code", None)
+    if code == 404:
         return NotOnMirrorError(
             what, f"{what} is not installed here and not on the mirror {mirror} ({url} "
                   "answered 404; paddle-bundle offline mode)",
             hint=f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE "
                  f"--root DIR'), or install it here; {_fetch_hint(what)}")
-    return NotOnMirrorError(
-        what, f"{what} is not installed here and the mirror {mirror} could not serve {url} "
-              f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
-        hint=f"check that the mirror is up and reachable from here, or unset {ENV_MIRROR}")
+    detail = (f"the mirror {mirror} could not serve {url} "
+              f"({type(exc).__name__}: {_printable(str(exc))[:200]})")
+    if hint is None:
+        hint = {401: f"check the user and password in {ENV_MIRROR} "
+                     "(http://USER:PASSWORD@HOST:PORT/paddlenlp)",
+                403: "the mirror refuses this machine: add its address to the mirror's allow "
+                     "list ('paddle-bundle mirror nginx-config --allow CIDR')",
+                }.get(code if isinstance(code, int) else 0,
+                      f"check that the mirror is up and reachable from here, or unset "
+                      f"{ENV_MIRROR}")
+    message = f"offline mode could not read {what}: {detail}" if what == _THE_LIST else \
+        f"{what} is not installed here and {detail}"
+    return NotOnMirrorError(what, message, hint=hint)
 
 
 def _not_on_mirror(what: str, detail: str) -> BundleError:
@@ -1096,7 +1112,7 @@ class _MirrorClient:
             return _parse_listing(b"".join(parts))
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
-                raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
+                raise refused(_mirror_failure(_THE_LIST, url, exc)) from None
             raise refused(UsageError(
                 f"{redact_url(self.endpoint)} is not a paddle-bundle mirror ({_LIST_PATH} "
                 f"answered 404), or nothing was published there by this version",
@@ -1104,7 +1120,7 @@ class _MirrorClient:
                      "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
                 from None
         except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
-            raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
+            raise refused(_mirror_failure(_THE_LIST, url, exc)) from None
         except ValueError as exc:
             raise refused(UsageError(
                 f"{redact_url(url)} is not a paddle-bundle file list "
@@ -1136,8 +1152,11 @@ class _MirrorClient:
                 return self._download(rel, dest, entry, what, md5sum)
             except _Stale as exc:
                 if attempt == 2:
-                    raise refused(_mirror_failure(what, f"{self.endpoint}/{rel}",
-                                                  exc.cause)) from None
+                    raise refused(_mirror_failure(
+                        what, f"{self.endpoint}/{rel}", exc.cause,
+                        hint="the mirror serves a file that does not match its own list: run "
+                             "'paddle-bundle mirror check --root DIR' there, and publish the "
+                             "model's bundle again")) from None
                 self.forget()
         raise AssertionError("unreachable")
 
@@ -1181,7 +1200,9 @@ class _MirrorClient:
             if md5sum and md5.hexdigest() != md5sum:
                 raise refused(_mirror_failure(what, url, OSError(
                     f"md5 {md5.hexdigest()} is not the {md5sum} PaddleNLP expects (the mirror "
-                    "serves another version of this file than this PaddleNLP uses)")))
+                    "serves another version of this file than this PaddleNLP uses)"),
+                    hint=f"publish a bundle made with paddlenlp {_paddlenlp_version()} on the "
+                         "mirror, or install the model here from one"))
             _write_local(os.replace, temp, dest)
         except _Unwritable as exc:
             raise refused(_cannot_store(what, dest, exc.cause)) from None

@@ -733,3 +733,34 @@ def test_a_mirror_that_does_not_speak_http_is_named(
     with pytest.raises(NotOnMirrorError, match="could not serve") as info:
         patched.resolve_file_path(REMOTE, ["config.json"])
     assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(("status", "hint"), [
+    pytest.param(401, "check the user and password", id="401"),
+    pytest.param(403, "--allow", id="403"),
+    pytest.param(500, "check that the mirror is up", id="500"),
+])
+def test_a_refusal_by_the_mirror_says_what_to_fix(
+        status: int, hint: str, patched: types.ModuleType, hostile: Hostile) -> None:
+    """Every failure said 'the mirror's file list is not installed here' and hinted 'check
+    that the mirror is up': wrong for a wrong password (401) or a machine outside the
+    mirror's allow list (403)."""
+    hostile.routes[".paddle-bundle/files.json"] = (status, {}, b"no")
+    with pytest.raises(NotOnMirrorError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    message = str(info.value)
+    assert hint in message and f"HTTP Error {status}" in message
+    assert "file list is not installed" not in message
+    assert "could not read the mirror's file list" in message
+
+
+def test_a_damaged_file_on_the_mirror_says_to_check_the_mirror(
+        patched: types.ModuleType, hostile: Hostile) -> None:
+    """A file that did not match the list twice was reported with the hint 'check that the
+    mirror is up': it is up, and serving a damaged file."""
+    rel = f"models/community/{REMOTE}/config.json"
+    hostile.serve({rel: b"{}"}, {REMOTE: "community"}, listed={rel: [sha(b"[]"), 2]})
+    with pytest.raises(NotOnMirrorError, match="sha256") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert "paddle-bundle mirror check" in str(info.value)
+    assert "check that the mirror is up" not in str(info.value)
