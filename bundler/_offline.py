@@ -977,15 +977,19 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
             return False
         if getattr(args[0], "type", None) != socket.SOCK_STREAM:
             return False  # HTTP to the mirror is TCP: a UDP "connection" to it is refused
+        target = str(address[0]).split("%", 1)[0]
         ips = _MIRROR_IPS.get(host)
-        if ips is None:
+        if ips is None or target not in ips | {host}:
+            # first connection, or an address not seen yet: the name may point elsewhere
+            # now (a fail-over, DNS rotating through the mirror's addresses), so look again
             try:
-                ips = frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, port))
+                ips = frozenset(str(info[4][0]).split("%", 1)[0]
+                                for info in socket.getaddrinfo(host, port))
             except OSError:
                 ips = frozenset({host})  # not cached: the next connection looks it up again
             else:
                 _MIRROR_IPS[host] = ips
-        return str(address[0]).split("%", 1)[0] in ips | {host}
+        return target in ips | {host}
     return False
 
 

@@ -764,3 +764,28 @@ def test_a_damaged_file_on_the_mirror_says_to_check_the_mirror(
         patched.resolve_file_path(REMOTE, ["config.json"])
     assert "paddle-bundle mirror check" in str(info.value)
     assert "check that the mirror is up" not in str(info.value)
+
+
+def test_the_guard_follows_the_mirror_to_a_new_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard resolved the mirror's name once per process and kept the answer: after a
+    fail-over (the name now points at the standby), or with DNS that rotates through a
+    subset of the mirror's addresses, urllib's own look-up gave an address the guard had not
+    seen, and a long-running process was refused the mirror for the rest of its life."""
+    import socket
+
+    monkeypatch.setenv(_offline.ENV_MIRROR, "http://mirror.example:8080/paddlenlp")
+    monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example", frozenset({"10.1.1.1"}))
+
+    def resolve(host: str, port: object, *args: object) -> list[tuple[object, ...]]:
+        assert host == "mirror.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.2.2.2", 8080))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    tcp = socket.socket()
+    try:
+        _offline._audit("socket.connect", (tcp, ("10.2.2.2", 8080)))  # the standby: allowed
+        with pytest.raises(OfflineBlockedError):
+            _offline._audit("socket.connect", (tcp, ("10.3.3.3", 8080)))
+    finally:
+        tcp.close()
