@@ -1111,6 +1111,7 @@ class _MirrorClient:
         try:
             parts: list[bytes] = []
             with self._open(_LIST_PATH) as response:
+                _identity(response, _THE_LIST, url)
                 if _stream(response, _LIST_LIMIT, parts.append) > _LIST_LIMIT:
                     raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
             return _parse_listing(b"".join(parts))
@@ -1184,6 +1185,7 @@ class _MirrorClient:
         try:
             digest, md5 = hashlib.sha256(), hashlib.md5()
             with os.fdopen(fd, "wb") as out, self._open(rel) as response:
+                _identity(response, what, url)
 
                 def take(chunk: bytes) -> None:
                     _write_local(out.write, chunk)
@@ -1251,6 +1253,18 @@ def _stream(response: Any, limit: int, take: Callable[[bytes], None]) -> int:
                               f"{now - window_start:.0f} s")
             window_start, window_bytes = now, 0
     return received
+
+
+def _identity(response: Any, what: str, url: str) -> None:
+    """Refuse a body that came compressed: offline mode never asks for it (no
+    Accept-Encoding), so a proxy between here and the mirror added it, and the bytes would
+    then match neither the size nor the sha256 of the list."""
+    encoding = str(response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise refused(_mirror_failure(what, url, OSError(
+            f"it came compressed (Content-Encoding: {_printable(encoding)[:40]})"),
+            hint="serve the mirror uncompressed: nginx-config's server has 'gzip off', and a "
+                 "proxy in front of it must not compress either"))
 
 
 class _Unwritable(Exception):

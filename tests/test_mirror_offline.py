@@ -789,3 +789,22 @@ def test_the_guard_follows_the_mirror_to_a_new_address(
             _offline._audit("socket.connect", (tcp, ("10.3.3.3", 8080)))
     finally:
         tcp.close()
+
+
+@pytest.mark.parametrize("where", ["list", "file"])
+def test_a_compressing_proxy_is_named(where: str, patched: types.ModuleType,
+                                      hostile: Hostile) -> None:
+    """A proxy in front of the mirror that gzips what it forwards (offline mode never asks
+    for it) was reported as a damaged file ('sha256 ... run mirror check') after two
+    downloads, or as 'not a paddle-bundle file list'."""
+    import gzip
+
+    rel = f"models/community/{REMOTE}/config.json"
+    hostile.serve({rel: b"{}"}, {REMOTE: "community"})
+    key = rel if where == "file" else ".paddle-bundle/files.json"
+    status, _, body = hostile.routes[key]
+    hostile.routes[key] = (status, {"Content-Encoding": "gzip"}, gzip.compress(body))
+    with pytest.raises(NotOnMirrorError, match="Content-Encoding: gzip") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert "compress" in str(info.value)
+    assert [uri for uri in hostile.asked if uri.endswith(key)] == [f"/paddlenlp/{key}"]
