@@ -1065,6 +1065,7 @@ class _MirrorClient:
     def _open(self, rel: str) -> Any:
         import http.cookiejar
         import urllib.request
+        from urllib.parse import quote
 
         # read once, under its own lock: another thread may forget() it at any moment, and
         # two threads must not each start a cookie jar (two generations)
@@ -1076,7 +1077,8 @@ class _MirrorClient:
                     urllib.request.ProxyHandler({}), _no_redirect_handler(),
                     urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
             opener = self._opener
-        plain, authorization = _split_credentials(f"{self.endpoint}/{rel}")
+        # the path as a URL: a space, '#', '?' or '%' in a file name is that character
+        plain, authorization = _split_credentials(f"{self.endpoint}/{quote(rel, safe='/')}")
         request = urllib.request.Request(plain)
         if authorization is not None:
             request.add_unredirected_header("Authorization", authorization)

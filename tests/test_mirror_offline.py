@@ -808,3 +808,21 @@ def test_a_compressing_proxy_is_named(where: str, patched: types.ModuleType,
         patched.resolve_file_path(REMOTE, ["config.json"])
     assert "compress" in str(info.value)
     assert [uri for uri in hostile.asked if uri.endswith(key)] == [f"/paddlenlp/{key}"]
+
+
+def test_a_file_name_with_url_characters_is_fetched_as_named(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path went into the URL as it was: a file name with a space was an InvalidURL
+    ('could not serve'), one with '#' or '%' asked nginx for another path."""
+    from tests.test_mirror import make_bundle
+
+    names = ["my vocab.txt", "notes#1.json", "100%.json"]
+    files: dict[str, bytes | str] = {"config.json": "{}", **{n: n.upper() for n in names}}
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "odd", files, REMOTE)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        for name in names:
+            got = patched.resolve_file_path(REMOTE, [name])
+            assert got is not None and Path(got).read_text() == name.upper()
