@@ -1043,6 +1043,9 @@ def _printable(text: str) -> str:
 #: mirror URL; and the most of it offline mode reads.
 _LIST_PATH = ".paddle-bundle/files.json"
 _LIST_LIMIT = 256 << 20
+#: The cookie that pins a client to a generation (bundler.mirror.nginx.COOKIE; not imported:
+#: the server side is heavy to import). While it lives, the list read with it stays right.
+_COOKIE = "pb_generation"
 #: How long a failure to read the served list is answered from memory, not asked again.
 _LIST_RETRY_SECONDS = 30.0
 
@@ -1060,7 +1063,9 @@ class _MirrorClient:
         self._opener_lock = threading.Lock()
         self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
         self._failed: tuple[float, BundleError] | None = None
+        self._generation: int | None = None  # of the list, while the cookie pins it
         self._opener: Any = None
+        self._jar: Any = None
 
     def _open(self, rel: str) -> Any:
         import http.cookiejar
@@ -1073,9 +1078,10 @@ class _MirrorClient:
             if self._opener is None:
                 # the mirror only: no proxy, and no redirect (nginx-config never redirects;
                 # a redirect would carry the credentials elsewhere)
+                self._jar = http.cookiejar.CookieJar()
                 self._opener = urllib.request.build_opener(
                     urllib.request.ProxyHandler({}), _no_redirect_handler(),
-                    urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+                    urllib.request.HTTPCookieProcessor(self._jar))
             opener = self._opener
         # the path as a URL: a space, '#', '?' or '%' in a file name is that character
         plain, authorization = _split_credentials(f"{self.endpoint}/{quote(rel, safe='/')}")
@@ -1093,19 +1099,41 @@ class _MirrorClient:
         import time
 
         with self.lock:
-            if self._listing is not None:
+            if self._listing is not None and (self._generation is None or
+                                              self._pinned_to() == self._generation):
                 return self._listing
+            # (else the pin ended: the cookie expired while the process sat idle, or the
+            # mirror moved it to another generation, whose files it is now answered from)
             if self._failed is not None and \
                     time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
                 raise self._failed[1].with_traceback(None)
             try:
-                self._listing = self._read_listing()
+                models, files, generation = self._read_listing()
             except BundleError as exc:
                 self._failed = (time.monotonic(), exc)
                 raise
+            self._listing = (models, files)
+            # pinned: the mirror answered the list with its generation's cookie (nginx-config
+            # does; another web server may not, and its list is then read once)
+            self._generation = generation if self._pinned_to() == generation else None
             return self._listing
 
-    def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+    def _pinned_to(self) -> int | None:
+        """The generation this process's cookie pins it to (:data:`_COOKIE`), if any."""
+        import time
+
+        jar, now = self._jar, time.time()
+        try:
+            cookies = list(jar) if jar is not None else []
+        except RuntimeError:  # another thread's response changed the jar: read the list again
+            return None
+        for cookie in cookies:
+            if cookie.name == _COOKIE and not cookie.is_expired(now) and \
+                    cookie.value is not None and cookie.value.isdigit():
+                return int(cookie.value)
+        return None
+
+    def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
         import http.client  # its errors (BadStatusLine, IncompleteRead) are no OSErrors
         import urllib.error
 
@@ -1138,6 +1166,7 @@ class _MirrorClient:
         """Start over: the generation this process was pinned to is gone from the mirror."""
         with self.lock, self._opener_lock:
             self._listing, self._opener, self._failed = None, None, None
+            self._generation, self._jar = None, None
 
     def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:
         """Download the served file ``rel`` to ``dest``: written whole and checked against
@@ -1301,7 +1330,7 @@ def _clean_rel(rel: str) -> bool:
         all(part not in ("", ".", "..") for part in rel.split("/"))
 
 
-def _parse_listing(data: bytes) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
+def _parse_listing(data: bytes) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
     """The served list in ``data``, every entry checked (a sha256 is 64 hex digits, a size a
     non-negative integer): a broken or hostile mirror is refused as a whole, at once, with a
     :class:`ValueError` saying why, never a traceback (RecursionError, OverflowError)."""
@@ -1327,7 +1356,10 @@ def _parse_listing(data: bytes) -> tuple[dict[str, str], dict[str, tuple[str, in
                 and type(entry[1]) is int and entry[1] >= 0):
             raise ValueError(f"the entry of {rel!r} is not [sha256, size]")
         files[rel] = (entry[0], entry[1])
-    return models, files
+    generation = raw.get("generation")
+    if generation is not None and not (type(generation) is int and generation >= 0):
+        raise ValueError("its generation is not a number")
+    return models, files, generation
 
 
 class _Stale(Exception):

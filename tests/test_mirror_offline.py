@@ -826,3 +826,39 @@ def test_a_file_name_with_url_characters_is_fetched_as_named(
         for name in names:
             got = patched.resolve_file_path(REMOTE, [name])
             assert got is not None and Path(got).read_text() == name.upper()
+
+
+def test_a_process_that_outlives_its_pin_reads_the_list_again(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list was read once per process and kept while the generation cookie expired (it
+    lives 5 minutes after the last request): a long-running process was then answered from
+    the current generation but decided from its first list, so a model published since was
+    'not on the mirror' until it restarted, and a file added since was 'absent'."""
+    from bundler.mirror.nginx import COOKIE, COOKIE_SECONDS
+    from tests.test_mirror import make_bundle, nginx_binary, nginx_files, wait_for_port
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    port = free_port()
+    conf = server_config(root, listen=f"127.0.0.1:{port}")
+    conf = conf.replace(f"Max-Age={COOKIE_SECONDS}", "Max-Age=1")  # the 5 minutes, shortened
+    prefix = tmp_path / "nginx"
+    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c",
+                                str(nginx_files(prefix, conf))], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        monkeypatch.setenv(_offline.ENV_MIRROR, f"http://127.0.0.1:{port}/paddlenlp")
+        assert patched.resolve_file_path(REMOTE, ["config.json"])
+        publish([make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'}, "Org/later")],
+                root)
+        with pytest.raises(NotOnMirrorError):  # still pinned: one generation, as before
+            patched.resolve_file_path("Org/later", ["config.json"])
+        time.sleep(2.5)  # the process sits idle; its cookie expires
+        got = patched.resolve_file_path("Org/later", ["config.json"])
+        assert got is not None and Path(got).read_text() == '{"later": 1}'
+    finally:
+        process.terminate()
+        process.wait(10)
+        _offline._CLIENTS.clear()
+    assert getattr(_offline, "_COOKIE", None) == COOKIE  # the client reads the server's cookie
