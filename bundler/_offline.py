@@ -1012,6 +1012,12 @@ def _mirror_failure(what: str, url: str, exc: BaseException, *,
                  f"--root DIR'), or install it here; {_fetch_hint(what)}")
     detail = (f"the mirror {mirror} could not serve {url} "
               f"({type(exc).__name__}: {_printable(str(exc))[:200]})")
+    if hint is None and code in (301, 302, 303, 307, 308):
+        headers = getattr(exc, "headers", None)
+        location = str(headers.get("Location") or "") if headers is not None else ""
+        hint = (f"offline mode never follows a redirect (it would carry the credentials "
+                f"elsewhere): set {ENV_MIRROR} to the mirror's URL where it leads "
+                f"(Location: {redact_url(_printable(location))[:200]})")
     if hint is None:
         hint = {401: f"check the user and password in {ENV_MIRROR} "
                      "(http://USER:PASSWORD@HOST:PORT/paddlenlp)",

@@ -862,3 +862,19 @@ def test_a_process_that_outlives_its_pin_reads_the_list_again(
         process.wait(10)
         _offline._CLIENTS.clear()
     assert getattr(_offline, "_COOKIE", None) == COOKIE  # the client reads the server's cookie
+
+
+def test_a_redirect_is_not_followed_and_says_where_it_went(
+        patched: types.ModuleType, hostile: Hostile) -> None:
+    """A mirror behind a proxy that redirects http to https answered 301, reported with the
+    hint 'check that the mirror is up' (it is): the fix is the URL, which the Location says."""
+    hostile.routes[".paddle-bundle/files.json"] = (
+        301, {"Location": "https://user:pw@mirror.example/paddlenlp/.paddle-bundle/"
+                          "files.json\x1b[2J"}, b"")
+    with pytest.raises(NotOnMirrorError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    message = str(info.value)
+    assert "redirect" in message and "https://user:***@mirror.example/paddlenlp" in message
+    assert "\x1b" not in message and ":pw@" not in message
+    assert "check that the mirror is up" not in message
+    assert len(hostile.asked) == 1  # not followed
