@@ -993,6 +993,22 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
     return False
 
 
+def _tls_context() -> Any:
+    """The trust store for an https mirror: the CA bundle a site gives PaddleNLP's
+    ``requests`` (``REQUESTS_CA_BUNDLE``, or curl's ``CURL_CA_BUNDLE``) when one is set, else
+    Python's default (the system's, or ``SSL_CERT_FILE``)."""
+    import ssl
+
+    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    import ssl
+
+    return isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError)
+
+
 #: ``what`` of a failure to read the served list (not a model).
 _THE_LIST = "the mirror's file list"
 
@@ -1012,6 +1028,9 @@ def _mirror_failure(what: str, url: str, exc: BaseException, *,
                  f"--root DIR'), or install it here; {_fetch_hint(what)}")
     detail = (f"the mirror {mirror} could not serve {url} "
               f"({type(exc).__name__}: {_printable(str(exc))[:200]})")
+    if hint is None and _untrusted_certificate(exc):
+        hint = ("the mirror's certificate is not trusted here: put the site's CA (a PEM "
+                "file) in REQUESTS_CA_BUNDLE, as for PaddleNLP, or in the system's trust store")
     if hint is None and code in (301, 302, 303, 307, 308):
         headers = getattr(exc, "headers", None)
         location = str(headers.get("Location") or "") if headers is not None else ""
@@ -1085,9 +1104,12 @@ class _MirrorClient:
                 # the mirror only: no proxy, and no redirect (nginx-config never redirects;
                 # a redirect would carry the credentials elsewhere)
                 self._jar = http.cookiejar.CookieJar()
-                self._opener = urllib.request.build_opener(
+                handlers: list[Any] = [
                     urllib.request.ProxyHandler({}), _no_redirect_handler(),
-                    urllib.request.HTTPCookieProcessor(self._jar))
+                    urllib.request.HTTPCookieProcessor(self._jar)]
+                if self.endpoint.lower().startswith("https:"):
+                    handlers.append(urllib.request.HTTPSHandler(context=_tls_context()))
+                self._opener = urllib.request.build_opener(*handlers)
             opener = self._opener
         # the path as a URL: a space, '#', '?' or '%' in a file name is that character
         plain, authorization = _split_credentials(f"{self.endpoint}/{quote(rel, safe='/')}")

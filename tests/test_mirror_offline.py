@@ -878,3 +878,31 @@ def test_a_redirect_is_not_followed_and_says_where_it_went(
     assert "\x1b" not in message and ":pw@" not in message
     assert "check that the mirror is up" not in message
     assert len(hostile.asked) == 1  # not followed
+
+
+def test_an_https_mirror_with_the_sites_ca_in_requests_ca_bundle(
+        patched: types.ModuleType, hostile: Hostile, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/fleet.md tells sites to put their CA in REQUESTS_CA_BUNDLE (what PaddleNLP's
+    requests reads); offline mode's client (urllib) ignored it, so an https mirror with the
+    site's own CA failed 'certificate verify failed' with the hint 'check the mirror is up'."""
+    import ssl
+
+    cert, key = tmp_path / "mirror.crt", tmp_path / "mirror.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=mirror",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    hostile.server.socket = context.wrap_socket(hostile.server.socket, server_side=True)
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    monkeypatch.setenv(_offline.ENV_MIRROR, hostile.endpoint.replace("http:", "https:"))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(NotOnMirrorError, match="REQUESTS_CA_BUNDLE"):  # not trusted: said how
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    _offline._CLIENTS.clear()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    got = patched.resolve_file_path(REMOTE, ["config.json"])
+    assert got is not None and Path(got).read_bytes() == b"{}"
