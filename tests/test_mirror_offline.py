@@ -362,11 +362,12 @@ class Hostile:
                     self.send_header(name, value)
                 self.end_headers()
                 try:
-                    if rel not in outer.trickle:
+                    if rel in outer.trickle:  # a byte at a time
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            time.sleep(outer.trickle[rel])
+                    else:
                         self.wfile.write(body)
-                    for i in range(len(body) if rel in outer.trickle else 0):
-                        self.wfile.write(body[i:i + 1])
-                        time.sleep(outer.trickle[rel])
                 except OSError:
                     pass  # the client gave up
 
