@@ -1083,7 +1083,9 @@ class _MirrorClient:
     def __init__(self, endpoint: str) -> None:
         import threading
 
-        self.endpoint = endpoint
+        # the credentials apart: no URL this client builds holds them (error reporters
+        # send the local variables of a traceback's frames)
+        self.endpoint, self._authorization = _split_credentials(endpoint)
         self.lock = threading.Lock()  # the list; taken before _opener_lock, never after
         self._opener_lock = threading.Lock()
         self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
@@ -1112,10 +1114,9 @@ class _MirrorClient:
                 self._opener = urllib.request.build_opener(*handlers)
             opener = self._opener
         # the path as a URL: a space, '#', '?' or '%' in a file name is that character
-        plain, authorization = _split_credentials(f"{self.endpoint}/{quote(rel, safe='/')}")
-        request = urllib.request.Request(plain)
-        if authorization is not None:
-            request.add_unredirected_header("Authorization", authorization)
+        request = urllib.request.Request(f"{self.endpoint}/{quote(rel, safe='/')}")
+        if self._authorization is not None:
+            request.add_unredirected_header("Authorization", self._authorization)
         return opener.open(request, timeout=30)
 
     def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:

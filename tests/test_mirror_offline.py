@@ -642,20 +642,23 @@ def test_a_forget_in_another_thread_never_breaks_a_download(
         tmp_path: Path, hostile: Hostile, monkeypatch: pytest.MonkeyPatch) -> None:
     """_open read the shared opener twice (is it None? then use it): a forget() in another
     thread between the two (a Taskflow thread whose generation was pruned) made the download
-    fail with a bare AttributeError ('NoneType' object has no attribute 'open')."""
+    fail with a bare AttributeError ('NoneType' object has no attribute 'open'). The forget()
+    is injected where _open builds the request, between reading the opener and using it."""
     hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
     client = _offline._MirrorClient(hostile.endpoint)
     client.listing()
-    real_split = _offline._split_credentials
+    import urllib.parse
+
+    real_quote = urllib.parse.quote
     forgotten: list[str] = []
 
-    def split_then_forget(url: str) -> tuple[str, str | None]:
+    def quote_then_forget(text: str, safe: str = "/") -> str:
         if not forgotten:  # what the other thread does, at the worst moment
-            forgotten.append(url)
+            forgotten.append(text)
             client.forget()
-        return real_split(url)
+        return real_quote(text, safe=safe)
 
-    monkeypatch.setattr(_offline, "_split_credentials", split_then_forget)
+    monkeypatch.setattr(urllib.parse, "quote", quote_then_forget)
     dest = tmp_path / "client" / "config.json"
     client.fetch(f"models/community/{REMOTE}/config.json", str(dest), REMOTE)
     assert dest.read_bytes() == b"{}" and forgotten
@@ -907,3 +910,28 @@ def test_an_https_mirror_with_the_sites_ca_in_requests_ca_bundle(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     got = patched.resolve_file_path(REMOTE, ["config.json"])
     assert got is not None and Path(got).read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize("where", ["list", "file"])
+def test_no_credential_in_the_frames_of_a_mirror_failure(
+        where: str, patched: types.ModuleType, hostile: Hostile,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error reporters (Sentry's default, rich's show_locals) send the local variables of
+    every frame of an exception's traceback: the client's URLs were built from the endpoint
+    with its user:password, so a mirror failure carried the password in 'url'."""
+    rel = f"models/community/{REMOTE}/config.json"
+    hostile.serve({rel: b"{}"}, {REMOTE: "community"})
+    hostile.routes[".paddle-bundle/files.json" if where == "list" else rel] = (500, {}, b"")
+    monkeypatch.setenv(_offline.ENV_MIRROR,
+                       hostile.endpoint.replace("http://", "http://fleet:s3cret-pw@"))
+    with pytest.raises(NotOnMirrorError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    exc: BaseException | None = info.value
+    while exc is not None:
+        assert "s3cret-pw" not in repr(exc) + str(exc)
+        tb = exc.__traceback__
+        while tb is not None:
+            for name, value in tb.tb_frame.f_locals.items():
+                assert "s3cret-pw" not in repr(value), (tb.tb_frame.f_code.co_name, name)
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
