@@ -60,8 +60,10 @@ import sys
 
 from bundler.errors import (
     BundleError,
+    IntegrityError,
     MissingFromBundleError,
     ModelNotInstalledError,
+    NotOnMirrorError,
     OfflineBlockedError,
     UnsupportedPaddleNLPError,
     UsageError,
@@ -312,6 +314,7 @@ class OfflineResolver:
         self.model_home = model_home
         # No lock: two threads racing here at worst read the same small record twice.
         self._records: dict[tuple[str, str], InstallRecord | None] = {}
+        self._down_warned: set[str] = set()  # models loaded from the cache, mirror down
 
     # -- facts ---------------------------------------------------------------------------
     def record(self, model_id: str) -> InstallRecord | None:
@@ -374,8 +377,19 @@ class OfflineResolver:
         """Whether an uncached file of ``model_id`` comes from the site's mirror
         (:data:`ENV_MIRROR`): a community model the mirror serves, unless it was installed
         here from a bundle (then its install record, not the mirror, says what exists)."""
-        return mirror_endpoint() is not None and not _is_url(model_id) and \
-            self.record(model_id) is None and community_on_mirror(model_id)
+        if mirror_endpoint() is None or _is_url(model_id) or self.record(model_id) is not None:
+            return False
+        try:
+            return community_on_mirror(model_id)
+        except NotOnMirrorError as exc:
+            # the mirror is down: a model whose folder is here loads from the cache alone,
+            # as without a mirror (an optional file PaddleNLP probes is then absent)
+            if not self.model_folder(model_id).is_dir():
+                raise
+            if model_id not in self._down_warned:
+                self._down_warned.add(model_id)
+                _log("warning", "offline: %s; loading %s from the cache alone", exc, model_id)
+            return False
 
     def require_installed_or_mirrored(self, model_id: str, filename: str,
                                       cache_dir: Any = None) -> None:
@@ -637,11 +651,12 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
             subfolder = None
         if repo_id is None or filename is None:
             raise local_entry_not_found(f"offline: cannot place {url or filename} in the cache")
-        rel = f"{subfolder}/{filename}" if subfolder else filename
+        rel = f"{subfolder.rstrip('/')}/{filename}" if subfolder else filename
         path = os.path.join(str(cache_dir or resolver.model_home()), repo_id, rel)
         if os.path.exists(path):
             return path
-        if url is not None and mirror_endpoint():  # a fixed URL: from the site's mirror
+        if url is not None and mirror_endpoint() and resolver.record(repo_id) is None:
+            # a fixed URL of a model not installed here from a bundle: from the site's mirror
             return mirror_fetch(url, path, repo_id)
         if url is None and resolver.from_mirror(repo_id):  # a community model on the mirror
             client = mirror_client()
@@ -684,9 +699,13 @@ def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
         return
 
     def _download(url: str, path: str, md5sum: str | None = None) -> str:
-        if mirror_endpoint() and mirrored_url(url):  # Taskflow's static files: the mirror
+        # Taskflow's static files: from the mirror, unless the folder was installed here
+        # from a bundle (its install record, not the mirror, says what it holds)
+        model_id = resolver.taskflow_id(path)
+        if mirror_endpoint() and mirrored_url(url) and \
+                (model_id is None or resolver.record(model_id) is None):
             return mirror_fetch(url, os.path.join(path, url.rsplit("/", 1)[-1]),
-                                resolver.taskflow_id(path) or url, md5sum)
+                                model_id or url, md5sum)
         raise refused(resolver.legacy_download(url, path, md5sum))
 
     setattr(_download, _MARK, True)
@@ -907,14 +926,17 @@ def mirror_address(value: str) -> tuple[str, int]:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced, for messages."""
+    """``url`` with the password of its ``user:password@`` part replaced, for messages.
+
+    Everything up to the last ``@`` counts as credentials, even a malformed URL's (a ``/``
+    in the password), and a user name alone is hidden too: it is often a token.
+    """
     scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
+    userinfo, at, after = rest.rpartition("@")
     if not sep or not at:
         return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostport}{slash}{path}"
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{after}"
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
@@ -943,7 +965,9 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
         raw = args[0] if args else None
         name = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
         wanted_port = args[1] if len(args) > 1 else None
-        return isinstance(name, str) and name.lower().rstrip(".") == host and \
+        # 'host.' and 'host' are one name here (a site may write the mirror's fully
+        # qualified name with its dot); the look-up below keeps the name as written
+        return isinstance(name, str) and name.lower().rstrip(".") == host.rstrip(".") and \
             wanted_port in (None, port, str(port))
     if event == "socket.connect":
         import socket  # the look-up below is itself audited, and allowed above
@@ -953,40 +977,81 @@ def mirror_allows(event: str, args: tuple[Any, ...]) -> bool:
             return False
         if getattr(args[0], "type", None) != socket.SOCK_STREAM:
             return False  # HTTP to the mirror is TCP: a UDP "connection" to it is refused
+        target = str(address[0]).split("%", 1)[0]
         ips = _MIRROR_IPS.get(host)
-        if ips is None:
+        if ips is None or target not in ips | {host}:
+            # first connection, or an address not seen yet: the name may point elsewhere
+            # now (a fail-over, DNS rotating through the mirror's addresses), so look again
             try:
-                ips = frozenset(str(info[4][0]) for info in socket.getaddrinfo(host, port))
+                ips = frozenset(str(info[4][0]).split("%", 1)[0]
+                                for info in socket.getaddrinfo(host, port))
             except OSError:
                 ips = frozenset({host})  # not cached: the next connection looks it up again
             else:
                 _MIRROR_IPS[host] = ips
-        return str(address[0]).split("%", 1)[0] in ips | {host}
+        return target in ips | {host}
     return False
 
 
-def _mirror_failure(what: str, url: str, exc: BaseException) -> BundleError:
-    """The mirror could not serve what offline mode asked of it: named, with the URL."""
-    from bundler.errors import NotOnMirrorError
+def _tls_context() -> Any:
+    """The trust store for an https mirror: the CA bundle a site gives PaddleNLP's
+    ``requests`` (``REQUESTS_CA_BUNDLE``, or curl's ``CURL_CA_BUNDLE``) when one is set, else
+    Python's default (the system's, or ``SSL_CERT_FILE``)."""
+    import ssl
 
+    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+    return ssl.create_default_context(cafile=cafile)
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    import ssl
+
+    return isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError)
+
+
+#: ``what`` of a failure to read the served list (not a model).
+_THE_LIST = "the mirror's file list"
+
+
+def _mirror_failure(what: str, url: str, exc: BaseException, *,
+                    hint: str | None = None) -> BundleError:
+    """The mirror could not serve what offline mode asked of it: named, with the URL, and
+    what to fix (the credentials for a 401, the allow list for a 403)."""
     mirror = redact_url(mirror_endpoint() or "")
     url = redact_url(url)
-    if getattr(exc, "code", None) == 404:
+    code = getattr(exc, "code", None)
+    if code == 404:
         return NotOnMirrorError(
             what, f"{what} is not installed here and not on the mirror {mirror} ({url} "
                   "answered 404; paddle-bundle offline mode)",
             hint=f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE "
                  f"--root DIR'), or install it here; {_fetch_hint(what)}")
-    return NotOnMirrorError(
-        what, f"{what} is not installed here and the mirror {mirror} could not serve {url} "
-              f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
-        hint=f"check that the mirror is up and reachable from here, or unset {ENV_MIRROR}")
+    detail = (f"the mirror {mirror} could not serve {url} "
+              f"({type(exc).__name__}: {_printable(str(exc))[:200]})")
+    if hint is None and _untrusted_certificate(exc):
+        hint = ("the mirror's certificate is not trusted here: put the site's CA (a PEM "
+                "file) in REQUESTS_CA_BUNDLE, as for PaddleNLP, or in the system's trust store")
+    if hint is None and code in (301, 302, 303, 307, 308):
+        headers = getattr(exc, "headers", None)
+        location = str(headers.get("Location") or "") if headers is not None else ""
+        hint = (f"offline mode never follows a redirect (it would carry the credentials "
+                f"elsewhere): set {ENV_MIRROR} to the mirror's URL where it leads "
+                f"(Location: {redact_url(_printable(location))[:200]})")
+    if hint is None:
+        hint = {401: f"check the user and password in {ENV_MIRROR} "
+                     "(http://USER:PASSWORD@HOST:PORT/paddlenlp)",
+                403: "the mirror refuses this machine: add its address to the mirror's allow "
+                     "list ('paddle-bundle mirror nginx-config --allow CIDR')",
+                }.get(code if isinstance(code, int) else 0,
+                      f"check that the mirror is up and reachable from here, or unset "
+                      f"{ENV_MIRROR}")
+    message = f"offline mode could not read {what}: {detail}" if what == _THE_LIST else \
+        f"{what} is not installed here and {detail}"
+    return NotOnMirrorError(what, message, hint=hint)
 
 
 def _not_on_mirror(what: str, detail: str) -> BundleError:
     """``what`` is on neither the local cache nor the mirror's served list: said at once."""
-    from bundler.errors import NotOnMirrorError
-
     return NotOnMirrorError(
         what, f"{what} is not installed here and not on the mirror "
               f"{redact_url(mirror_endpoint() or '')} ({detail}; paddle-bundle offline mode)",
@@ -1003,6 +1068,11 @@ def _printable(text: str) -> str:
 #: mirror URL; and the most of it offline mode reads.
 _LIST_PATH = ".paddle-bundle/files.json"
 _LIST_LIMIT = 256 << 20
+#: The cookie that pins a client to a generation (bundler.mirror.nginx.COOKIE; not imported:
+#: the server side is heavy to import). While it lives, the list read with it stays right.
+_COOKIE = "pb_generation"
+#: How long a failure to read the served list is answered from memory, not asked again.
+_LIST_RETRY_SECONDS = 30.0
 
 
 class _MirrorClient:
@@ -1013,73 +1083,132 @@ class _MirrorClient:
     def __init__(self, endpoint: str) -> None:
         import threading
 
-        self.endpoint = endpoint
-        self.lock = threading.Lock()
+        # the credentials apart: no URL this client builds holds them (error reporters
+        # send the local variables of a traceback's frames)
+        self.endpoint, self._authorization = _split_credentials(endpoint)
+        self.lock = threading.Lock()  # the list; taken before _opener_lock, never after
+        self._opener_lock = threading.Lock()
         self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
+        self._failed: tuple[float, BundleError] | None = None
+        self._generation: int | None = None  # of the list, while the cookie pins it
         self._opener: Any = None
+        self._jar: Any = None
 
     def _open(self, rel: str) -> Any:
         import http.cookiejar
         import urllib.request
+        from urllib.parse import quote
 
-        if self._opener is None:
-            # the mirror only: no proxy, and no redirect (nginx-config never redirects; a
-            # redirect would carry the credentials elsewhere)
-            self._opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({}), _no_redirect_handler(),
-                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        plain, authorization = _split_credentials(f"{self.endpoint}/{rel}")
-        request = urllib.request.Request(plain)
-        if authorization is not None:
-            request.add_unredirected_header("Authorization", authorization)
-        return self._opener.open(request, timeout=30)
+        # read once, under its own lock: another thread may forget() it at any moment, and
+        # two threads must not each start a cookie jar (two generations)
+        with self._opener_lock:
+            if self._opener is None:
+                # the mirror only: no proxy, and no redirect (nginx-config never redirects;
+                # a redirect would carry the credentials elsewhere)
+                self._jar = http.cookiejar.CookieJar()
+                handlers: list[Any] = [
+                    urllib.request.ProxyHandler({}), _no_redirect_handler(),
+                    urllib.request.HTTPCookieProcessor(self._jar)]
+                if self.endpoint.lower().startswith("https:"):
+                    handlers.append(urllib.request.HTTPSHandler(context=_tls_context()))
+                self._opener = urllib.request.build_opener(*handlers)
+            opener = self._opener
+        # the path as a URL: a space, '#', '?' or '%' in a file name is that character
+        request = urllib.request.Request(f"{self.endpoint}/{quote(rel, safe='/')}")
+        if self._authorization is not None:
+            request.add_unredirected_header("Authorization", self._authorization)
+        return opener.open(request, timeout=30)
 
     def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
-        """``(model id -> kind, path below the mirror URL -> (sha256, size))``."""
-        import json
-        import urllib.error
+        """``(model id -> kind, path below the mirror URL -> (sha256, size))``.
+
+        A failure is remembered for :data:`_LIST_RETRY_SECONDS`: the probes of one model
+        load do not each wait for an unreachable mirror's time-out.
+        """
+        import time
 
         with self.lock:
-            if self._listing is not None:
+            if self._listing is not None and (self._generation is None or
+                                              self._pinned_to() == self._generation):
                 return self._listing
-            url = f"{self.endpoint}/{_LIST_PATH}"
+            # (else the pin ended: the cookie expired while the process sat idle, or the
+            # mirror moved it to another generation, whose files it is now answered from)
+            if self._failed is not None and \
+                    time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+                raise self._failed[1].with_traceback(None)
             try:
-                with self._open(_LIST_PATH) as response:
-                    data = response.read(_LIST_LIMIT + 1)
-                if len(data) > _LIST_LIMIT:
-                    raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
-                raw = json.loads(data)
-                models = {str(k): str(v) for k, v in raw["models"].items()}
-                files = {str(k): (str(v[0]), int(v[1])) for k, v in raw["files"].items()}
-            except urllib.error.HTTPError as exc:
-                if exc.code != 404:
-                    raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
-                raise refused(UsageError(
-                    f"{redact_url(self.endpoint)} is not a paddle-bundle mirror ({_LIST_PATH} "
-                    f"answered 404), or nothing was published there by this version",
-                    hint=f"set {ENV_MIRROR} to the URL clients use as PPNLP_ENDPOINT "
-                         "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
-                    from None
-            except (OSError, urllib.error.URLError) as exc:
-                raise refused(_mirror_failure("the mirror's file list", url, exc)) from None
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-                raise refused(UsageError(
-                    f"{redact_url(url)} is not a paddle-bundle file list "
-                    f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
-                    hint=f"check that {ENV_MIRROR} names a paddle-bundle mirror")) from None
+                models, files, generation = self._read_listing()
+            except BundleError as exc:
+                self._failed = (time.monotonic(), exc)
+                raise
             self._listing = (models, files)
+            # pinned: the mirror answered the list with its generation's cookie (nginx-config
+            # does; another web server may not, and its list is then read once)
+            self._generation = generation if self._pinned_to() == generation else None
             return self._listing
+
+    def _pinned_to(self) -> int | None:
+        """The generation this process's cookie pins it to (:data:`_COOKIE`), if any."""
+        import time
+
+        jar, now = self._jar, time.time()
+        try:
+            cookies = list(jar) if jar is not None else []
+        except RuntimeError:  # another thread's response changed the jar: read the list again
+            return None
+        for cookie in cookies:
+            if cookie.name == _COOKIE and not cookie.is_expired(now) and \
+                    cookie.value is not None and cookie.value.isdigit():
+                return int(cookie.value)
+        return None
+
+    def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+        import http.client  # its errors (BadStatusLine, IncompleteRead) are no OSErrors
+        import urllib.error
+
+        url = f"{self.endpoint}/{_LIST_PATH}"
+        try:
+            parts: list[bytes] = []
+            with self._open(_LIST_PATH) as response:
+                _identity(response, _THE_LIST, url)
+                if _stream(response, _LIST_LIMIT, parts.append) > _LIST_LIMIT:
+                    raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")
+            return _parse_listing(b"".join(parts))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise refused(_mirror_failure(_THE_LIST, url, exc)) from None
+            raise refused(UsageError(
+                f"{redact_url(self.endpoint)} is not a paddle-bundle mirror ({_LIST_PATH} "
+                f"answered 404), or nothing was published there by this version",
+                hint=f"set {ENV_MIRROR} to the URL clients use as PPNLP_ENDPOINT "
+                     "(http://HOST:PORT/paddlenlp), or publish a bundle there again")) \
+                from None
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
+            raise refused(_mirror_failure(_THE_LIST, url, exc)) from None
+        except ValueError as exc:
+            raise refused(UsageError(
+                f"{redact_url(url)} is not a paddle-bundle file list "
+                f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
+                hint=f"check that {ENV_MIRROR} names a paddle-bundle mirror")) from None
 
     def forget(self) -> None:
         """Start over: the generation this process was pinned to is gone from the mirror."""
-        with self.lock:
-            self._listing, self._opener = None, None
+        with self.lock, self._opener_lock:
+            self._listing, self._opener, self._failed = None, None, None
+            self._generation, self._jar = None, None
 
     def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:
         """Download the served file ``rel`` to ``dest``: written whole and checked against
         the served list (size, sha256; ``md5sum`` when given), then renamed into place. A
         file that no longer matches (this process's generation was pruned, so the mirror
         answered from the current one) is tried once more with a fresh list."""
+        if not _clean_rel(rel):
+            # the name came from PaddleNLP's arguments or from a file the mirror served
+            # (a checkpoint index names the shards): it must stay inside the model's folder
+            raise refused(IntegrityError(
+                f"offline mode refuses to download {_printable(rel)!r} of {_printable(what)} "
+                "from the mirror: the name leaves the model's folder",
+                hint="check the model's checkpoint index and the arguments that name files"))
         for attempt in (1, 2):
             entry = self.listing()[1].get(rel)
             if entry is None:
@@ -1088,35 +1217,47 @@ class _MirrorClient:
                 return self._download(rel, dest, entry, what, md5sum)
             except _Stale as exc:
                 if attempt == 2:
-                    raise refused(_mirror_failure(what, f"{self.endpoint}/{rel}",
-                                                  exc.cause)) from None
+                    raise refused(_mirror_failure(
+                        what, f"{self.endpoint}/{rel}", exc.cause,
+                        hint="the mirror serves a file that does not match its own list: run "
+                             "'paddle-bundle mirror check --root DIR' there, and publish the "
+                             "model's bundle again")) from None
                 self.forget()
         raise AssertionError("unreachable")
 
     def _download(self, rel: str, dest: str, entry: tuple[str, int], what: str,
                   md5sum: str | None) -> str:
         import hashlib
-        import tempfile
+        import http.client
         import urllib.error
 
         sha256, size = entry
         url = f"{self.endpoint}/{rel}"
         folder = os.path.dirname(dest) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=".paddle-bundle-mirror-")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            # not mkstemp: its 0600 would keep the file from the cache's other users;
+            # 0666 less the umask is what PaddleNLP's own downloads get
+            temp = os.path.join(folder, f".paddle-bundle-mirror-{os.urandom(8).hex()}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise refused(_cannot_store(what, dest, exc)) from None
         try:
             digest, md5 = hashlib.sha256(), hashlib.md5()
-            received = 0
             with os.fdopen(fd, "wb") as out, self._open(rel) as response:
-                # never more than the list says: a broken mirror cannot fill the disk
-                while chunk := response.read(min(1 << 20, size + 1 - received)):
-                    received += len(chunk)
-                    if received > size:
-                        raise _Stale(OSError(f"the mirror sent more than the {size} bytes "
-                                             "its file list gives"))
-                    out.write(chunk)
+                _identity(response, what, url)
+
+                def take(chunk: bytes) -> None:
+                    _write_local(out.write, chunk)
                     digest.update(chunk)
                     md5.update(chunk)
+
+                # never more than the list says: a broken mirror cannot fill the disk
+                received = _stream(response, size, take)
+                if received > size:
+                    raise _Stale(OSError(f"the mirror sent more than the {size} bytes "
+                                         "its file list gives"))
+                _write_local(out.flush)
             if received != size:
                 raise _Stale(OSError(f"received {received} of {size} bytes"))
             if digest.hexdigest() != sha256:
@@ -1125,18 +1266,129 @@ class _MirrorClient:
             if md5sum and md5.hexdigest() != md5sum:
                 raise refused(_mirror_failure(what, url, OSError(
                     f"md5 {md5.hexdigest()} is not the {md5sum} PaddleNLP expects (the mirror "
-                    "serves another version of this file than this PaddleNLP uses)")))
-            os.replace(temp, dest)
+                    "serves another version of this file than this PaddleNLP uses)"),
+                    hint=f"publish a bundle made with paddlenlp {_paddlenlp_version()} on the "
+                         "mirror, or install the model here from one"))
+            _write_local(os.replace, temp, dest)
+        except _Unwritable as exc:
+            raise refused(_cannot_store(what, dest, exc.cause)) from None
         except urllib.error.HTTPError as exc:
             if exc.code == 404:  # listed, yet absent: this process's generation was pruned
                 raise _Stale(exc) from None
             raise refused(_mirror_failure(what, url, exc)) from None
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
             raise refused(_mirror_failure(what, url, exc)) from None
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
         return dest
+
+
+#: A download that receives fewer than _STALL_BYTES in any _STALL_SECONDS is given up: the
+#: socket time-out applies to each read, so a mirror (or proxy) trickling a byte at a time
+#: would otherwise hold PaddleNLP forever.
+_STALL_SECONDS = 60.0
+_STALL_BYTES = 64 << 10
+
+
+def _stream(response: Any, limit: int, take: Callable[[bytes], None]) -> int:
+    """Hand ``response``'s body to ``take`` chunk by chunk, stopping once it is past
+    ``limit`` bytes; the number of bytes received (``limit + 1`` at most)."""
+    import time
+
+    received = 0
+    window_start, window_bytes = time.monotonic(), 0
+    while received <= limit:
+        chunk = response.read1(min(1 << 20, limit + 1 - received))
+        if not chunk:
+            break
+        received += len(chunk)
+        if received <= limit:
+            take(chunk)
+        window_bytes += len(chunk)
+        now = time.monotonic()
+        if now - window_start >= _STALL_SECONDS:
+            if window_bytes < _STALL_BYTES:
+                raise OSError(f"the mirror is too slow: {window_bytes} bytes in "
+                              f"{now - window_start:.0f} s")
+            window_start, window_bytes = now, 0
+    return received
+
+
+def _identity(response: Any, what: str, url: str) -> None:
+    """Refuse a body that came compressed: offline mode never asks for it (no
+    Accept-Encoding), so a proxy between here and the mirror added it, and the bytes would
+    then match neither the size nor the sha256 of the list."""
+    encoding = str(response.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise refused(_mirror_failure(what, url, OSError(
+            f"it came compressed (Content-Encoding: {_printable(encoding)[:40]})"),
+            hint="serve the mirror uncompressed: nginx-config's server has 'gzip off', and a "
+                 "proxy in front of it must not compress either"))
+
+
+class _Unwritable(Exception):
+    """Writing the download into the cache failed (a local problem, not the mirror's)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _write_local(func: Callable[..., object], *args: Any) -> None:
+    try:
+        func(*args)
+    except OSError as exc:
+        raise _Unwritable(exc) from None
+
+
+def _cannot_store(what: str, dest: str, exc: OSError) -> BundleError:
+    folder = os.path.dirname(dest) or "."
+    return BundleError(
+        f"offline mode cannot store {os.path.basename(dest)} of {_printable(what)} from the "
+        f"mirror in {folder} ({type(exc).__name__}: {exc.strerror or exc})",
+        hint="make that folder writable (PPNLP_HOME says where PaddleNLP's cache is), or "
+             "install the model here from a bundle")
+
+
+def _clean_rel(rel: str) -> bool:
+    """Whether ``rel`` is a plain relative path: no ``..``, ``.`` or empty part, not
+    absolute, no backslash or control character. A download's target is the cache folder
+    joined with the same parts, so it stays inside that folder."""
+    return bool(rel) and "\\" not in rel and rel.isprintable() and \
+        all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def _parse_listing(data: bytes) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+    """The served list in ``data``, every entry checked (a sha256 is 64 hex digits, a size a
+    non-negative integer): a broken or hostile mirror is refused as a whole, at once, with a
+    :class:`ValueError` saying why, never a traceback (RecursionError, OverflowError)."""
+    import json
+
+    try:
+        raw = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict) or \
+            not isinstance(raw.get("files"), dict):
+        raise ValueError("no 'models' and 'files' objects")
+    models: dict[str, str] = {}
+    for model_id, kind in raw["models"].items():
+        if not isinstance(kind, str):
+            raise ValueError(f"the kind of model {model_id!r} is not a string")
+        models[model_id] = kind
+    files: dict[str, tuple[str, int]] = {}
+    hexdigits = frozenset("0123456789abcdef")
+    for rel, entry in raw["files"].items():
+        if not (isinstance(entry, list) and len(entry) >= 2 and isinstance(entry[0], str)
+                and len(entry[0]) == 64 and hexdigits.issuperset(entry[0])
+                and type(entry[1]) is int and entry[1] >= 0):
+            raise ValueError(f"the entry of {rel!r} is not [sha256, size]")
+        files[rel] = (entry[0], entry[1])
+    generation = raw.get("generation")
+    if generation is not None and not (type(generation) is int and generation >= 0):
+        raise ValueError("its generation is not a number")
+    return models, files, generation
 
 
 class _Stale(Exception):

@@ -9,12 +9,20 @@ from __future__ import annotations
 import subprocess
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bundler import _offline
-from bundler.errors import NotOnMirrorError, OfflineBlockedError, UsageError
+from bundler.errors import (
+    BundleError,
+    IntegrityError,
+    MissingFromBundleError,
+    NotOnMirrorError,
+    OfflineBlockedError,
+    UsageError,
+)
 from bundler.mirror import publish, server_config
 from tests import test_offline
 from tests.conftest import make_model
@@ -327,3 +335,603 @@ def test_a_server_that_is_not_a_paddle_bundle_mirror_is_named(
         server.shutdown()
         server.server_close()
         _offline._CLIENTS.clear()
+
+
+# -- a hostile mirror ---------------------------------------------------------------------------
+class Hostile:
+    """A web server that answers exactly what a test says (``routes``: path below the mirror
+    URL -> (status, headers, body)), and records what it was asked."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.trickle: dict[str, float] = {}  # path -> seconds between bytes
+        self.asked: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                outer.asked.append(self.path)
+                rel = self.path.removeprefix("/paddlenlp/")
+                status, headers, body = outer.routes.get(rel, (404, {}, b"no"))
+                self.send_response(status)
+                headers = {"Content-Length": str(len(body)), **headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                try:
+                    if rel in outer.trickle:  # a byte at a time
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            time.sleep(outer.trickle[rel])
+                    else:
+                        self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/paddlenlp"
+
+    def serve(self, files: dict[str, bytes], models: dict[str, str],
+              listed: dict[str, object] | None = None) -> None:
+        """Serve ``files`` and a served list naming them (``listed`` overrides entries)."""
+        import json
+
+        entries: dict[str, object] = {rel: [sha(body), len(body)] for rel, body in files.items()}
+        entries.update(listed or {})
+        self.routes.update({rel: (200, {}, body) for rel, body in files.items()})
+        self.list_bytes(json.dumps({"version": 1, "generation": 1, "models": models,
+                                    "files": entries}).encode())
+
+    def list_bytes(self, data: bytes) -> None:
+        self.routes[".paddle-bundle/files.json"] = (200, {}, data)
+
+
+@pytest.fixture
+def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hostile]:
+    server = Hostile()
+    server.thread.start()
+    monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+        _offline._CLIENTS.clear()
+
+
+EVIL = "Org/evil"
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("../../../../escaped.txt", id="dot-dot"),
+    pytest.param("ABSOLUTE", id="absolute"),
+    pytest.param("sub/./../../../../../escaped.txt", id="dot-then-dot-dot"),
+])
+def test_a_file_name_from_the_mirror_never_leaves_the_model_folder(
+        name: str, patched: types.ModuleType, home: Path, tmp_path: Path,
+        hostile: Hostile) -> None:
+    """A sharded checkpoint's index (served by the mirror) names the shards PaddleNLP then
+    asks for: a hostile mirror named '../../../../x' (or an absolute path) in it, listed that
+    path, and offline mode wrote the file there, outside the cache (a .pth file in
+    site-packages would run at the next interpreter start)."""
+    target = tmp_path / "escaped.txt"
+    if name == "ABSOLUTE":
+        name = str(target)
+    hostile.serve({f"models/community/{EVIL}/config.json": b"{}",
+                   f"models/community/{EVIL}/{name}": b"import os  # pwned"},
+                  {EVIL: "community"})
+    with pytest.raises(IntegrityError, match="leaves the model's folder") as info:
+        patched.resolve_file_path(EVIL, [name])
+    assert not target.exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".paddle-bundle-mirror-")]
+    assert "\n" not in str(info.value)
+    assert not [uri for uri in hostile.asked if "escaped" in uri]
+    # the model's own files still come
+    assert Path(patched.resolve_file_path(EVIL, ["config.json"])).read_bytes() == b"{}"
+
+
+def test_built_in_and_taskflow_models_installed_from_a_bundle_never_ask_the_mirror(
+        patched: types.ModuleType, home: Path, tmp_path: Path, hostile: Hostile) -> None:
+    """Only community models checked their install record: a built-in name or a Taskflow
+    folder installed here from a bundle had a missing file downloaded from the mirror, and a
+    Taskflow file whose md5 PaddleNLP did not expect was replaced by the mirror's copy."""
+    import hashlib
+
+    from bundler.install import install
+
+    online = tmp_path / "online-bundled"
+    make_model(online, "ernie-tiny", {"vocab.txt": "[PAD]\n"})
+    task = online / "taskflow" / "text_similarity" / "simbert"
+    task.mkdir(parents=True)
+    (task / "model.pdparams").write_bytes(b"bundled weights")
+    bundle = tmp_path / "bundled.tar.zst"
+    assert _main(["pack", "ernie-tiny", "taskflow:text_similarity/simbert", "-o", str(bundle),
+                  "--home", str(online), "-q"]) == 0
+    install(bundle, home=home)
+    (home / "models" / "ernie-tiny" / "vocab.txt").unlink()  # damaged since
+    theirs = b"the mirror's weights"
+    hostile.serve({bucket_rel(VOCAB_URL): b"[MIRROR]\n", bucket_rel(TASK_URL): theirs},
+                  {"ernie-tiny": "builtin", "taskflow:text_similarity/simbert": "taskflow"})
+    with pytest.raises(MissingFromBundleError, match="vocab.txt"):
+        patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+    assert not (home / "models" / "ernie-tiny" / "vocab.txt").exists()
+    mod = fake_module("paddlenlp.utils.downloader", FAKE_DOWNLOADER)
+    resolver = _offline.OfflineResolver(lambda: str(home / "models"))
+    _offline.patch_module(_offline.MOD_DOWNLOADER, mod, resolver, version="3.0.0b4")
+    task_dir = home / "taskflow" / "text_similarity" / "simbert"
+    with pytest.raises(MissingFromBundleError, match="differs"):
+        mod._download(TASK_URL, str(task_dir), hashlib.md5(theirs).hexdigest())
+    assert (task_dir / "model.pdparams").read_bytes() == b"bundled weights"
+    assert hostile.asked == []
+
+
+def bucket_rel(url: str) -> str:
+    rel = _offline.bucket_rel(url)
+    assert rel is not None
+    return rel
+
+
+GOOD_SHA = "ab" * 32
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deeply-nested"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", 1e400]}}', id="huge-size"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", -5]}}', id="negative"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", true]}}', id="bool"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["\\u001b[31mnot-hex", 2]}}', id="not-hex"),
+    pytest.param(b'{"models": {"Org/remote": "community"}, "files": {"models/community/Org/'
+                 b'remote/config.json": ["' + GOOD_SHA.encode() + b'", 2.5]}}', id="fraction"),
+])
+def test_a_malformed_file_list_is_one_clear_error(
+        data: bytes, patched: types.ModuleType, hostile: Hostile) -> None:
+    """A file list from a broken or hostile mirror escaped as a RecursionError (deep
+    nesting) or an OverflowError (1e400) traceback, or was taken as it was (a negative size,
+    a sha256 that is not one) so every download failed later, twice, as a 'mismatch'."""
+    hostile.list_bytes(data)
+    with pytest.raises(UsageError, match="is not a paddle-bundle file list") as info:
+        patched.resolve_file_path(REMOTE, "config.json")
+    assert "\x1b" not in str(info.value)
+    assert info.value.__cause__ is None
+    assert [uri for uri in hostile.asked if "config.json" in uri] == []
+
+
+def test_a_cache_that_cannot_be_written_is_named_not_blamed_on_the_mirror(
+        patched: types.ModuleType, home: Path, hostile: Hostile) -> None:
+    """A cache folder offline mode cannot write in (read-only, or a file in the way)
+    escaped as a bare OSError, which PaddleNLP turned into "Can't load the model"; an error
+    while writing was reported as 'the mirror could not serve' it."""
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    blocked = home / "models" / REMOTE
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("a file where the model's folder goes")
+    with pytest.raises(BundleError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    message = str(info.value)
+    assert not isinstance(info.value, OSError) and "Can't load" not in message
+    assert f"cannot store config.json of {REMOTE} from the mirror in {blocked}" in message
+    assert "could not serve" not in message
+    # a write that fails half-way (a full disk; here a file size limit) is named the same way
+    import resource
+    import signal
+
+    blocked.unlink()
+    hostile.serve({f"models/community/{REMOTE}/model_state.pdparams": b"w" * 200_000},
+                  {REMOTE: "community"})
+    _offline._CLIENTS.clear()
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, old_limit[1]))
+    try:
+        with pytest.raises(BundleError) as info:
+            patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert "cannot store model_state.pdparams" in str(info.value)
+    assert "could not serve" not in str(info.value)
+    assert not list(blocked.glob(".paddle-bundle-mirror-*"))
+
+
+def test_a_downloaded_file_is_readable_as_the_umask_says(
+        patched: types.ModuleType, home: Path, hostile: Hostile) -> None:
+    """Files from the mirror were created by mkstemp, so 0600 whatever the umask: in a cache
+    shared by several users (PPNLP_HOME=/opt/ppnlp) only the first could read them, unlike
+    what PaddleNLP itself downloads."""
+    import os
+    import stat
+
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    old = os.umask(0o022)
+    try:
+        got = Path(patched.resolve_file_path(REMOTE, ["config.json"]))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(got.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param("http://t0ken-secret@127.0.0.1:{port}/paddlenlp", id="token-as-user"),
+    pytest.param("http://fleet:pa/ss-secret@127.0.0.1:{port}/paddlenlp", id="slash-in-password"),
+    pytest.param("http://fleet:pa?ss-secret@127.0.0.1:{port}/paddlenlp", id="query-in-password"),
+    pytest.param("http://fleet:s3cret@pass-secret@127.0.0.1:{port}/paddlenlp", id="two-ats"),
+])
+def test_no_credential_reaches_a_message_or_the_refusal_report(
+        value: str, patched: types.ModuleType, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The redaction kept a user name (the secret when a token is passed as the user) and
+    left the whole URL as it was when the password held a '/' (not a URL urllib can read,
+    so refused, quoting it)."""
+    report = tmp_path / "report"
+    report.mkdir()
+    monkeypatch.setenv(_offline.ENV_REPORT, str(report))
+    monkeypatch.setenv(_offline.ENV_MIRROR, value.format(port=free_port()))
+    with pytest.raises(BundleError) as info:
+        patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
+    assert "secret" not in str(info.value)
+    assert "secret" not in "".join(p.read_text() for p in report.iterdir())
+    assert "127.0.0.1" in str(info.value)
+
+
+def test_the_guard_lets_a_mirror_named_with_a_trailing_dot_through(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fully qualified mirror name ('mirror.example.', legal in a URL and what some sites
+    write to skip the resolver's search list) had its own look-up refused by the guard: the
+    name was compared with the dot stripped on one side only."""
+    import socket
+
+    tcp = socket.socket()
+    monkeypatch.setenv(_offline.ENV_MIRROR, "http://Mirror.Example.:8080/paddlenlp")
+    monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example.", frozenset({"10.1.1.1"}))
+    try:
+        _offline._audit("socket.getaddrinfo", ("Mirror.Example.", 8080, 0, 1, 6, 0))
+        _offline._audit("socket.getaddrinfo", ("mirror.example", 8080, 0, 1, 6, 0))
+        _offline._audit("socket.connect", (tcp, ("10.1.1.1", 8080)))
+        with pytest.raises(OfflineBlockedError):
+            _offline._audit("socket.getaddrinfo", ("mirror.example..evil", 8080, 0, 1, 6, 0))
+    finally:
+        tcp.close()
+
+
+def test_a_model_in_the_cache_still_loads_while_the_mirror_is_down(
+        patched: types.ModuleType, home: Path, hostile: Hostile,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every optional file PaddleNLP probes (added_tokens.json, chat_template.json...) asked
+    the mirror's list first: with the mirror down, a model downloaded from it yesterday, with
+    every file it needs in the cache, failed to load with NotOnMirrorError."""
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    got = patched.resolve_file_path(REMOTE, ["config.json"])
+    hostile.server.shutdown()
+    hostile.server.server_close()  # the mirror goes down; a new process starts
+    _offline._CLIENTS.clear()
+    with caplog.at_level("WARNING", logger="bundler.offline"):
+        assert patched.resolve_file_path(REMOTE, ["config.json"]) == got
+        assert patched.resolve_file_path(REMOTE, "added_tokens.json") is None
+    assert "could not serve" in caplog.text and REMOTE in caplog.text
+    with pytest.raises(NotOnMirrorError, match="could not serve"):  # not here: said at once
+        patched.resolve_file_path("Org/elsewhere", ["config.json"])
+    # and the mirror is asked once for all those probes, not once each (a blackholed one
+    # would make each wait for the time-out)
+    opened: list[str] = []
+    real_open = _offline._MirrorClient._open
+
+    def counting(self: _offline._MirrorClient, rel: str) -> object:
+        opened.append(rel)
+        return real_open(self, rel)
+
+    _offline._CLIENTS.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_offline._MirrorClient, "_open", counting)
+        for name in ("added_tokens.json", "chat_template.json", "special_tokens_map.json"):
+            assert patched.resolve_file_path(REMOTE, name) is None
+    assert opened == [".paddle-bundle/files.json"]
+
+
+def test_a_forget_in_another_thread_never_breaks_a_download(
+        tmp_path: Path, hostile: Hostile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_open read the shared opener twice (is it None? then use it): a forget() in another
+    thread between the two (a Taskflow thread whose generation was pruned) made the download
+    fail with a bare AttributeError ('NoneType' object has no attribute 'open'). The forget()
+    is injected where _open builds the request, between reading the opener and using it."""
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    client = _offline._MirrorClient(hostile.endpoint)
+    client.listing()
+    import urllib.parse
+
+    real_quote = urllib.parse.quote
+    forgotten: list[str] = []
+
+    def quote_then_forget(text: str, safe: str = "/") -> str:
+        if not forgotten:  # what the other thread does, at the worst moment
+            forgotten.append(text)
+            client.forget()
+        return real_quote(text, safe=safe)
+
+    monkeypatch.setattr(urllib.parse, "quote", quote_then_forget)
+    dest = tmp_path / "client" / "config.json"
+    client.fetch(f"models/community/{REMOTE}/config.json", str(dest), REMOTE)
+    assert dest.read_bytes() == b"{}" and forgotten
+
+
+@pytest.mark.parametrize("what", ["file", "list"])
+def test_a_mirror_that_trickles_bytes_is_given_up(
+        what: str, patched: types.ModuleType, hostile: Hostile,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 30 s socket time-out applies to each read, so a mirror (or a proxy) sending one
+    byte every 29 s held PaddleNLP, and with the list every thread waiting for it, forever."""
+    body = b"x" * 100
+    hostile.serve({f"models/community/{REMOTE}/config.json": body}, {REMOTE: "community"})
+    hostile.trickle[f"models/community/{REMOTE}/config.json" if what == "file"
+                    else ".paddle-bundle/files.json"] = 0.02
+    monkeypatch.setattr(_offline, "_STALL_SECONDS", 0.3, raising=False)
+    monkeypatch.setattr(_offline, "_STALL_BYTES", 1000, raising=False)
+    with pytest.raises(NotOnMirrorError, match="too slow") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert "could not serve" in str(info.value)
+
+
+@pytest.fixture
+def raw_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
+    """A TCP server answering each path below the mirror URL with raw bytes (not HTTP)."""
+    import socket
+    import threading
+
+    answers: dict[str, bytes] = {}
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def run() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(65536).decode("latin-1")
+                path = request.split(" ")[1].removeprefix("/paddlenlp/") if " " in request \
+                    else ""
+                conn.sendall(answers.get(path, b"HTTP/1.1 404 Not Found\r\n\r\n"))
+
+    threading.Thread(target=run, daemon=True).start()
+    monkeypatch.setenv(_offline.ENV_MIRROR,
+                       f"http://127.0.0.1:{listener.getsockname()[1]}/paddlenlp")
+    try:
+        yield answers
+    finally:
+        listener.close()
+        _offline._CLIENTS.clear()
+
+
+@pytest.mark.parametrize("where", ["list", "file"])
+@pytest.mark.parametrize("answer", [
+    pytest.param(b"garbage\r\n\r\n", id="not-http"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", id="huge-header"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                 id="broken-chunks"),
+])
+def test_a_mirror_that_does_not_speak_http_is_named(
+        where: str, answer: bytes, patched: types.ModuleType,
+        raw_server: dict[str, bytes]) -> None:
+    """http.client's own errors (BadStatusLine, LineTooLong, IncompleteRead) are not
+    OSErrors: they escaped as tracebacks from PaddleNLP's loading."""
+    import json
+
+    rel = f"models/community/{REMOTE}/config.json"
+    listing = json.dumps({"models": {REMOTE: "community"},
+                          "files": {rel: [sha(b"{}"), 2]}}).encode()
+    raw_server[".paddle-bundle/files.json"] = answer if where == "list" else \
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(listing), listing)
+    raw_server[rel] = answer
+    with pytest.raises(NotOnMirrorError, match="could not serve") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(("status", "hint"), [
+    pytest.param(401, "check the user and password", id="401"),
+    pytest.param(403, "--allow", id="403"),
+    pytest.param(500, "check that the mirror is up", id="500"),
+])
+def test_a_refusal_by_the_mirror_says_what_to_fix(
+        status: int, hint: str, patched: types.ModuleType, hostile: Hostile) -> None:
+    """Every failure said 'the mirror's file list is not installed here' and hinted 'check
+    that the mirror is up': wrong for a wrong password (401) or a machine outside the
+    mirror's allow list (403)."""
+    hostile.routes[".paddle-bundle/files.json"] = (status, {}, b"no")
+    with pytest.raises(NotOnMirrorError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    message = str(info.value)
+    assert hint in message and f"HTTP Error {status}" in message
+    assert "file list is not installed" not in message
+    assert "could not read the mirror's file list" in message
+
+
+def test_a_damaged_file_on_the_mirror_says_to_check_the_mirror(
+        patched: types.ModuleType, hostile: Hostile) -> None:
+    """A file that did not match the list twice was reported with the hint 'check that the
+    mirror is up': it is up, and serving a damaged file."""
+    rel = f"models/community/{REMOTE}/config.json"
+    hostile.serve({rel: b"{}"}, {REMOTE: "community"}, listed={rel: [sha(b"[]"), 2]})
+    with pytest.raises(NotOnMirrorError, match="sha256") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert "paddle-bundle mirror check" in str(info.value)
+    assert "check that the mirror is up" not in str(info.value)
+
+
+def test_the_guard_follows_the_mirror_to_a_new_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard resolved the mirror's name once per process and kept the answer: after a
+    fail-over (the name now points at the standby), or with DNS that rotates through a
+    subset of the mirror's addresses, urllib's own look-up gave an address the guard had not
+    seen, and a long-running process was refused the mirror for the rest of its life."""
+    import socket
+
+    monkeypatch.setenv(_offline.ENV_MIRROR, "http://mirror.example:8080/paddlenlp")
+    monkeypatch.setitem(_offline._MIRROR_IPS, "mirror.example", frozenset({"10.1.1.1"}))
+
+    def resolve(host: str, port: object, *args: object) -> list[tuple[object, ...]]:
+        assert host == "mirror.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.2.2.2", 8080))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    tcp = socket.socket()
+    try:
+        _offline._audit("socket.connect", (tcp, ("10.2.2.2", 8080)))  # the standby: allowed
+        with pytest.raises(OfflineBlockedError):
+            _offline._audit("socket.connect", (tcp, ("10.3.3.3", 8080)))
+    finally:
+        tcp.close()
+
+
+@pytest.mark.parametrize("where", ["list", "file"])
+def test_a_compressing_proxy_is_named(where: str, patched: types.ModuleType,
+                                      hostile: Hostile) -> None:
+    """A proxy in front of the mirror that gzips what it forwards (offline mode never asks
+    for it) was reported as a damaged file ('sha256 ... run mirror check') after two
+    downloads, or as 'not a paddle-bundle file list'."""
+    import gzip
+
+    rel = f"models/community/{REMOTE}/config.json"
+    hostile.serve({rel: b"{}"}, {REMOTE: "community"})
+    key = rel if where == "file" else ".paddle-bundle/files.json"
+    status, _, body = hostile.routes[key]
+    hostile.routes[key] = (status, {"Content-Encoding": "gzip"}, gzip.compress(body))
+    with pytest.raises(NotOnMirrorError, match="Content-Encoding: gzip") as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    assert "compress" in str(info.value)
+    assert [uri for uri in hostile.asked if uri.endswith(key)] == [f"/paddlenlp/{key}"]
+
+
+def test_a_file_name_with_url_characters_is_fetched_as_named(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path went into the URL as it was: a file name with a space was an InvalidURL
+    ('could not serve'), one with '#' or '%' asked nginx for another path."""
+    from tests.test_mirror import make_bundle
+
+    names = ["my vocab.txt", "notes#1.json", "100%.json"]
+    files: dict[str, bytes | str] = {"config.json": "{}", **{n: n.upper() for n in names}}
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "odd", files, REMOTE)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        for name in names:
+            got = patched.resolve_file_path(REMOTE, [name])
+            assert got is not None and Path(got).read_text() == name.upper()
+
+
+def test_a_process_that_outlives_its_pin_reads_the_list_again(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list was read once per process and kept while the generation cookie expired (it
+    lives 5 minutes after the last request): a long-running process was then answered from
+    the current generation but decided from its first list, so a model published since was
+    'not on the mirror' until it restarted, and a file added since was 'absent'."""
+    from bundler.mirror.nginx import COOKIE, COOKIE_SECONDS
+    from tests.test_mirror import make_bundle, nginx_binary, nginx_files, wait_for_port
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    port = free_port()
+    conf = server_config(root, listen=f"127.0.0.1:{port}")
+    conf = conf.replace(f"Max-Age={COOKIE_SECONDS}", "Max-Age=1")  # the 5 minutes, shortened
+    prefix = tmp_path / "nginx"
+    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c",
+                                str(nginx_files(prefix, conf))], stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, process)
+        monkeypatch.setenv(_offline.ENV_MIRROR, f"http://127.0.0.1:{port}/paddlenlp")
+        assert patched.resolve_file_path(REMOTE, ["config.json"])
+        publish([make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'}, "Org/later")],
+                root)
+        with pytest.raises(NotOnMirrorError):  # still pinned: one generation, as before
+            patched.resolve_file_path("Org/later", ["config.json"])
+        time.sleep(2.5)  # the process sits idle; its cookie expires
+        got = patched.resolve_file_path("Org/later", ["config.json"])
+        assert got is not None and Path(got).read_text() == '{"later": 1}'
+    finally:
+        process.terminate()
+        process.wait(10)
+        _offline._CLIENTS.clear()
+    assert getattr(_offline, "_COOKIE", None) == COOKIE  # the client reads the server's cookie
+
+
+def test_a_redirect_is_not_followed_and_says_where_it_went(
+        patched: types.ModuleType, hostile: Hostile) -> None:
+    """A mirror behind a proxy that redirects http to https answered 301, reported with the
+    hint 'check that the mirror is up' (it is): the fix is the URL, which the Location says."""
+    hostile.routes[".paddle-bundle/files.json"] = (
+        301, {"Location": "https://user:pw@mirror.example/paddlenlp/.paddle-bundle/"
+                          "files.json\x1b[2J"}, b"")
+    with pytest.raises(NotOnMirrorError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    message = str(info.value)
+    assert "redirect" in message and "https://user:***@mirror.example/paddlenlp" in message
+    assert "\x1b" not in message and ":pw@" not in message
+    assert "check that the mirror is up" not in message
+    assert len(hostile.asked) == 1  # not followed
+
+
+def test_an_https_mirror_with_the_sites_ca_in_requests_ca_bundle(
+        patched: types.ModuleType, hostile: Hostile, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/fleet.md tells sites to put their CA in REQUESTS_CA_BUNDLE (what PaddleNLP's
+    requests reads); offline mode's client (urllib) ignored it, so an https mirror with the
+    site's own CA failed 'certificate verify failed' with the hint 'check the mirror is up'."""
+    import ssl
+
+    cert, key = tmp_path / "mirror.crt", tmp_path / "mirror.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=mirror",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    hostile.server.socket = context.wrap_socket(hostile.server.socket, server_side=True)
+    hostile.serve({f"models/community/{REMOTE}/config.json": b"{}"}, {REMOTE: "community"})
+    monkeypatch.setenv(_offline.ENV_MIRROR, hostile.endpoint.replace("http:", "https:"))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with pytest.raises(NotOnMirrorError, match="REQUESTS_CA_BUNDLE"):  # not trusted: said how
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    _offline._CLIENTS.clear()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    got = patched.resolve_file_path(REMOTE, ["config.json"])
+    assert got is not None and Path(got).read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize("where", ["list", "file"])
+def test_no_credential_in_the_frames_of_a_mirror_failure(
+        where: str, patched: types.ModuleType, hostile: Hostile,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error reporters (Sentry's default, rich's show_locals) send the local variables of
+    every frame of an exception's traceback: the client's URLs were built from the endpoint
+    with its user:password, so a mirror failure carried the password in 'url'."""
+    rel = f"models/community/{REMOTE}/config.json"
+    hostile.serve({rel: b"{}"}, {REMOTE: "community"})
+    hostile.routes[".paddle-bundle/files.json" if where == "list" else rel] = (500, {}, b"")
+    monkeypatch.setenv(_offline.ENV_MIRROR,
+                       hostile.endpoint.replace("http://", "http://fleet:s3cret-pw@"))
+    with pytest.raises(NotOnMirrorError) as info:
+        patched.resolve_file_path(REMOTE, ["config.json"])
+    exc: BaseException | None = info.value
+    while exc is not None:
+        assert "s3cret-pw" not in repr(exc) + str(exc)
+        tb = exc.__traceback__
+        while tb is not None:
+            for name, value in tb.tb_frame.f_locals.items():
+                assert "s3cret-pw" not in repr(value), (tb.tb_frame.f_code.co_name, name)
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
