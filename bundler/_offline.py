@@ -39,8 +39,8 @@ The rules for a file that is not in the cache (documented in docs/offline.md):
 
 With ``PADDLE_BUNDLE_MIRROR`` set (a paddle-bundle mirror, docs/fleet.md), a file that is
 not in the cache comes from the mirror instead, for any model not installed here from a bundle:
-the mirror's served list (read once per process) stands in for the server's answers, and every
-download is checked against it.
+the mirror's served list (each model pinned to the generation it was first decided from)
+stands in for the server's answers, and every download is checked against it.
 
 Importing PaddleNLP takes seconds, so nothing here imports it: a ``sys.meta_path`` finder
 patches each of the three modules right after it has executed, and modules already imported
@@ -628,7 +628,7 @@ def patch_download(mod: ModuleType, resolver: OfflineResolver) -> None:
             client = mirror_client()
             assert client is not None
             rel = f"{subfolder.strip('/')}/{filename}" if subfolder else filename
-            return community_rel(repo_id, rel) in client.listing()[1]
+            return client.has_file(repo_id, community_rel(repo_id, rel))
         return resolver.absent(repo_id, filename, subfolder)
 
     def bos_download(
@@ -1068,17 +1068,27 @@ def _printable(text: str) -> str:
 #: mirror URL; and the most of it offline mode reads.
 _LIST_PATH = ".paddle-bundle/files.json"
 _LIST_LIMIT = 256 << 20
-#: The cookie that pins a client to a generation (bundler.mirror.nginx.COOKIE; not imported:
-#: the server side is heavy to import). While it lives, the list read with it stays right.
+#: The cookie that pins a request to a generation (bundler.mirror.nginx.COOKIE; not imported:
+#: the server side is heavy to import). Offline mode sends it itself, for the generation of
+#: the list each model's decisions came from, so it never expires in the middle of a load.
 _COOKIE = "pb_generation"
 #: How long a failure to read the served list is answered from memory, not asked again.
 _LIST_RETRY_SECONDS = 30.0
+#: Lists of older generations kept for the models pinned to them.
+_KEEP_LISTS = 4
+
+Listing = tuple[dict[str, str], dict[str, tuple[str, int]]]  # (model -> kind, rel -> (sha, size))
 
 
 class _MirrorClient:
-    """One process's view of the mirror: its served list, and one cookie jar, so that every
-    file this process downloads comes from the generation its first request was answered
-    from (the nginx configuration pins a client by cookie, docs/fleet.md)."""
+    """One process's view of the mirror: the served lists it has read, and which generation
+    each model is pinned to. The first decision about a model (is it on the mirror, is this
+    optional file there) pins it to the newest list read; every later decision and download
+    for it uses that generation (the nginx configuration answers a request from the generation
+    its cookie names, docs/fleet.md), so a model loaded while a new version is published
+    comes whole from one version, however long its downloads take. A model the pinned list
+    does not have, or a listed file the mirror no longer serves (its generation was pruned),
+    means one fresh list."""
 
     def __init__(self, endpoint: str) -> None:
         import threading
@@ -1086,29 +1096,26 @@ class _MirrorClient:
         # the credentials apart: no URL this client builds holds them (error reporters
         # send the local variables of a traceback's frames)
         self.endpoint, self._authorization = _split_credentials(endpoint)
-        self.lock = threading.Lock()  # the list; taken before _opener_lock, never after
+        self.lock = threading.Lock()  # the lists and pins; taken before _opener_lock
         self._opener_lock = threading.Lock()
-        self._listing: tuple[dict[str, str], dict[str, tuple[str, int]]] | None = None
+        self._lists: dict[int | None, Listing] = {}  # by generation, oldest first
+        self._newest: list[int | None] = []  # [the newest list's generation] once read
+        self._pins: dict[str, int | None] = {}  # model -> generation of its list
+        self._reads = 0  # lists read so far
+        self._asked: dict[str, int] = {}  # model -> the read it last asked for a fresh list
         self._failed: tuple[float, BundleError] | None = None
-        self._generation: int | None = None  # of the list, while the cookie pins it
         self._opener: Any = None
-        self._jar: Any = None
 
-    def _open(self, rel: str) -> Any:
-        import http.cookiejar
+    def _open(self, rel: str, generation: int | None = None) -> Any:
         import urllib.request
         from urllib.parse import quote
 
-        # read once, under its own lock: another thread may forget() it at any moment, and
-        # two threads must not each start a cookie jar (two generations)
+        # read once, under its own lock: another thread may forget() it at any moment
         with self._opener_lock:
             if self._opener is None:
                 # the mirror only: no proxy, and no redirect (nginx-config never redirects;
                 # a redirect would carry the credentials elsewhere)
-                self._jar = http.cookiejar.CookieJar()
-                handlers: list[Any] = [
-                    urllib.request.ProxyHandler({}), _no_redirect_handler(),
-                    urllib.request.HTTPCookieProcessor(self._jar)]
+                handlers: list[Any] = [urllib.request.ProxyHandler({}), _no_redirect_handler()]
                 if self.endpoint.lower().startswith("https:"):
                     handlers.append(urllib.request.HTTPSHandler(context=_tls_context()))
                 self._opener = urllib.request.build_opener(*handlers)
@@ -1117,50 +1124,136 @@ class _MirrorClient:
         request = urllib.request.Request(f"{self.endpoint}/{quote(rel, safe='/')}")
         if self._authorization is not None:
             request.add_unredirected_header("Authorization", self._authorization)
+        if generation is not None:
+            request.add_unredirected_header("Cookie", f"{_COOKIE}={generation}")
         return opener.open(request, timeout=30)
 
-    def listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]]]:
-        """``(model id -> kind, path below the mirror URL -> (sha256, size))``.
-
-        A failure is remembered for :data:`_LIST_RETRY_SECONDS`: the probes of one model
-        load do not each wait for an unreachable mirror's time-out.
-        """
+    # -- the lists (all under self.lock) ---------------------------------------------------
+    def _newest_list(self, *, fresh: bool = False) -> tuple[int | None, Listing]:
+        """The newest list read; ``fresh``: read it again first (kept as it was when the
+        mirror cannot be reached). A failure with no list at all is remembered for
+        :data:`_LIST_RETRY_SECONDS`: the probes of one load do not each wait for an
+        unreachable mirror's time-out."""
         import time
 
-        with self.lock:
-            if self._listing is not None and (self._generation is None or
-                                              self._pinned_to() == self._generation):
-                return self._listing
-            # (else the pin ended: the cookie expired while the process sat idle, or the
-            # mirror moved it to another generation, whose files it is now answered from)
-            if self._failed is not None and \
-                    time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
-                raise self._failed[1].with_traceback(None)
-            try:
-                models, files, generation = self._read_listing()
-            except BundleError as exc:
-                self._failed = (time.monotonic(), exc)
-                raise
-            self._listing = (models, files)
-            # pinned: the mirror answered the list with its generation's cookie (nginx-config
-            # does; another web server may not, and its list is then read once)
-            self._generation = generation if self._pinned_to() == generation else None
-            return self._listing
-
-    def _pinned_to(self) -> int | None:
-        """The generation this process's cookie pins it to (:data:`_COOKIE`), if any."""
-        import time
-
-        jar, now = self._jar, time.time()
+        if self._newest and not fresh:
+            return self._newest[0], self._lists[self._newest[0]]
+        if self._failed is not None and \
+                time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+            if self._newest:
+                return self._newest[0], self._lists[self._newest[0]]
+            raise self._failed[1].with_traceback(None)
         try:
-            cookies = list(jar) if jar is not None else []
-        except RuntimeError:  # another thread's response changed the jar: read the list again
-            return None
-        for cookie in cookies:
-            if cookie.name == _COOKIE and not cookie.is_expired(now) and \
-                    cookie.value is not None and cookie.value.isdigit():
-                return int(cookie.value)
-        return None
+            models, files, generation = self._read_listing()
+        except BundleError as exc:
+            self._failed = (time.monotonic(), exc)
+            if self._newest:
+                return self._newest[0], self._lists[self._newest[0]]
+            raise
+        self._failed = None
+        self._reads += 1
+        self._lists.pop(generation, None)
+        self._lists[generation] = (models, files)
+        self._newest[:] = [generation]
+        while len(self._lists) > _KEEP_LISTS:
+            self._drop(next(iter(self._lists)))
+        return generation, self._lists[generation]
+
+    def _drop(self, generation: int | None) -> None:
+        """Forget a generation's list and its pins (its models take the newest list next)."""
+        self._lists.pop(generation, None)
+        if self._newest == [generation]:
+            self._newest.clear()
+        for model in [m for m, g in self._pins.items() if g == generation]:
+            del self._pins[model]
+
+    def _for_model(self, what: str) -> tuple[int | None, Listing]:
+        """The list ``what``'s decisions come from, pinning it on first use."""
+        if what in self._pins and self._pins[what] in self._lists:
+            generation = self._pins[what]
+            return generation, self._lists[generation]
+        generation, listing = self._newest_list()
+        self._pins[what] = generation
+        return generation, listing
+
+    def _repin(self, what: str, found: Callable[[Listing], bool]) -> tuple[int | None, Listing]:
+        """``what``'s list, or a newer one when that list has not ``found`` what is asked for
+        (published since it was read); ``what`` is then pinned to the newer one. The list is
+        read again at most once per model between two reads (a model that is not on the
+        mirror, probed for ten optional files, costs one request, not ten)."""
+        generation, listing = self._for_model(what)
+        if found(listing):
+            return generation, listing
+        candidates = []
+        if self._newest and self._newest[0] != generation:
+            candidates.append(self._newest[0])  # read already, for another model
+        if self._asked.get(what) != self._reads:
+            self._asked[what] = self._reads + 1
+            newer, _ = self._newest_list(fresh=True)
+            candidates.append(newer)
+        for newer in candidates:
+            if newer in self._lists and found(self._lists[newer]):
+                self._pins[what] = newer
+                return newer, self._lists[newer]
+        return generation, listing
+
+    # -- what the patches ask ---------------------------------------------------------------
+    def listing(self) -> Listing:
+        """The newest list read (read now if none was)."""
+        with self.lock:
+            return self._newest_list()[1]
+
+    def has_model(self, model_id: str, kind: str = "community") -> bool:
+        """Whether the mirror serves ``model_id`` (as ``kind``), from its pinned list."""
+        with self.lock:
+            _, (models, _) = self._repin(model_id, lambda lst: lst[0].get(model_id) == kind)
+            return models.get(model_id) == kind
+
+    def has_file(self, what: str, rel: str) -> bool:
+        """What the mirror's HEAD would answer for ``rel``, from ``what``'s pinned list (no
+        fresh list: an optional file absent from it is absent in that version)."""
+        with self.lock:
+            return rel in self._for_model(what)[1][1]
+
+    def forget(self) -> None:
+        """Start over: every list and pin, and the connection."""
+        with self.lock, self._opener_lock:
+            self._lists.clear()
+            self._newest.clear()
+            self._pins.clear()
+            self._asked.clear()
+            self._opener, self._failed = None, None
+
+    def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:
+        """Download the served file ``rel`` to ``dest``: written whole and checked against
+        ``what``'s list (size, sha256; ``md5sum`` when given), then renamed into place, from
+        that list's generation. A file that no longer matches (the generation was pruned, so
+        the mirror answered from the current one) is tried once more with a fresh list."""
+        if not _clean_rel(rel):
+            # the name came from PaddleNLP's arguments or from a file the mirror served
+            # (a checkpoint index names the shards): it must stay inside the model's folder
+            raise refused(IntegrityError(
+                f"offline mode refuses to download {_printable(rel)!r} of {_printable(what)} "
+                "from the mirror: the name leaves the model's folder",
+                hint="check the model's checkpoint index and the arguments that name files"))
+        for attempt in (1, 2):
+            with self.lock:
+                generation, (_, files) = self._repin(what, lambda lst: rel in lst[1])
+            entry = files.get(rel)
+            if entry is None:
+                raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
+            try:
+                return self._download(rel, dest, entry, what, md5sum, generation)
+            except _Stale as exc:
+                if attempt == 2:
+                    raise refused(_mirror_failure(
+                        what, f"{self.endpoint}/{rel}", exc.cause,
+                        hint="the mirror serves a file that does not match its own list: run "
+                             "'paddle-bundle mirror check --root DIR' there, and publish the "
+                             "model's bundle again")) from None
+                with self.lock:
+                    self._drop(generation)
+        raise AssertionError("unreachable")
 
     def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
         import http.client  # its errors (BadStatusLine, IncompleteRead) are no OSErrors
@@ -1191,42 +1284,8 @@ class _MirrorClient:
                 f"({type(exc).__name__}: {_printable(str(exc))[:200]})",
                 hint=f"check that {ENV_MIRROR} names a paddle-bundle mirror")) from None
 
-    def forget(self) -> None:
-        """Start over: the generation this process was pinned to is gone from the mirror."""
-        with self.lock, self._opener_lock:
-            self._listing, self._opener, self._failed = None, None, None
-            self._generation, self._jar = None, None
-
-    def fetch(self, rel: str, dest: str, what: str, md5sum: str | None = None) -> str:
-        """Download the served file ``rel`` to ``dest``: written whole and checked against
-        the served list (size, sha256; ``md5sum`` when given), then renamed into place. A
-        file that no longer matches (this process's generation was pruned, so the mirror
-        answered from the current one) is tried once more with a fresh list."""
-        if not _clean_rel(rel):
-            # the name came from PaddleNLP's arguments or from a file the mirror served
-            # (a checkpoint index names the shards): it must stay inside the model's folder
-            raise refused(IntegrityError(
-                f"offline mode refuses to download {_printable(rel)!r} of {_printable(what)} "
-                "from the mirror: the name leaves the model's folder",
-                hint="check the model's checkpoint index and the arguments that name files"))
-        for attempt in (1, 2):
-            entry = self.listing()[1].get(rel)
-            if entry is None:
-                raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
-            try:
-                return self._download(rel, dest, entry, what, md5sum)
-            except _Stale as exc:
-                if attempt == 2:
-                    raise refused(_mirror_failure(
-                        what, f"{self.endpoint}/{rel}", exc.cause,
-                        hint="the mirror serves a file that does not match its own list: run "
-                             "'paddle-bundle mirror check --root DIR' there, and publish the "
-                             "model's bundle again")) from None
-                self.forget()
-        raise AssertionError("unreachable")
-
     def _download(self, rel: str, dest: str, entry: tuple[str, int], what: str,
-                  md5sum: str | None) -> str:
+                  md5sum: str | None, generation: int | None) -> str:
         import hashlib
         import http.client
         import urllib.error
@@ -1243,14 +1302,16 @@ class _MirrorClient:
         except OSError as exc:
             raise refused(_cannot_store(what, dest, exc)) from None
         try:
-            digest, md5 = hashlib.sha256(), hashlib.md5()
-            with os.fdopen(fd, "wb") as out, self._open(rel) as response:
+            # md5 only for Taskflow's files, which PaddleNLP pins by it (it halves throughput)
+            digest, md5 = hashlib.sha256(), hashlib.md5() if md5sum else None
+            with os.fdopen(fd, "wb") as out, self._open(rel, generation) as response:
                 _identity(response, what, url)
 
                 def take(chunk: bytes) -> None:
                     _write_local(out.write, chunk)
                     digest.update(chunk)
-                    md5.update(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
 
                 # never more than the list says: a broken mirror cannot fill the disk
                 received = _stream(response, size, take)
@@ -1263,7 +1324,7 @@ class _MirrorClient:
             if digest.hexdigest() != sha256:
                 raise _Stale(OSError(f"sha256 {digest.hexdigest()} is not the {sha256} of "
                                      "the mirror's file list"))
-            if md5sum and md5.hexdigest() != md5sum:
+            if md5 is not None and md5.hexdigest() != md5sum:
                 raise refused(_mirror_failure(what, url, OSError(
                     f"md5 {md5.hexdigest()} is not the {md5sum} PaddleNLP expects (the mirror "
                     "serves another version of this file than this PaddleNLP uses)"),
@@ -1451,7 +1512,7 @@ def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> s
 def community_on_mirror(repo_id: str) -> bool:
     """Whether the mirror serves ``repo_id`` as a community model."""
     client = mirror_client()
-    return client is not None and client.listing()[0].get(repo_id) == "community"
+    return client is not None and client.has_model(repo_id)
 
 
 def community_rel(repo_id: str, rel: str) -> str:

@@ -131,7 +131,7 @@ def mirror_finding() -> Finding | None:
             return None
         models, files = _MirrorClient(endpoint).listing()
     except BundleError as exc:
-        return Finding(FAIL, "mirror", str(exc), exc.hint)
+        return Finding(FAIL, "mirror", exc.message, exc.hint)
     kinds = sorted(set(models.values()))
     return Finding(OK, "mirror", f"{ENV_MIRROR}={redact_url(endpoint)} serves {len(models)} "
                    f"model(s) ({', '.join(kinds) or 'none'}), {len(files)} file(s): offline "

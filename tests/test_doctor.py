@@ -194,7 +194,8 @@ def test_the_fleet_mirror_is_checked_only_when_set(tmp_path: Path, bundle: Path,
                            str(offline_home)], capture_output=True, text=True, timeout=300,
                           env={**env, "PADDLE_BUNDLE_MIRROR": down})
     assert proc.returncode == 1
-    assert lines(proc)["mirror"].startswith("fail|mirror: the mirror's file list is not")
+    assert lines(proc)["mirror"].startswith(
+        "fail|mirror: offline mode could not read the mirror's file list")
     assert "could not serve" in proc.stdout and "pw-secret" not in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "bundler", "doctor", "--home",
                            str(offline_home)], capture_output=True, text=True, timeout=300,

@@ -246,7 +246,9 @@ def test_community_models_come_from_the_mirror_and_installed_ones_never_ask_it(
         with pytest.raises(Exception, match="model-2-of-2"):  # copied in by hand: as before
             resolve("Org/sharded", "model-2-of-2.safetensors")
         uris = [uri for _, uri, *_ in server.log()]
-    assert uris.count("/paddlenlp/.paddle-bundle/files.json") == 1  # one list per process
+    # one list per process, and one more for each model it does not have (Nobody/model and
+    # Org/sharded, which may have been published since): not one per probe
+    assert uris.count("/paddlenlp/.paddle-bundle/files.json") == 3
     assert not [u for u in uris if "Org/tok" in u or "Nobody" in u or "added_tokens" in u]
     assert sorted(u.rsplit("/", 1)[-1] for u in uris if REMOTE in u) == \
         ["config.json", "model_state.pdparams"]
@@ -832,13 +834,16 @@ def test_a_file_name_with_url_characters_is_fetched_as_named(
             assert got is not None and Path(got).read_text() == name.upper()
 
 
-def test_a_process_that_outlives_its_pin_reads_the_list_again(
+def test_a_model_stays_on_its_version_past_the_cookie_and_new_models_are_found(
         patched: types.ModuleType, home: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The list was read once per process and kept while the generation cookie expired (it
-    lives 5 minutes after the last request): a long-running process was then answered from
-    the current generation but decided from its first list, so a model published since was
-    'not on the mirror' until it restarted, and a file added since was 'absent'."""
+    """Two ways a long-running process went wrong. With the server's cookie deciding, a model
+    whose downloads outlast the cookie's life (5 minutes after a response starts: one large
+    shard on a slow link) got its remaining files from a version published meanwhile; and
+    with the first list kept for good, a model published after it was 'not on the mirror'
+    until the process restarted. Now each model is pinned to the generation of the list its
+    first decision came from (offline mode sends that generation's cookie itself), and a model
+    the list does not have means one fresh list."""
     from bundler.mirror.nginx import COOKIE, COOKIE_SECONDS
     from tests.test_mirror import make_bundle, nginx_binary, nginx_files, wait_for_port
 
@@ -853,19 +858,21 @@ def test_a_process_that_outlives_its_pin_reads_the_list_again(
     try:
         wait_for_port(port, process)
         monkeypatch.setenv(_offline.ENV_MIRROR, f"http://127.0.0.1:{port}/paddlenlp")
-        assert patched.resolve_file_path(REMOTE, ["config.json"])
-        publish([make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'}, "Org/later")],
+        got = patched.resolve_file_path(REMOTE, ["config.json"])  # REMOTE starts loading
+        assert got is not None and Path(got).read_text() == R1["config.json"]
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE),
+                 make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'}, "Org/later")],
                 root)
-        with pytest.raises(NotOnMirrorError):  # still pinned: one generation, as before
-            patched.resolve_file_path("Org/later", ["config.json"])
-        time.sleep(2.5)  # the process sits idle; its cookie expires
-        got = patched.resolve_file_path("Org/later", ["config.json"])
+        time.sleep(2.5)  # longer than the cookie lives
+        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+        assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
+        got = patched.resolve_file_path("Org/later", ["config.json"])  # published since
         assert got is not None and Path(got).read_text() == '{"later": 1}'
     finally:
         process.terminate()
         process.wait(10)
         _offline._CLIENTS.clear()
-    assert getattr(_offline, "_COOKIE", None) == COOKIE  # the client reads the server's cookie
+    assert getattr(_offline, "_COOKIE", None) == COOKIE  # the cookie the server reads
 
 
 def test_a_redirect_is_not_followed_and_says_where_it_went(
