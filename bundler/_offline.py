@@ -1076,6 +1076,9 @@ _COOKIE = "pb_generation"
 _LIST_RETRY_SECONDS = 30.0
 #: Lists of older generations kept for the models pinned to them.
 _KEEP_LISTS = 4
+#: How long a model the lists read so far lack is decided from them before it asks for a
+#: fresh list again (so a long-running process still finds a model published later).
+_ASK_AGAIN_SECONDS = 60.0
 
 Listing = tuple[dict[str, str], dict[str, tuple[str, int]]]  # (model -> kind, rel -> (sha, size))
 
@@ -1101,8 +1104,7 @@ class _MirrorClient:
         self._lists: dict[int | None, Listing] = {}  # by generation, oldest first
         self._newest: list[int | None] = []  # [the newest list's generation] once read
         self._pins: dict[str, int | None] = {}  # model -> generation of its list
-        self._reads = 0  # lists read so far
-        self._asked: dict[str, int] = {}  # model -> the read it last asked for a fresh list
+        self._asked: dict[str, float] = {}  # model -> when it last asked for a fresh list
         self._failed: tuple[float, BundleError] | None = None
         self._opener: Any = None
 
@@ -1151,7 +1153,6 @@ class _MirrorClient:
                 return self._newest[0], self._lists[self._newest[0]]
             raise
         self._failed = None
-        self._reads += 1
         self._lists.pop(generation, None)
         self._lists[generation] = (models, files)
         self._newest[:] = [generation]
@@ -1178,17 +1179,27 @@ class _MirrorClient:
 
     def _repin(self, what: str, found: Callable[[Listing], bool]) -> tuple[int | None, Listing]:
         """``what``'s list, or a newer one when that list has not ``found`` what is asked for
-        (published since it was read); ``what`` is then pinned to the newer one. The list is
-        read again at most once per model between two reads (a model that is not on the
-        mirror, probed for ten optional files, costs one request, not ten)."""
+        (published since it was read); ``what`` is then pinned to the newer one. A model asks
+        for a fresh list at most once in :data:`_ASK_AGAIN_SECONDS`, whatever other models
+        ask meanwhile (a model that is not on the mirror, probed for ten optional files in
+        turn with another one, costs one request, not ten); a list another model read since
+        is looked at without asking."""
+        import time
+
         generation, listing = self._for_model(what)
         if found(listing):
             return generation, listing
         candidates = []
         if self._newest and self._newest[0] != generation:
             candidates.append(self._newest[0])  # read already, for another model
-        if self._asked.get(what) != self._reads:
-            self._asked[what] = self._reads + 1
+        now = time.monotonic()
+        asked = self._asked.get(what)
+        if asked is None or now - asked >= _ASK_AGAIN_SECONDS:
+            # only the models that asked lately are remembered: a process asking about
+            # thousands of models over its life does not keep them all
+            self._asked = {m: t for m, t in self._asked.items()
+                           if now - t < _ASK_AGAIN_SECONDS}
+            self._asked[what] = now
             newer, _ = self._newest_list(fresh=True)
             candidates.append(newer)
         for newer in candidates:

@@ -942,3 +942,29 @@ def test_no_credential_in_the_frames_of_a_mirror_failure(
                 assert "s3cret-pw" not in repr(value), (tb.tb_frame.f_code.co_name, name)
             tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
+
+
+def _list_reads(server: object) -> int:
+    return [uri for _, uri, *_ in server.log()].count(  # type: ignore[attr-defined]
+        "/paddlenlp/.paddle-bundle/files.json")
+
+
+def test_two_models_the_list_lacks_asked_in_turn_read_it_once_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'One fresh list per model the list does not have, not one per probe' held for one such
+    model at a time: a model asked again after another one's fresh list read the list again,
+    so two models copied in by hand (or two threads loading them) probed in turn read the
+    whole list once per probe (11 reads for these 10 probes)."""
+    from tests.test_mirror import make_bundle
+
+    monkeypatch.setattr(_offline, "_ASK_AGAIN_SECONDS", 3600.0, raising=False)
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        client = _offline._MirrorClient(server.endpoint)
+        for _ in range(5):
+            assert not client.has_model("Hand/one")
+            assert not client.has_model("Hand/two")
+        assert client.has_model(REMOTE)
+        assert _list_reads(server) == 3  # the first list, and one fresh list for each
+
