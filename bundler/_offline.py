@@ -1074,7 +1074,8 @@ _LIST_LIMIT = 256 << 20
 _COOKIE = "pb_generation"
 #: How long a failure to read the served list is answered from memory, not asked again.
 _LIST_RETRY_SECONDS = 30.0
-#: Lists of older generations kept for the models pinned to them.
+#: Lists kept in memory (the newest, and older generations for the models pinned to them);
+#: a model pinned to a list no longer kept has it read again, with its generation's cookie.
 _KEEP_LISTS = 4
 #: How long a model the lists read so far lack is decided from them before it asks for a
 #: fresh list again (so a long-running process still finds a model published later).
@@ -1156,9 +1157,35 @@ class _MirrorClient:
         self._lists.pop(generation, None)
         self._lists[generation] = (models, files)
         self._newest[:] = [generation]
-        while len(self._lists) > _KEEP_LISTS:
-            self._drop(next(iter(self._lists)))
+        self._trim()
         return generation, self._lists[generation]
+
+    def _trim(self) -> None:
+        """Keep :data:`_KEEP_LISTS` lists, the newest among them; the pins on a list let go
+        stay (:meth:`_for_model` reads it again)."""
+        while len(self._lists) > _KEEP_LISTS:
+            del self._lists[next(g for g in self._lists if self._newest != [g])]
+
+    def _pinned_list(self, generation: int) -> Listing | None:
+        """The list of ``generation``, which models are pinned to, read again from the mirror
+        with its cookie (it was let go to keep memory bounded); None when the mirror no longer
+        has that generation (pruned): its pins are dropped."""
+        import time
+
+        if self._failed is not None and \
+                time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+            raise self._failed[1].with_traceback(None)
+        try:
+            models, files, got = self._read_listing(generation)
+        except BundleError as exc:
+            self._failed = (time.monotonic(), exc)
+            raise
+        if got != generation:  # answered from another generation: this one is gone
+            self._drop(generation)
+            return None
+        self._lists[generation] = (models, files)
+        self._trim()
+        return self._lists[generation]
 
     def _drop(self, generation: int | None) -> None:
         """Forget a generation's list and its pins (its models take the newest list next)."""
@@ -1170,9 +1197,14 @@ class _MirrorClient:
 
     def _for_model(self, what: str) -> tuple[int | None, Listing]:
         """The list ``what``'s decisions come from, pinning it on first use."""
-        if what in self._pins and self._pins[what] in self._lists:
-            generation = self._pins[what]
-            return generation, self._lists[generation]
+        if what in self._pins:
+            pinned = self._pins[what]
+            if pinned in self._lists:
+                return pinned, self._lists[pinned]
+            if pinned is not None:
+                kept = self._pinned_list(pinned)
+                if kept is not None:
+                    return pinned, kept
         generation, listing = self._newest_list()
         self._pins[what] = generation
         return generation, listing
@@ -1266,14 +1298,17 @@ class _MirrorClient:
                     self._drop(generation)
         raise AssertionError("unreachable")
 
-    def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+    def _read_listing(self, generation: int | None = None
+                      ) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+        """The served list: the current generation's, or ``generation``'s while the mirror
+        still has it."""
         import http.client  # its errors (BadStatusLine, IncompleteRead) are no OSErrors
         import urllib.error
 
         url = f"{self.endpoint}/{_LIST_PATH}"
         try:
             parts: list[bytes] = []
-            with self._open(_LIST_PATH) as response:
+            with self._open(_LIST_PATH, generation) as response:
                 _identity(response, _THE_LIST, url)
                 if _stream(response, _LIST_LIMIT, parts.append) > _LIST_LIMIT:
                     raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")

@@ -628,9 +628,9 @@ def test_a_model_in_the_cache_still_loads_while_the_mirror_is_down(
     opened: list[str] = []
     real_open = _offline._MirrorClient._open
 
-    def counting(self: _offline._MirrorClient, rel: str) -> object:
+    def counting(self: _offline._MirrorClient, rel: str, *rest: object) -> object:
         opened.append(rel)
-        return real_open(self, rel)
+        return real_open(self, rel, *rest)  # type: ignore[arg-type]
 
     _offline._CLIENTS.clear()
     with pytest.MonkeyPatch.context() as mp:
@@ -968,3 +968,25 @@ def test_two_models_the_list_lacks_asked_in_turn_read_it_once_each(
         assert client.has_model(REMOTE)
         assert _list_reads(server) == 3  # the first list, and one fresh list for each
 
+
+
+def test_a_pinned_version_outlives_the_lists_other_models_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the last four lists were kept, and dropping one dropped the pins on it: a model
+    whose download outlasted four fresh lists (other models asked for while new versions were
+    published) got its next file from the newest version, v1's config with v2's weights."""
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    dest = tmp_path / "client"
+    with nginx(root, tmp_path / "nginx") as server:
+        client = _offline._MirrorClient(server.endpoint)
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)
+        for i in range(_offline._KEEP_LISTS):  # each a new version, and a fresh list
+            publish([make_bundle(tmp_path, f"n{i}", {"config.json": "{}"}, f"New/m{i}")], root)
+            assert client.has_model(f"New/m{i}")
+        client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
+                     str(dest / "model_state.pdparams"), REMOTE)
+        assert (dest / "model_state.pdparams").read_bytes() == R1["model_state.pdparams"]
