@@ -1080,6 +1080,11 @@ _KEEP_LISTS = 4
 #: How long a model the lists read so far lack is decided from them before it asks for a
 #: fresh list again (so a long-running process still finds a model published later).
 _ASK_AGAIN_SECONDS = 60.0
+#: A model's pin ends once nothing was decided or downloaded for it in this long (what the
+#: server's cookie lasts, bundler.mirror.nginx.COOKIE_SECONDS), never while one of its
+#: downloads runs: a long-running process then moves to a newer version of a model whose
+#: folder was removed from its cache, and remembers only the models it uses.
+_PIN_IDLE_SECONDS = 300.0
 
 Listing = tuple[dict[str, str], dict[str, tuple[str, int]]]  # (model -> kind, rel -> (sha, size))
 
@@ -1096,6 +1101,7 @@ class _MirrorClient:
 
     def __init__(self, endpoint: str) -> None:
         import threading
+        import time
 
         # the credentials apart: no URL this client builds holds them (error reporters
         # send the local variables of a traceback's frames)
@@ -1105,7 +1111,10 @@ class _MirrorClient:
         self._lists: dict[int | None, Listing] = {}  # by generation, oldest first
         self._newest: list[int | None] = []  # [the newest list's generation] once read
         self._pins: dict[str, int | None] = {}  # model -> generation of its list
+        self._used: dict[str, float] = {}  # pinned model -> when it was last decided or fetched
+        self._busy: dict[str, int] = {}  # model -> its downloads running now
         self._asked: dict[str, float] = {}  # model -> when it last asked for a fresh list
+        self._clock: Callable[[], float] = time.monotonic
         self._failed: tuple[float, BundleError] | None = None
         self._opener: Any = None
 
@@ -1137,19 +1146,17 @@ class _MirrorClient:
         mirror cannot be reached). A failure with no list at all is remembered for
         :data:`_LIST_RETRY_SECONDS`: the probes of one load do not each wait for an
         unreachable mirror's time-out."""
-        import time
-
         if self._newest and not fresh:
             return self._newest[0], self._lists[self._newest[0]]
         if self._failed is not None and \
-                time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
             if self._newest:
                 return self._newest[0], self._lists[self._newest[0]]
             raise self._failed[1].with_traceback(None)
         try:
             models, files, generation = self._read_listing()
         except BundleError as exc:
-            self._failed = (time.monotonic(), exc)
+            self._failed = (self._clock(), exc)
             if self._newest:
                 return self._newest[0], self._lists[self._newest[0]]
             raise
@@ -1170,15 +1177,13 @@ class _MirrorClient:
         """The list of ``generation``, which models are pinned to, read again from the mirror
         with its cookie (it was let go to keep memory bounded); None when the mirror no longer
         has that generation (pruned): its pins are dropped."""
-        import time
-
         if self._failed is not None and \
-                time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
             raise self._failed[1].with_traceback(None)
         try:
             models, files, got = self._read_listing(generation)
         except BundleError as exc:
-            self._failed = (time.monotonic(), exc)
+            self._failed = (self._clock(), exc)
             raise
         if got != generation:  # answered from another generation: this one is gone
             self._drop(generation)
@@ -1193,20 +1198,34 @@ class _MirrorClient:
         if self._newest == [generation]:
             self._newest.clear()
         for model in [m for m, g in self._pins.items() if g == generation]:
-            del self._pins[model]
+            self._unpin(model)
+
+    def _unpin(self, model: str) -> None:
+        self._pins.pop(model, None)
+        self._used.pop(model, None)
+
+    def _idle(self, model: str, now: float) -> bool:
+        """Whether ``model``'s pin has ended (:data:`_PIN_IDLE_SECONDS`)."""
+        return not self._busy.get(model) and \
+            now - self._used.get(model, now) >= _PIN_IDLE_SECONDS
 
     def _for_model(self, what: str) -> tuple[int | None, Listing]:
-        """The list ``what``'s decisions come from, pinning it on first use."""
-        if what in self._pins:
-            pinned = self._pins[what]
-            if pinned in self._lists:
-                return pinned, self._lists[pinned]
-            if pinned is not None:
-                kept = self._pinned_list(pinned)
-                if kept is not None:
-                    return pinned, kept
-        generation, listing = self._newest_list()
-        self._pins[what] = generation
+        """The list ``what``'s decisions come from, pinning it on first use (and again, to a
+        fresh list, once its pin has ended)."""
+        now = self._clock()
+        fresh = False
+        if what in self._pins and self._idle(what, now):
+            # only the models used lately stay pinned: the others are let go with it
+            for model in [m for m in self._pins if self._idle(m, now)]:
+                self._unpin(model)
+            fresh = True  # a newer version may have been published since it was pinned
+        generation = self._pins.get(what)
+        listing = self._lists.get(generation) if what in self._pins else None
+        if listing is None and what in self._pins and generation is not None:
+            listing = self._pinned_list(generation)  # None: that generation is gone
+        if listing is None:
+            generation, listing = self._newest_list(fresh=fresh)
+        self._pins[what], self._used[what] = generation, now
         return generation, listing
 
     def _repin(self, what: str, found: Callable[[Listing], bool]) -> tuple[int | None, Listing]:
@@ -1216,15 +1235,13 @@ class _MirrorClient:
         ask meanwhile (a model that is not on the mirror, probed for ten optional files in
         turn with another one, costs one request, not ten); a list another model read since
         is looked at without asking."""
-        import time
-
         generation, listing = self._for_model(what)
         if found(listing):
             return generation, listing
         candidates = []
         if self._newest and self._newest[0] != generation:
             candidates.append(self._newest[0])  # read already, for another model
-        now = time.monotonic()
+        now = self._clock()
         asked = self._asked.get(what)
         if asked is None or now - asked >= _ASK_AGAIN_SECONDS:
             # only the models that asked lately are remembered: a process asking about
@@ -1264,6 +1281,7 @@ class _MirrorClient:
             self._lists.clear()
             self._newest.clear()
             self._pins.clear()
+            self._used.clear()
             self._asked.clear()
             self._opener, self._failed = None, None
 
@@ -1282,10 +1300,11 @@ class _MirrorClient:
         for attempt in (1, 2):
             with self.lock:
                 generation, (_, files) = self._repin(what, lambda lst: rel in lst[1])
-            entry = files.get(rel)
-            if entry is None:
-                raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
+                self._busy[what] = self._busy.get(what, 0) + 1  # its pin lasts meanwhile
             try:
+                entry = files.get(rel)
+                if entry is None:
+                    raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
                 return self._download(rel, dest, entry, what, md5sum, generation)
             except _Stale as exc:
                 if attempt == 2:
@@ -1296,6 +1315,13 @@ class _MirrorClient:
                              "model's bundle again")) from None
                 with self.lock:
                     self._drop(generation)
+            finally:
+                with self.lock:
+                    self._busy[what] -= 1
+                    if not self._busy[what]:
+                        del self._busy[what]
+                    if what in self._pins:
+                        self._used[what] = self._clock()  # idle from the download's end
         raise AssertionError("unreachable")
 
     def _read_listing(self, generation: int | None = None

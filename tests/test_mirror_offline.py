@@ -6,6 +6,7 @@ nginx serving a published root; the socket guard is called as the audit hook cal
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import types
@@ -944,6 +945,16 @@ def test_no_credential_in_the_frames_of_a_mirror_failure(
         exc = exc.__cause__ or exc.__context__
 
 
+@contextlib.contextmanager
+def _fresh_clients() -> Iterator[None]:
+    """This process's mirror clients, forgotten afterwards (a test changes their clock)."""
+    _offline._CLIENTS.clear()
+    try:
+        yield
+    finally:
+        _offline._CLIENTS.clear()
+
+
 def _list_reads(server: object) -> int:
     return [uri for _, uri, *_ in server.log()].count(  # type: ignore[attr-defined]
         "/paddlenlp/.paddle-bundle/files.json")
@@ -990,3 +1001,38 @@ def test_a_pinned_version_outlives_the_lists_other_models_read(
         client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
                      str(dest / "model_state.pdparams"), REMOTE)
         assert (dest / "model_state.pdparams").read_bytes() == R1["model_state.pdparams"]
+
+
+def test_a_model_left_idle_moves_to_its_new_version_once_its_folder_is_removed(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'To move a client to a new version of a model, remove that model's folder from its
+    cache' (docs/fleet.md) did not hold in a long-running process: the model stayed pinned to
+    the generation of its first decision for the life of the process, so its files came back
+    as the old version until that generation was pruned (15 minutes after the publish at the
+    soonest, never without a prune). A pin now ends once the model has been idle for 5
+    minutes (as the server's cookie did), never while one of its downloads runs."""
+    import shutil
+
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    with nginx(root, tmp_path / "nginx") as server, _fresh_clients():
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        got = patched.resolve_file_path(REMOTE, ["config.json"])
+        assert got is not None and Path(got).read_text() == R1["config.json"]
+        client = _offline.mirror_client()
+        assert client is not None
+        now = [time.monotonic()]
+        client._clock = lambda: now[0]  # type: ignore[attr-defined]
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)
+        now[0] += 60  # still loading: v1
+        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+        assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
+        shutil.rmtree(home / "models" / REMOTE)  # to move it to the new version
+        now[0] += 301
+        got = patched.resolve_file_path(REMOTE, ["config.json"])
+        assert got is not None and Path(got).read_text() == R2["config.json"]
+        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+        assert got is not None and Path(got).read_bytes() == R2["model_state.pdparams"]
