@@ -1113,6 +1113,7 @@ class _MirrorClient:
         self._pins: dict[str, int | None] = {}  # model -> generation of its list
         self._used: dict[str, float] = {}  # pinned model -> when it was last decided or fetched
         self._busy: dict[str, int] = {}  # model -> its downloads running now
+        self._loaded: dict[str, int | None] = {}  # pinned model -> generation it downloaded from
         self._asked: dict[str, float] = {}  # model -> when it last asked for a fresh list
         self._clock: Callable[[], float] = time.monotonic
         self._failed: tuple[float, BundleError] | None = None
@@ -1203,6 +1204,7 @@ class _MirrorClient:
     def _unpin(self, model: str) -> None:
         self._pins.pop(model, None)
         self._used.pop(model, None)
+        self._loaded.pop(model, None)
 
     def _idle(self, model: str, now: float) -> bool:
         """Whether ``model``'s pin has ended (:data:`_PIN_IDLE_SECONDS`)."""
@@ -1282,6 +1284,7 @@ class _MirrorClient:
             self._newest.clear()
             self._pins.clear()
             self._used.clear()
+            self._loaded.clear()
             self._asked.clear()
             self._opener, self._failed = None, None
 
@@ -1289,7 +1292,9 @@ class _MirrorClient:
         """Download the served file ``rel`` to ``dest``: written whole and checked against
         ``what``'s list (size, sha256; ``md5sum`` when given), then renamed into place, from
         that list's generation. A file that no longer matches (the generation was pruned, so
-        the mirror answered from the current one) is tried once more with a fresh list."""
+        the mirror answered from the current one) is tried once more with a fresh list, when
+        nothing of ``what`` came from the pruned generation yet or the newer one serves the
+        file unchanged; otherwise the model would mix two versions, and that is refused."""
         if not _clean_rel(rel):
             # the name came from PaddleNLP's arguments or from a file the mirror served
             # (a checkpoint index names the shards): it must stay inside the model's folder
@@ -1297,6 +1302,7 @@ class _MirrorClient:
                 f"offline mode refuses to download {_printable(rel)!r} of {_printable(what)} "
                 "from the mirror: the name leaves the model's folder",
                 hint="check the model's checkpoint index and the arguments that name files"))
+        pruned: tuple[str, int] | None = None  # the entry of a generation gone mid-load
         for attempt in (1, 2):
             with self.lock:
                 generation, (_, files) = self._repin(what, lambda lst: rel in lst[1])
@@ -1305,7 +1311,18 @@ class _MirrorClient:
                 entry = files.get(rel)
                 if entry is None:
                     raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
-                return self._download(rel, dest, entry, what, md5sum, generation)
+                if pruned is not None and entry != pruned:
+                    raise refused(NotOnMirrorError(
+                        what, f"{what} changed on the mirror {redact_url(self.endpoint)} while "
+                              f"it was loading: the version its first files came from is gone "
+                              f"(pruned), and the newer one serves another {rel} (paddle-bundle "
+                              "offline mode does not mix two versions of a model)",
+                        hint=f"remove {what}'s folder from the cache and load it again"))
+                got = self._download(rel, dest, entry, what, md5sum, generation)
+                with self.lock:
+                    if self._pins.get(what, -1) == generation:
+                        self._loaded[what] = generation
+                return got
             except _Stale as exc:
                 if attempt == 2:
                     raise refused(_mirror_failure(
@@ -1314,6 +1331,8 @@ class _MirrorClient:
                              "'paddle-bundle mirror check --root DIR' there, and publish the "
                              "model's bundle again")) from None
                 with self.lock:
+                    if what in self._loaded and self._loaded[what] == generation:
+                        pruned = entry  # some of it came from there: the retry must match
                     self._drop(generation)
             finally:
                 with self.lock:

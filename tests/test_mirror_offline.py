@@ -259,30 +259,34 @@ def test_one_process_reads_one_generation_and_starts_over_once_it_is_pruned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every download of a process comes from the generation of its first request (the
     cookie): without it a model's config could come from one version and its weights from
-    the next; and a generation pruned under a long-running process is not a failure."""
+    the next; and a generation pruned under a long-running process is not a failure for a
+    file the newer version serves unchanged."""
     from bundler.mirror import Mirror
     from tests.test_mirror import make_bundle
 
+    same = {"special_tokens_map.json": "{}"}
     root = tmp_path / "root"
-    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    publish([make_bundle(tmp_path, "r1", {**R1, **same}, REMOTE)], root)
     dest = tmp_path / "client"
     with nginx(root, tmp_path / "nginx") as server:
         monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
         client = _offline._MirrorClient(server.endpoint)
         client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
-        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)  # a new version lands
+        publish([make_bundle(tmp_path, "r2", {**R2, **same}, REMOTE)], root)  # a new version
         client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
                      str(dest / "model_state.pdparams"), REMOTE)
         assert (dest / "model_state.pdparams").read_bytes() == R1["model_state.pdparams"]
         mirror = Mirror(root)
         with mirror.locked():
             assert mirror.prune(keep_seconds=0)  # the client's generation leaves the disk
-        client.fetch(f"models/community/{REMOTE}/tokenizer_config.json",
-                     str(dest / "tokenizer_config.json"), REMOTE)
-        assert (dest / "tokenizer_config.json").read_text() == R2["tokenizer_config.json"]
+        # a file both versions serve unchanged: the mirror answers from the current one,
+        # the same bytes, and nothing needs a fresh list (a changed one: the test below)
+        client.fetch(f"models/community/{REMOTE}/special_tokens_map.json",
+                     str(dest / "special_tokens_map.json"), REMOTE)
+        assert (dest / "special_tokens_map.json").read_text() == "{}"
         assert not list(dest.glob(".paddle-bundle-mirror-*"))
         assert [uri for _, uri, *_ in server.log()].count(
-            "/paddlenlp/.paddle-bundle/files.json") == 2
+            "/paddlenlp/.paddle-bundle/files.json") == 1
 
 
 @pytest.mark.parametrize("damage", ["same size", "longer", "shorter"])
@@ -1036,3 +1040,37 @@ def test_a_model_left_idle_moves_to_its_new_version_once_its_folder_is_removed(
         assert got is not None and Path(got).read_text() == R2["config.json"]
         got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
         assert got is not None and Path(got).read_bytes() == R2["model_state.pdparams"]
+
+
+def test_a_load_whose_version_is_pruned_under_it_fails_clearly_rather_than_mix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's download after its generation was pruned (a load outlasting the 15 minutes a
+    superseded version stays) was retried on the newest version whatever it held: v1's config
+    and weights with v2's tokenizer_config.json, silently. The retry now goes ahead only for a
+    file the newer version serves unchanged; otherwise the load fails, saying why and what to
+    do, and the next load comes whole from the newer version."""
+    from bundler.mirror import Mirror
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    dest = tmp_path / "client"
+    rel = f"models/community/{REMOTE}/tokenizer_config.json"
+    with nginx(root, tmp_path / "nginx") as server:
+        client = _offline._MirrorClient(server.endpoint)
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)
+        mirror = Mirror(root)
+        with mirror.locked():
+            assert mirror.prune(keep_seconds=0)
+        with pytest.raises(NotOnMirrorError, match="changed on the mirror .* while it was "
+                           "loading") as info:
+            client.fetch(rel, str(dest / "tokenizer_config.json"), REMOTE)
+        assert "load it again" in str(info.value.hint)
+        assert not (dest / "tokenizer_config.json").exists()
+        (dest / "config.json").unlink()  # the next load, its folder removed
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        client.fetch(rel, str(dest / "tokenizer_config.json"), REMOTE)
+        assert (dest / "config.json").read_text() == R2["config.json"]
+        assert (dest / "tokenizer_config.json").read_text() == R2["tokenizer_config.json"]
