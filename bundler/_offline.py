@@ -1074,8 +1074,17 @@ _LIST_LIMIT = 256 << 20
 _COOKIE = "pb_generation"
 #: How long a failure to read the served list is answered from memory, not asked again.
 _LIST_RETRY_SECONDS = 30.0
-#: Lists of older generations kept for the models pinned to them.
+#: Lists kept in memory (the newest, and older generations for the models pinned to them);
+#: a model pinned to a list no longer kept has it read again, with its generation's cookie.
 _KEEP_LISTS = 4
+#: How long a model the lists read so far lack is decided from them before it asks for a
+#: fresh list again (so a long-running process still finds a model published later).
+_ASK_AGAIN_SECONDS = 60.0
+#: A model's pin ends once nothing was decided or downloaded for it in this long (what the
+#: server's cookie lasts, bundler.mirror.nginx.COOKIE_SECONDS), never while one of its
+#: downloads runs: a long-running process then moves to a newer version of a model whose
+#: folder was removed from its cache, and remembers only the models it uses.
+_PIN_IDLE_SECONDS = 300.0
 
 Listing = tuple[dict[str, str], dict[str, tuple[str, int]]]  # (model -> kind, rel -> (sha, size))
 
@@ -1092,6 +1101,7 @@ class _MirrorClient:
 
     def __init__(self, endpoint: str) -> None:
         import threading
+        import time
 
         # the credentials apart: no URL this client builds holds them (error reporters
         # send the local variables of a traceback's frames)
@@ -1101,8 +1111,11 @@ class _MirrorClient:
         self._lists: dict[int | None, Listing] = {}  # by generation, oldest first
         self._newest: list[int | None] = []  # [the newest list's generation] once read
         self._pins: dict[str, int | None] = {}  # model -> generation of its list
-        self._reads = 0  # lists read so far
-        self._asked: dict[str, int] = {}  # model -> the read it last asked for a fresh list
+        self._used: dict[str, float] = {}  # pinned model -> when it was last decided or fetched
+        self._busy: dict[str, int] = {}  # model -> its downloads running now
+        self._loaded: dict[str, int | None] = {}  # pinned model -> generation it downloaded from
+        self._asked: dict[str, float] = {}  # model -> when it last asked for a fresh list
+        self._clock: Callable[[], float] = time.monotonic
         self._failed: tuple[float, BundleError] | None = None
         self._opener: Any = None
 
@@ -1134,30 +1147,51 @@ class _MirrorClient:
         mirror cannot be reached). A failure with no list at all is remembered for
         :data:`_LIST_RETRY_SECONDS`: the probes of one load do not each wait for an
         unreachable mirror's time-out."""
-        import time
-
         if self._newest and not fresh:
             return self._newest[0], self._lists[self._newest[0]]
         if self._failed is not None and \
-                time.monotonic() - self._failed[0] < _LIST_RETRY_SECONDS:
+                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
             if self._newest:
                 return self._newest[0], self._lists[self._newest[0]]
             raise self._failed[1].with_traceback(None)
         try:
             models, files, generation = self._read_listing()
         except BundleError as exc:
-            self._failed = (time.monotonic(), exc)
+            self._failed = (self._clock(), exc)
             if self._newest:
                 return self._newest[0], self._lists[self._newest[0]]
             raise
         self._failed = None
-        self._reads += 1
         self._lists.pop(generation, None)
         self._lists[generation] = (models, files)
         self._newest[:] = [generation]
-        while len(self._lists) > _KEEP_LISTS:
-            self._drop(next(iter(self._lists)))
+        self._trim()
         return generation, self._lists[generation]
+
+    def _trim(self) -> None:
+        """Keep :data:`_KEEP_LISTS` lists, the newest among them; the pins on a list let go
+        stay (:meth:`_for_model` reads it again)."""
+        while len(self._lists) > _KEEP_LISTS:
+            del self._lists[next(g for g in self._lists if self._newest != [g])]
+
+    def _pinned_list(self, generation: int) -> Listing | None:
+        """The list of ``generation``, which models are pinned to, read again from the mirror
+        with its cookie (it was let go to keep memory bounded); None when the mirror no longer
+        has that generation (pruned): its pins are dropped."""
+        if self._failed is not None and \
+                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
+            raise self._failed[1].with_traceback(None)
+        try:
+            models, files, got = self._read_listing(generation)
+        except BundleError as exc:
+            self._failed = (self._clock(), exc)
+            raise
+        if got != generation:  # answered from another generation: this one is gone
+            self._drop(generation)
+            return None
+        self._lists[generation] = (models, files)
+        self._trim()
+        return self._lists[generation]
 
     def _drop(self, generation: int | None) -> None:
         """Forget a generation's list and its pins (its models take the newest list next)."""
@@ -1165,30 +1199,58 @@ class _MirrorClient:
         if self._newest == [generation]:
             self._newest.clear()
         for model in [m for m, g in self._pins.items() if g == generation]:
-            del self._pins[model]
+            self._unpin(model)
+
+    def _unpin(self, model: str) -> None:
+        self._pins.pop(model, None)
+        self._used.pop(model, None)
+        self._loaded.pop(model, None)
+
+    def _idle(self, model: str, now: float) -> bool:
+        """Whether ``model``'s pin has ended (:data:`_PIN_IDLE_SECONDS`)."""
+        return not self._busy.get(model) and \
+            now - self._used.get(model, now) >= _PIN_IDLE_SECONDS
 
     def _for_model(self, what: str) -> tuple[int | None, Listing]:
-        """The list ``what``'s decisions come from, pinning it on first use."""
-        if what in self._pins and self._pins[what] in self._lists:
-            generation = self._pins[what]
-            return generation, self._lists[generation]
-        generation, listing = self._newest_list()
-        self._pins[what] = generation
+        """The list ``what``'s decisions come from, pinning it on first use (and again, to a
+        fresh list, once its pin has ended)."""
+        now = self._clock()
+        fresh = False
+        if what in self._pins and self._idle(what, now):
+            # only the models used lately stay pinned: the others are let go with it
+            for model in [m for m in self._pins if self._idle(m, now)]:
+                self._unpin(model)
+            fresh = True  # a newer version may have been published since it was pinned
+        generation = self._pins.get(what)
+        listing = self._lists.get(generation) if what in self._pins else None
+        if listing is None and what in self._pins and generation is not None:
+            listing = self._pinned_list(generation)  # None: that generation is gone
+        if listing is None:
+            generation, listing = self._newest_list(fresh=fresh)
+        self._pins[what], self._used[what] = generation, now
         return generation, listing
 
     def _repin(self, what: str, found: Callable[[Listing], bool]) -> tuple[int | None, Listing]:
         """``what``'s list, or a newer one when that list has not ``found`` what is asked for
-        (published since it was read); ``what`` is then pinned to the newer one. The list is
-        read again at most once per model between two reads (a model that is not on the
-        mirror, probed for ten optional files, costs one request, not ten)."""
+        (published since it was read); ``what`` is then pinned to the newer one. A model asks
+        for a fresh list at most once in :data:`_ASK_AGAIN_SECONDS`, whatever other models
+        ask meanwhile (a model that is not on the mirror, probed for ten optional files in
+        turn with another one, costs one request, not ten); a list another model read since
+        is looked at without asking."""
         generation, listing = self._for_model(what)
         if found(listing):
             return generation, listing
         candidates = []
         if self._newest and self._newest[0] != generation:
             candidates.append(self._newest[0])  # read already, for another model
-        if self._asked.get(what) != self._reads:
-            self._asked[what] = self._reads + 1
+        now = self._clock()
+        asked = self._asked.get(what)
+        if asked is None or now - asked >= _ASK_AGAIN_SECONDS:
+            # only the models that asked lately are remembered: a process asking about
+            # thousands of models over its life does not keep them all
+            self._asked = {m: t for m, t in self._asked.items()
+                           if now - t < _ASK_AGAIN_SECONDS}
+            self._asked[what] = now
             newer, _ = self._newest_list(fresh=True)
             candidates.append(newer)
         for newer in candidates:
@@ -1221,6 +1283,8 @@ class _MirrorClient:
             self._lists.clear()
             self._newest.clear()
             self._pins.clear()
+            self._used.clear()
+            self._loaded.clear()
             self._asked.clear()
             self._opener, self._failed = None, None
 
@@ -1228,7 +1292,9 @@ class _MirrorClient:
         """Download the served file ``rel`` to ``dest``: written whole and checked against
         ``what``'s list (size, sha256; ``md5sum`` when given), then renamed into place, from
         that list's generation. A file that no longer matches (the generation was pruned, so
-        the mirror answered from the current one) is tried once more with a fresh list."""
+        the mirror answered from the current one) is tried once more with a fresh list, when
+        nothing of ``what`` came from the pruned generation yet or the newer one serves the
+        file unchanged; otherwise the model would mix two versions, and that is refused."""
         if not _clean_rel(rel):
             # the name came from PaddleNLP's arguments or from a file the mirror served
             # (a checkpoint index names the shards): it must stay inside the model's folder
@@ -1236,14 +1302,27 @@ class _MirrorClient:
                 f"offline mode refuses to download {_printable(rel)!r} of {_printable(what)} "
                 "from the mirror: the name leaves the model's folder",
                 hint="check the model's checkpoint index and the arguments that name files"))
+        pruned: tuple[str, int] | None = None  # the entry of a generation gone mid-load
         for attempt in (1, 2):
             with self.lock:
                 generation, (_, files) = self._repin(what, lambda lst: rel in lst[1])
-            entry = files.get(rel)
-            if entry is None:
-                raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
+                self._busy[what] = self._busy.get(what, 0) + 1  # its pin lasts meanwhile
             try:
-                return self._download(rel, dest, entry, what, md5sum, generation)
+                entry = files.get(rel)
+                if entry is None:
+                    raise refused(_not_on_mirror(what, f"the mirror does not serve {rel}"))
+                if pruned is not None and entry != pruned:
+                    raise refused(NotOnMirrorError(
+                        what, f"{what} changed on the mirror {redact_url(self.endpoint)} while "
+                              f"it was loading: the version its first files came from is gone "
+                              f"(pruned), and the newer one serves another {rel} (paddle-bundle "
+                              "offline mode does not mix two versions of a model)",
+                        hint=f"remove {what}'s folder from the cache and load it again"))
+                got = self._download(rel, dest, entry, what, md5sum, generation)
+                with self.lock:
+                    if self._pins.get(what, -1) == generation:
+                        self._loaded[what] = generation
+                return got
             except _Stale as exc:
                 if attempt == 2:
                     raise refused(_mirror_failure(
@@ -1252,17 +1331,29 @@ class _MirrorClient:
                              "'paddle-bundle mirror check --root DIR' there, and publish the "
                              "model's bundle again")) from None
                 with self.lock:
+                    if what in self._loaded and self._loaded[what] == generation:
+                        pruned = entry  # some of it came from there: the retry must match
                     self._drop(generation)
+            finally:
+                with self.lock:
+                    self._busy[what] -= 1
+                    if not self._busy[what]:
+                        del self._busy[what]
+                    if what in self._pins:
+                        self._used[what] = self._clock()  # idle from the download's end
         raise AssertionError("unreachable")
 
-    def _read_listing(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+    def _read_listing(self, generation: int | None = None
+                      ) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+        """The served list: the current generation's, or ``generation``'s while the mirror
+        still has it."""
         import http.client  # its errors (BadStatusLine, IncompleteRead) are no OSErrors
         import urllib.error
 
         url = f"{self.endpoint}/{_LIST_PATH}"
         try:
             parts: list[bytes] = []
-            with self._open(_LIST_PATH) as response:
+            with self._open(_LIST_PATH, generation) as response:
                 _identity(response, _THE_LIST, url)
                 if _stream(response, _LIST_LIMIT, parts.append) > _LIST_LIMIT:
                     raise ValueError(f"larger than {_LIST_LIMIT >> 20} MiB")

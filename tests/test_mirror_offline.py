@@ -6,6 +6,7 @@ nginx serving a published root; the socket guard is called as the audit hook cal
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import types
@@ -258,30 +259,34 @@ def test_one_process_reads_one_generation_and_starts_over_once_it_is_pruned(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every download of a process comes from the generation of its first request (the
     cookie): without it a model's config could come from one version and its weights from
-    the next; and a generation pruned under a long-running process is not a failure."""
+    the next; and a generation pruned under a long-running process is not a failure for a
+    file the newer version serves unchanged."""
     from bundler.mirror import Mirror
     from tests.test_mirror import make_bundle
 
+    same = {"special_tokens_map.json": "{}"}
     root = tmp_path / "root"
-    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    publish([make_bundle(tmp_path, "r1", {**R1, **same}, REMOTE)], root)
     dest = tmp_path / "client"
     with nginx(root, tmp_path / "nginx") as server:
         monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
         client = _offline._MirrorClient(server.endpoint)
         client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
-        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)  # a new version lands
+        publish([make_bundle(tmp_path, "r2", {**R2, **same}, REMOTE)], root)  # a new version
         client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
                      str(dest / "model_state.pdparams"), REMOTE)
         assert (dest / "model_state.pdparams").read_bytes() == R1["model_state.pdparams"]
         mirror = Mirror(root)
         with mirror.locked():
             assert mirror.prune(keep_seconds=0)  # the client's generation leaves the disk
-        client.fetch(f"models/community/{REMOTE}/tokenizer_config.json",
-                     str(dest / "tokenizer_config.json"), REMOTE)
-        assert (dest / "tokenizer_config.json").read_text() == R2["tokenizer_config.json"]
+        # a file both versions serve unchanged: the mirror answers from the current one,
+        # the same bytes, and nothing needs a fresh list (a changed one: the test below)
+        client.fetch(f"models/community/{REMOTE}/special_tokens_map.json",
+                     str(dest / "special_tokens_map.json"), REMOTE)
+        assert (dest / "special_tokens_map.json").read_text() == "{}"
         assert not list(dest.glob(".paddle-bundle-mirror-*"))
         assert [uri for _, uri, *_ in server.log()].count(
-            "/paddlenlp/.paddle-bundle/files.json") == 2
+            "/paddlenlp/.paddle-bundle/files.json") == 1
 
 
 @pytest.mark.parametrize("damage", ["same size", "longer", "shorter"])
@@ -628,9 +633,9 @@ def test_a_model_in_the_cache_still_loads_while_the_mirror_is_down(
     opened: list[str] = []
     real_open = _offline._MirrorClient._open
 
-    def counting(self: _offline._MirrorClient, rel: str) -> object:
+    def counting(self: _offline._MirrorClient, rel: str, *rest: object) -> object:
         opened.append(rel)
-        return real_open(self, rel)
+        return real_open(self, rel, *rest)  # type: ignore[arg-type]
 
     _offline._CLIENTS.clear()
     with pytest.MonkeyPatch.context() as mp:
@@ -942,3 +947,130 @@ def test_no_credential_in_the_frames_of_a_mirror_failure(
                 assert "s3cret-pw" not in repr(value), (tb.tb_frame.f_code.co_name, name)
             tb = tb.tb_next
         exc = exc.__cause__ or exc.__context__
+
+
+@contextlib.contextmanager
+def _fresh_clients() -> Iterator[None]:
+    """This process's mirror clients, forgotten afterwards (a test changes their clock)."""
+    _offline._CLIENTS.clear()
+    try:
+        yield
+    finally:
+        _offline._CLIENTS.clear()
+
+
+def _list_reads(server: object) -> int:
+    return [uri for _, uri, *_ in server.log()].count(  # type: ignore[attr-defined]
+        "/paddlenlp/.paddle-bundle/files.json")
+
+
+def test_two_models_the_list_lacks_asked_in_turn_read_it_once_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """'One fresh list per model the list does not have, not one per probe' held for one such
+    model at a time: a model asked again after another one's fresh list read the list again,
+    so two models copied in by hand (or two threads loading them) probed in turn read the
+    whole list once per probe (11 reads for these 10 probes)."""
+    from tests.test_mirror import make_bundle
+
+    monkeypatch.setattr(_offline, "_ASK_AGAIN_SECONDS", 3600.0, raising=False)
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    with nginx(root, tmp_path / "nginx") as server:
+        client = _offline._MirrorClient(server.endpoint)
+        for _ in range(5):
+            assert not client.has_model("Hand/one")
+            assert not client.has_model("Hand/two")
+        assert client.has_model(REMOTE)
+        assert _list_reads(server) == 3  # the first list, and one fresh list for each
+
+
+
+def test_a_pinned_version_outlives_the_lists_other_models_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the last four lists were kept, and dropping one dropped the pins on it: a model
+    whose download outlasted four fresh lists (other models asked for while new versions were
+    published) got its next file from the newest version, v1's config with v2's weights."""
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    dest = tmp_path / "client"
+    with nginx(root, tmp_path / "nginx") as server:
+        client = _offline._MirrorClient(server.endpoint)
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)
+        for i in range(_offline._KEEP_LISTS):  # each a new version, and a fresh list
+            publish([make_bundle(tmp_path, f"n{i}", {"config.json": "{}"}, f"New/m{i}")], root)
+            assert client.has_model(f"New/m{i}")
+        client.fetch(f"models/community/{REMOTE}/model_state.pdparams",
+                     str(dest / "model_state.pdparams"), REMOTE)
+        assert (dest / "model_state.pdparams").read_bytes() == R1["model_state.pdparams"]
+
+
+def test_a_model_left_idle_moves_to_its_new_version_once_its_folder_is_removed(
+        patched: types.ModuleType, home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'To move a client to a new version of a model, remove that model's folder from its
+    cache' (docs/fleet.md) did not hold in a long-running process: the model stayed pinned to
+    the generation of its first decision for the life of the process, so its files came back
+    as the old version until that generation was pruned (15 minutes after the publish at the
+    soonest, never without a prune). A pin now ends once the model has been idle for 5
+    minutes (as the server's cookie did), never while one of its downloads runs."""
+    import shutil
+
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    with nginx(root, tmp_path / "nginx") as server, _fresh_clients():
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        got = patched.resolve_file_path(REMOTE, ["config.json"])
+        assert got is not None and Path(got).read_text() == R1["config.json"]
+        client = _offline.mirror_client()
+        assert client is not None
+        now = [time.monotonic()]
+        client._clock = lambda: now[0]  # type: ignore[attr-defined]
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)
+        now[0] += 60  # still loading: v1
+        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+        assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
+        shutil.rmtree(home / "models" / REMOTE)  # to move it to the new version
+        now[0] += 301
+        got = patched.resolve_file_path(REMOTE, ["config.json"])
+        assert got is not None and Path(got).read_text() == R2["config.json"]
+        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+        assert got is not None and Path(got).read_bytes() == R2["model_state.pdparams"]
+
+
+def test_a_load_whose_version_is_pruned_under_it_fails_clearly_rather_than_mix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's download after its generation was pruned (a load outlasting the 15 minutes a
+    superseded version stays) was retried on the newest version whatever it held: v1's config
+    and weights with v2's tokenizer_config.json, silently. The retry now goes ahead only for a
+    file the newer version serves unchanged; otherwise the load fails, saying why and what to
+    do, and the next load comes whole from the newer version."""
+    from bundler.mirror import Mirror
+    from tests.test_mirror import make_bundle
+
+    root = tmp_path / "root"
+    publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
+    dest = tmp_path / "client"
+    rel = f"models/community/{REMOTE}/tokenizer_config.json"
+    with nginx(root, tmp_path / "nginx") as server:
+        client = _offline._MirrorClient(server.endpoint)
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE)], root)
+        mirror = Mirror(root)
+        with mirror.locked():
+            assert mirror.prune(keep_seconds=0)
+        with pytest.raises(NotOnMirrorError, match="changed on the mirror .* while it was "
+                           "loading") as info:
+            client.fetch(rel, str(dest / "tokenizer_config.json"), REMOTE)
+        assert "load it again" in str(info.value.hint)
+        assert not (dest / "tokenizer_config.json").exists()
+        (dest / "config.json").unlink()  # the next load, its folder removed
+        client.fetch(f"models/community/{REMOTE}/config.json", str(dest / "config.json"), REMOTE)
+        client.fetch(rel, str(dest / "tokenizer_config.json"), REMOTE)
+        assert (dest / "config.json").read_text() == R2["config.json"]
+        assert (dest / "tokenizer_config.json").read_text() == R2["tokenizer_config.json"]
