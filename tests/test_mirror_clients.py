@@ -26,7 +26,7 @@ import pytest
 
 from bundler.cli import _main
 from bundler.mirror import publish
-from tests.conftest import ROOT, have_unshare, script_result
+from tests.conftest import ROOT, have_unshare, run_cli, script_result
 from tests.test_mirror import _cli, nginx, nginx_binary, nginx_files
 from tools import tiny_models
 
@@ -361,7 +361,9 @@ def test_offline_mode_runs_taskflow_tasks_from_the_mirror_with_an_empty_cache(
     assert _main(["pack", f"taskflow:{tiny_models.SIMBERT_TASK}", tiny_models.SIMBERT_ID,
                   tiny_models.M3E_ID, "-o", str(bundle), "--home", str(online), "-q"]) == 0
     root = tmp_path / "root"
-    rc, out, err = _cli("mirror", "publish", str(bundle), "--root", str(root))
+    # the command, in its own process: the URL look-up imports PaddleNLP (and with it
+    # huggingface_hub, whose cache constants later tests set through the environment)
+    rc, out, err = run_cli("mirror", "publish", bundle, "--root", root)
     assert rc == 0, err
     index = json.loads((root / ".paddle-bundle" / "index.json").read_text())
     served = {m["id"]: sorted(f["path"] for f in m["files"]) for m in index["models"]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -281,6 +282,11 @@ def test_offline_mode_puts_back_a_hub_model_a_killed_install_moved_aside(
 
     hub, home = tmp_path / "hub", tmp_path / "home"
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    # offline mode reads huggingface_hub's constant when it is imported (it was fixed from
+    # the environment then): an earlier test in this process may have imported it
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     folder = make_hub_model(hub, "Org/m", FILES)
     before = tree(folder)
     (home / STATE_DIRNAME).mkdir(parents=True)
