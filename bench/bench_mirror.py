@@ -65,16 +65,21 @@ def run(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def _get(conn: http.client.HTTPConnection, path: str) -> http.client.HTTPResponse:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    if response.status != 200:
+        raise SystemExit(f"GET {path}: {response.status}")
+    return response
+
+
 def _read_http(port: int, paths: list[str], start: float) -> int:
     while time.time() < start:
         time.sleep(0.001)
     total = 0
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for path in paths:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        if response.status != 200:
-            raise SystemExit(f"GET {path}: {response.status}")
+        response = _get(conn, path)
         while chunk := response.read(CHUNK):
             total += len(chunk)
     conn.close()
@@ -107,10 +112,7 @@ def _download_plain(port: int, paths: list[str], out: str, start: float) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     for path in paths:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        if response.status != 200:
-            raise SystemExit(f"GET {path}: {response.status}")
+        response = _get(conn, path)
         dest = folder / path.rsplit("/", 1)[-1]
         with open(dest, "wb") as fh:
             while chunk := response.read(CHUNK):

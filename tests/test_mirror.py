@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,12 +101,15 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None) -> 
 
 
 @contextlib.contextmanager
-def nginx(root: Path, prefix: Path, *extra: str) -> Iterator[Nginx]:
+def nginx(root: Path, prefix: Path, *extra: str,
+          edit: Callable[[str], str] | None = None) -> Iterator[Nginx]:
+    """nginx serving ``root`` with the configuration ``mirror nginx-config`` prints (with
+    ``extra`` options), changed by ``edit`` when given."""
     port = free_port()
     rc, out, err = _cli("mirror", "nginx-config", "--root", str(root), "--listen",
                         f"127.0.0.1:{port}", *extra)
     assert rc == 0, err
-    conf = nginx_files(prefix, out)
+    conf = nginx_files(prefix, edit(out) if edit else out)
     process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c", str(conf)],
                                stderr=subprocess.PIPE)
     try:

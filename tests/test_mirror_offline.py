@@ -24,7 +24,7 @@ from bundler.errors import (
     OfflineBlockedError,
     UsageError,
 )
-from bundler.mirror import publish, server_config
+from bundler.mirror import publish
 from tests import test_offline
 from tests.conftest import make_model
 from tests.test_mirror import _main, free_port, nginx, sha
@@ -37,17 +37,23 @@ VOCAB_URL = "https://bj.bcebos.com/paddlenlp/models/transformers/ernie-tiny/voca
 TASK_URL = "https://paddlenlp.bj.bcebos.com/taskflow/text_similarity/simbert/model.pdparams"
 
 
+def _builtin_and_task_bundle(online: Path, vocab: str, weights: bytes, out: Path) -> Path:
+    """A bundle of the built-in name ernie-tiny (vocab.txt) and the Taskflow folder
+    text_similarity/simbert (model.pdparams), packed from the home ``online``."""
+    make_model(online, "ernie-tiny", {"vocab.txt": vocab})
+    task = online / "taskflow" / "text_similarity" / "simbert"
+    task.mkdir(parents=True)
+    (task / "model.pdparams").write_bytes(weights)
+    assert _main(["pack", "ernie-tiny", "taskflow:text_similarity/simbert", "-o", str(out),
+                  "--home", str(online), "-q"]) == 0
+    return out
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """A mirror serving a built-in name's vocab.txt and a Taskflow file at their fixed URLs."""
-    online = tmp_path / "mirror-online"
-    make_model(online, "ernie-tiny", {"vocab.txt": "[PAD]\n[UNK]\n"})
-    task = online / "taskflow" / "text_similarity" / "simbert"
-    task.mkdir(parents=True)
-    (task / "model.pdparams").write_bytes(b"simbert weights")
-    bundle = tmp_path / "b.tar.zst"
-    assert _main(["pack", "ernie-tiny", "taskflow:text_similarity/simbert", "-o", str(bundle),
-                  "--home", str(online), "-q"]) == 0
+    bundle = _builtin_and_task_bundle(tmp_path / "mirror-online", "[PAD]\n[UNK]\n",
+                                      b"simbert weights", tmp_path / "b.tar.zst")
     root = tmp_path / "root"
     publish([bundle], root, lookup=lambda model: {"vocab.txt": VOCAB_URL}
             if model.id == "ernie-tiny" else {"model.pdparams": TASK_URL})
@@ -172,20 +178,16 @@ def test_a_mirror_behind_basic_auth_is_reached_and_its_password_never_printed(
     """docs/fleet.md puts the mirror behind basic auth with the credentials in the URL: urllib
     took 'user:pass@host' for the host name (a DNS look-up of the password) and every message
     quoted the password."""
-    from tests.test_mirror import nginx_binary, nginx_files, wait_for_port
-
-    port = free_port()
-    conf = server_config(root, listen=f"127.0.0.1:{port}")
     users = tmp_path / "htpasswd"
     users.write_text("fleet:{PLAIN}s3cret-pw\n")
-    conf = conf.replace("    server_tokens off;",
-                        f'    auth_basic "mirror";  auth_basic_user_file {users};\n'
-                        "    server_tokens off;")
-    prefix = tmp_path / "nginx"
-    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c",
-                                str(nginx_files(prefix, conf))], stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port, process)
+
+    def with_auth(conf: str) -> str:
+        return conf.replace("    server_tokens off;",
+                            f'    auth_basic "mirror";  auth_basic_user_file {users};\n'
+                            "    server_tokens off;")
+
+    with nginx(root, tmp_path / "nginx", edit=with_auth) as server:
+        port = server.port
         monkeypatch.setenv(_offline.ENV_MIRROR, f"http://fleet:s3cret-pw@127.0.0.1:{port}/paddlenlp")
         got = patched.resolve_file_path("ernie-tiny", [VOCAB_URL])
         assert Path(got).read_text() == "[PAD]\n[UNK]\n"
@@ -194,9 +196,6 @@ def test_a_mirror_behind_basic_auth_is_reached_and_its_password_never_printed(
             patched.resolve_file_path("ernie-two", [VOCAB_URL.replace("tiny", "two")])
         assert "401" in str(info.value) and "wrong-pw" not in str(info.value)
         assert "fleet:***@127.0.0.1" in str(info.value)
-    finally:
-        process.terminate()
-        process.wait(10)
     monkeypatch.setenv(_offline.ENV_MIRROR, "ftp://fleet:s3cret-pw@m/paddlenlp")
     with pytest.raises(UsageError) as bad:
         _offline.mirror_endpoint()
@@ -453,14 +452,8 @@ def test_built_in_and_taskflow_models_installed_from_a_bundle_never_ask_the_mirr
 
     from bundler.install import install
 
-    online = tmp_path / "online-bundled"
-    make_model(online, "ernie-tiny", {"vocab.txt": "[PAD]\n"})
-    task = online / "taskflow" / "text_similarity" / "simbert"
-    task.mkdir(parents=True)
-    (task / "model.pdparams").write_bytes(b"bundled weights")
-    bundle = tmp_path / "bundled.tar.zst"
-    assert _main(["pack", "ernie-tiny", "taskflow:text_similarity/simbert", "-o", str(bundle),
-                  "--home", str(online), "-q"]) == 0
+    bundle = _builtin_and_task_bundle(tmp_path / "online-bundled", "[PAD]\n",
+                                      b"bundled weights", tmp_path / "bundled.tar.zst")
     install(bundle, home=home)
     (home / "models" / "ernie-tiny" / "vocab.txt").unlink()  # damaged since
     theirs = b"the mirror's weights"
@@ -850,32 +843,26 @@ def test_a_model_stays_on_its_version_past_the_cookie_and_new_models_are_found(
     first decision came from (offline mode sends that generation's cookie itself), and a model
     the list does not have means one fresh list."""
     from bundler.mirror.nginx import COOKIE, COOKIE_SECONDS
-    from tests.test_mirror import make_bundle, nginx_binary, nginx_files, wait_for_port
+    from tests.test_mirror import make_bundle
 
     root = tmp_path / "root"
     publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
-    port = free_port()
-    conf = server_config(root, listen=f"127.0.0.1:{port}")
-    conf = conf.replace(f"Max-Age={COOKIE_SECONDS}", "Max-Age=1")  # the 5 minutes, shortened
-    prefix = tmp_path / "nginx"
-    process = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-c",
-                                str(nginx_files(prefix, conf))], stderr=subprocess.PIPE)
     try:
-        wait_for_port(port, process)
-        monkeypatch.setenv(_offline.ENV_MIRROR, f"http://127.0.0.1:{port}/paddlenlp")
-        got = patched.resolve_file_path(REMOTE, ["config.json"])  # REMOTE starts loading
-        assert got is not None and Path(got).read_text() == R1["config.json"]
-        publish([make_bundle(tmp_path, "r2", R2, REMOTE),
-                 make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'}, "Org/later")],
-                root)
-        time.sleep(2.5)  # longer than the cookie lives
-        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
-        assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
-        got = patched.resolve_file_path("Org/later", ["config.json"])  # published since
-        assert got is not None and Path(got).read_text() == '{"later": 1}'
+        with nginx(root, tmp_path / "nginx",  # the cookie's 5 minutes, shortened
+                   edit=lambda conf: conf.replace(f"Max-Age={COOKIE_SECONDS}", "Max-Age=1")
+                   ) as server:
+            monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+            got = patched.resolve_file_path(REMOTE, ["config.json"])  # REMOTE starts loading
+            assert got is not None and Path(got).read_text() == R1["config.json"]
+            publish([make_bundle(tmp_path, "r2", R2, REMOTE),
+                     make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'},
+                                 "Org/later")], root)
+            time.sleep(2.5)  # longer than the cookie lives
+            got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+            assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
+            got = patched.resolve_file_path("Org/later", ["config.json"])  # published since
+            assert got is not None and Path(got).read_text() == '{"later": 1}'
     finally:
-        process.terminate()
-        process.wait(10)
         _offline._CLIENTS.clear()
     assert getattr(_offline, "_COOKIE", None) == COOKIE  # the cookie the server reads
 
