@@ -963,11 +963,11 @@ def mirror_prune(root: Path) -> int:
     missing .paddle-bundle/current to the newest generation."""
     from bundler.mirror import Mirror, prune
 
-    link = Mirror(root).link_problem()
+    mirror = Mirror(root)
+    link = mirror.link_problem()
     removed = prune(root)
     if link and removed is not None:
-        _echo(f"restored {Mirror(root).current_link} to generation "
-              f"{Mirror(root).index().generation}")
+        _echo(f"restored {mirror.current_link} to generation {mirror.index().generation}")
     if removed is None:
         _echo("another mirror command is changing the root; it prunes when it finishes")
     else:

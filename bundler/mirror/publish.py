@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler._io import display_name, read_chunks
+from bundler._io import display_name, sha256_file
 from bundler.archive import BundleReader
 from bundler.cache import sync_file_system
 from bundler.errors import (
@@ -85,14 +85,10 @@ class BlobSink:
     def intact_blob(self, sha256: str) -> bool:
         """Whether the blob is on the disk with exactly that content: a blob damaged on the
         disk (``mirror check`` finds it) is written again by the next publish of it."""
-        path = self.mirror.blob(sha256)
         try:
-            digest = hashlib.sha256()
-            for chunk in read_chunks(path):
-                digest.update(chunk)
+            if sha256_file(self.mirror.blob(sha256)) != sha256:
+                return False
         except OSError:
-            return False
-        if digest.hexdigest() != sha256:
             return False
         self.intact.add(sha256)
         return True

@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundler._io import atomic_write_bytes, fsync_dir, read_chunks
+from bundler._io import atomic_write_bytes, fsync_dir, sha256_file
 from bundler.cache import sync_file_system
 from bundler.errors import (
     InstallConflictError,
@@ -175,12 +174,8 @@ class Mirror:
                                           "bundles again into a new --root") from None
             newest = self._newest_generation()
             return EMPTY if newest is None else newest
-        index = Index.from_json(data, path)
-        if not purged:
-            return index
         # current restored to a purged generation, not yet replaced (_shed_purged)
-        return dataclasses.replace(
-            index, models=tuple(m for m in index.models if m.id not in purged))
+        return _without(Index.from_json(data, path), purged)
 
     def _purged_link(self) -> set[str]:
         """The purged models of the generation ``current`` leads to."""
@@ -222,15 +217,13 @@ class Mirror:
         models."""
         numbers = self._generation_numbers()
         for n in numbers:
-            path = self.generation_dir(n) / "index.json"
             try:
-                index = Index.from_json(path.read_bytes(), path)
+                index = self._generation_index(n)
                 purged = self._purged(n)
             except (OSError, IntegrityError):
                 continue
             if index.generation == n:
-                return dataclasses.replace(
-                    index, models=tuple(m for m in index.models if m.id not in purged))
+                return _without(index, purged)
         if numbers:
             raise IntegrityError(
                 f"{self.current_link} is missing and no generation in {self.generations} has "
@@ -302,6 +295,18 @@ class Mirror:
         newest = self._newest_generation()
         if newest is not None:
             self._flip(newest.generation)
+
+    def _generation_index(self, n: int) -> Index:
+        """Generation ``n``'s own index.json (OSError, IntegrityError when it cannot be read)."""
+        path = self.generation_dir(n) / "index.json"
+        return Index.from_json(path.read_bytes(), path)
+
+    def _remove_generation(self, n: int) -> None:
+        """Out of the served tree in one rename first (a pinned client then falls back to the
+        current generation instead of finding half a folder), then deleted."""
+        doomed = self.tmp / f"removed-generation-{n}"
+        os.rename(self.generation_dir(n), doomed)
+        shutil.rmtree(doomed)
 
     def _purged(self, n: int) -> set[str]:
         """The models ``remove --purge`` unlinked from generation ``n`` (its purged.json)."""
@@ -444,13 +449,10 @@ class Mirror:
 
     def _relink_blob(self, served: ServedFile) -> bool:
         path = self.current_link / served.url_path
-        digest = hashlib.sha256()
         try:
-            for chunk in read_chunks(path):
-                digest.update(chunk)
+            if sha256_file(path) != served.sha256:
+                return False
         except OSError:
-            return False
-        if digest.hexdigest() != served.sha256:
             return False
         with contextlib.suppress(FileExistsError), self._one_file_system():
             os.link(path, self.blob(served.sha256))
@@ -499,11 +501,7 @@ class Mirror:
             successor = min((t for g, t in history.items() if g > n), default=None)
             if successor is not None and time.time() - successor < keep_seconds:
                 continue
-            # out of the served tree in one rename first: a pinned client then falls back
-            # to the current generation instead of finding half a folder
-            doomed = self.tmp / f"removed-generation-{n}"
-            os.rename(entry, doomed)
-            shutil.rmtree(doomed)
+            self._remove_generation(n)
             removed.append(n)
         self._drop_unlinked_blobs()
         return removed
@@ -519,10 +517,9 @@ class Mirror:
         current = self.current_number()
         ids = set()
         for n in self._generation_numbers():
-            path = self.generation_dir(n) / "index.json"
             if n != current:
                 with contextlib.suppress(OSError, IntegrityError):
-                    ids |= {m.id for m in Index.from_json(path.read_bytes(), path).models}
+                    ids |= {m.id for m in self._generation_index(n).models}
         return ids
 
     def purge(self, model_ids: Iterable[str]) -> list[tuple[int, str]]:
@@ -546,24 +543,19 @@ class Mirror:
             if n == current:
                 continue
             folder = self.generation_dir(n)
-            path = folder / "index.json"
             try:
-                index = Index.from_json(path.read_bytes(), path)
-                record = folder / PURGED
-                before = set(json.loads(record.read_bytes())) if record.exists() else set()
-            except (OSError, ValueError, TypeError, IntegrityError):
+                index = self._generation_index(n)
+                before = self._purged(n)
+            except (OSError, IntegrityError):
                 # which files were the model's there is unknown: the whole generation goes
-                # (out of the served tree in one rename; pinned clients fall back to current)
-                doomed = self.tmp / f"removed-generation-{n}"
-                os.rename(folder, doomed)
-                shutil.rmtree(doomed)
+                self._remove_generation(n)
                 continue
             here = purging & {m.id for m in index.models}
             if not here:
                 continue
             gone = before | here
             if gone != before:
-                atomic_write_bytes(record, json.dumps(sorted(gone)).encode() + b"\n")
+                atomic_write_bytes(folder / PURGED, json.dumps(sorted(gone)).encode() + b"\n")
             kept = {f.url_path for m in index.models if m.id not in gone for f in m.files}
             for model in index.models:
                 if model.id not in here:
@@ -594,15 +586,12 @@ class Mirror:
         for model in models:
             problems = []
             for served in model.files:
-                path = base / served.url_path
                 try:
-                    digest = hashlib.sha256()
-                    for chunk in read_chunks(path):
-                        digest.update(chunk)
+                    got = sha256_file(base / served.url_path)
                 except OSError as exc:
                     problems.append(f"{served.url_path}: cannot be read ({exc.strerror})")
                     continue
-                if digest.hexdigest() != served.sha256:
+                if got != served.sha256:
                     problems.append(f"{served.url_path}: sha256 differs from the published "
                                     "file")
             results.append((model.id, problems))
@@ -620,6 +609,14 @@ class Mirror:
             results.append((SERVED_LIST, [f"{SERVED_LIST}: {why} (offline-mode clients with "
                                           "PADDLE_BUNDLE_MIRROR read it)"]))
         return results
+
+
+def _without(index: Index, purged: set[str]) -> Index:
+    """``index`` without the models ``remove --purge`` unlinked from its generation."""
+    if not purged:
+        return index
+    return dataclasses.replace(index, models=tuple(m for m in index.models
+                                                   if m.id not in purged))
 
 
 def _remove_empty_parents(path: Path, top: Path) -> None:
