@@ -699,10 +699,12 @@ def patch_downloader(mod: ModuleType, resolver: OfflineResolver) -> None:
         return
 
     def _download(url: str, path: str, md5sum: str | None = None) -> str:
+        from bundler._bucket import bucket_rel
+
         # Taskflow's static files: from the mirror, unless the folder was installed here
         # from a bundle (its install record, not the mirror, says what it holds)
         model_id = resolver.taskflow_id(path)
-        if mirror_endpoint() and mirrored_url(url) and \
+        if mirror_endpoint() and bucket_rel(url) is not None and \
                 (model_id is None or resolver.record(model_id) is None):
             return mirror_fetch(url, os.path.join(path, url.rsplit("/", 1)[-1]),
                                 model_id or url, md5sum)
@@ -892,9 +894,6 @@ def blocked_attempts() -> tuple[tuple[str, str], ...]:
 #: resources, Taskflow's static files) from there, and the socket guard lets exactly that host
 #: and port through.
 ENV_MIRROR = "PADDLE_BUNDLE_MIRROR"
-#: The two spellings of PaddleNLP's bucket (as bundler/capture/recorder.py BUCKET_PREFIXES).
-_BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/paddlenlp/",
-                    "https://paddlenlp.bj.bcebos.com/", "http://paddlenlp.bj.bcebos.com/")
 _MIRROR_IPS: dict[str, frozenset[str]] = {}
 
 
@@ -1575,24 +1574,11 @@ def _no_redirect_handler() -> Any:
     return NoRedirect()
 
 
-def bucket_rel(url: str) -> str | None:
-    """The path of a fixed URL of PaddleNLP's bucket below the bucket (and the mirror URL)."""
-    for prefix in _BUCKET_PREFIXES:
-        if url.startswith(prefix):
-            return url[len(prefix):].split("?", 1)[0]
-    return None
-
-
-def mirrored_url(url: str) -> str | None:
-    """``url`` on the mirror when it is a file of PaddleNLP's bucket and a mirror is set."""
-    mirror = mirror_endpoint()
-    rel = bucket_rel(url)
-    return f"{mirror}/{rel}" if mirror and rel is not None else None
-
-
 def mirror_fetch(url: str, dest: str, what: str, md5sum: str | None = None) -> str:
     """Download the fixed URL ``url`` from the mirror to ``dest``, where PaddleNLP would have
     stored it (see :meth:`_MirrorClient.fetch`)."""
+    from bundler._bucket import bucket_rel
+
     client, rel = mirror_client(), bucket_rel(url)
     if client is None or rel is None:
         raise refused(OfflineBlockedError(f"offline mode cannot download {url}",

@@ -473,7 +473,9 @@ def test_built_in_and_taskflow_models_installed_from_a_bundle_never_ask_the_mirr
 
 
 def bucket_rel(url: str) -> str:
-    rel = _offline.bucket_rel(url)
+    from bundler._bucket import bucket_rel as below_bucket
+
+    rel = below_bucket(url)
     assert rel is not None
     return rel
 

@@ -83,7 +83,7 @@ ENDPOINT_SUBDIR = "paddlenlp"
 _LOG_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 
 
-#: The two spellings of PaddleNLP's BOS bucket (must match bundler/capture/recorder.py).
+#: The two spellings of PaddleNLP's BOS bucket (bundler/_bucket.py; this tool stays stdlib-only).
 BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/paddlenlp/",
                    "https://paddlenlp.bj.bcebos.com/", "http://paddlenlp.bj.bcebos.com/")
 

@@ -51,15 +51,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from bundler._bucket import BUCKET_PREFIXES
+
 REPORT_VERSION = 1
 
 #: Set to a mirror of PaddleNLP's bucket: fixed-URL downloads go there instead.
 ENV_MIRROR = "PADDLE_BUNDLE_FETCH_MIRROR"
 
-#: The two spellings of PaddleNLP's bucket on BOS (path style and virtual-host style), over
-#: https and http. A mirror serves the bucket's paths below its own URL.
-BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/paddlenlp/",
-                   "https://paddlenlp.bj.bcebos.com/", "http://paddlenlp.bj.bcebos.com/")
 
 KIND_COMMUNITY = "community"
 KIND_BUILTIN = "builtin"

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from bundler._bucket import bucket_rel
 from bundler.errors import UsageError
 from bundler.manifest import (
     HUB_KINDS,
@@ -39,9 +40,6 @@ from bundler.paths import unsafe_reason
 
 #: The folder below the mirror root that stands for PaddleNLP's bucket.
 BUCKET_DIR = "paddlenlp"
-#: The two spellings of the bucket (must match bundler/capture/recorder.py BUCKET_PREFIXES).
-BUCKET_PREFIXES = ("https://bj.bcebos.com/paddlenlp/", "http://bj.bcebos.com/paddlenlp/",
-                   "https://paddlenlp.bj.bcebos.com/", "http://paddlenlp.bj.bcebos.com/")
 
 #: cache file name (relative to the model folder) -> fixed URL, for one built-in or Taskflow
 #: model; injectable so that tests and hosts without PaddleNLP can publish community models.
@@ -60,12 +58,10 @@ class Placement:
 
 def bucket_path(url: str) -> str | None:
     """``paddlenlp/<path in the bucket>`` for a fixed URL of PaddleNLP's bucket, else None."""
-    for prefix in BUCKET_PREFIXES:
-        if url.startswith(prefix):
-            rel = url[len(prefix):].split("?", 1)[0]
-            # .paddle-bundle/ holds the mirror's own served list (tree.SERVED_LIST)
-            if rel and not unsafe_reason(rel) and not rel.startswith(".paddle-bundle"):
-                return f"{BUCKET_DIR}/{rel}"
+    rel = bucket_rel(url)
+    # .paddle-bundle/ holds the mirror's own served list (tree.SERVED_LIST)
+    if rel and not unsafe_reason(rel) and not rel.startswith(".paddle-bundle"):
+        return f"{BUCKET_DIR}/{rel}"
     return None
 
 
