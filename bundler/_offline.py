@@ -1022,9 +1022,7 @@ def _mirror_failure(what: str, url: str, exc: BaseException, *,
     if code == 404:
         return NotOnMirrorError(
             what, f"{what} is not installed here and not on the mirror {mirror} ({url} "
-                  "answered 404; paddle-bundle offline mode)",
-            hint=f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE "
-                 f"--root DIR'), or install it here; {_fetch_hint(what)}")
+                  "answered 404; paddle-bundle offline mode)", hint=_publish_hint(what))
     detail = (f"the mirror {mirror} could not serve {url} "
               f"({type(exc).__name__}: {_printable(str(exc))[:200]})")
     if hint is None and _untrusted_certificate(exc):
@@ -1054,8 +1052,12 @@ def _not_on_mirror(what: str, detail: str) -> BundleError:
     return NotOnMirrorError(
         what, f"{what} is not installed here and not on the mirror "
               f"{redact_url(mirror_endpoint() or '')} ({detail}; paddle-bundle offline mode)",
-        hint=f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE "
-             f"--root DIR'), or install it here; {_fetch_hint(what)}")
+        hint=_publish_hint(what))
+
+
+def _publish_hint(what: str) -> str:
+    return (f"publish its bundle on the mirror ('paddle-bundle mirror publish BUNDLE --root "
+            f"DIR'), or install it here; {_fetch_hint(what)}")
 
 
 def _printable(text: str) -> str:
@@ -1148,19 +1150,12 @@ class _MirrorClient:
         unreachable mirror's time-out."""
         if self._newest and not fresh:
             return self._newest[0], self._lists[self._newest[0]]
-        if self._failed is not None and \
-                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
-            if self._newest:
-                return self._newest[0], self._lists[self._newest[0]]
-            raise self._failed[1].with_traceback(None)
         try:
-            models, files, generation = self._read_listing()
-        except BundleError as exc:
-            self._failed = (self._clock(), exc)
+            models, files, generation = self._read()
+        except BundleError:
             if self._newest:
                 return self._newest[0], self._lists[self._newest[0]]
             raise
-        self._failed = None
         self._lists.pop(generation, None)
         self._lists[generation] = (models, files)
         self._newest[:] = [generation]
@@ -1177,20 +1172,28 @@ class _MirrorClient:
         """The list of ``generation``, which models are pinned to, read again from the mirror
         with its cookie (it was let go to keep memory bounded); None when the mirror no longer
         has that generation (pruned): its pins are dropped."""
-        if self._failed is not None and \
-                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
-            raise self._failed[1].with_traceback(None)
-        try:
-            models, files, got = self._read_listing(generation)
-        except BundleError as exc:
-            self._failed = (self._clock(), exc)
-            raise
+        models, files, got = self._read(generation)
         if got != generation:  # answered from another generation: this one is gone
             self._drop(generation)
             return None
         self._lists[generation] = (models, files)
         self._trim()
         return self._lists[generation]
+
+    def _read(self, generation: int | None = None
+              ) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
+        """:meth:`_read_listing`, with a failure remembered for :data:`_LIST_RETRY_SECONDS`
+        (raised again meanwhile without asking)."""
+        if self._failed is not None and \
+                self._clock() - self._failed[0] < _LIST_RETRY_SECONDS:
+            raise self._failed[1].with_traceback(None)
+        try:
+            read = self._read_listing(generation)
+        except BundleError as exc:
+            self._failed = (self._clock(), exc)
+            raise
+        self._failed = None
+        return read
 
     def _drop(self, generation: int | None) -> None:
         """Forget a generation's list and its pins (its models take the newest list next)."""
@@ -1503,11 +1506,13 @@ def _cannot_store(what: str, dest: str, exc: OSError) -> BundleError:
 
 
 def _clean_rel(rel: str) -> bool:
-    """Whether ``rel`` is a plain relative path: no ``..``, ``.`` or empty part, not
-    absolute, no backslash or control character. A download's target is the cache folder
-    joined with the same parts, so it stays inside that folder."""
-    return bool(rel) and "\\" not in rel and rel.isprintable() and \
-        all(part not in ("", ".", "..") for part in rel.split("/"))
+    """Whether ``rel`` is a plain relative path, safe as :func:`bundler.paths.unsafe_reason`
+    says of a bundle's paths (no ``..``, ``.`` or empty part, not absolute, no backslash,
+    drive letter or control character), and printable. A download's target is the cache
+    folder joined with the same parts, so it stays inside that folder."""
+    from bundler.paths import unsafe_reason
+
+    return unsafe_reason(rel) is None and rel.isprintable()
 
 
 def _parse_listing(data: bytes) -> tuple[dict[str, str], dict[str, tuple[str, int]], int | None]:
