@@ -6,7 +6,6 @@ nginx serving a published root; the socket guard is called as the audit hook cal
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 import types
@@ -32,6 +31,15 @@ from tests.test_offline import FAKE_DOWNLOADER, fake_module
 
 home = test_offline.home  # the fixtures of the fake PaddleNLP
 patched = test_offline.patched
+
+
+@pytest.fixture(autouse=True)
+def _fresh_clients() -> Iterator[None]:
+    """Each test starts with no mirror client in this process, and leaves none (clients are
+    per process and per mirror URL; a test may change one's clock or its server may be gone)."""
+    _offline._CLIENTS.clear()
+    yield
+    _offline._CLIENTS.clear()
 
 VOCAB_URL = "https://bj.bcebos.com/paddlenlp/models/transformers/ernie-tiny/vocab.txt"
 TASK_URL = "https://paddlenlp.bj.bcebos.com/taskflow/text_similarity/simbert/model.pdparams"
@@ -340,7 +348,6 @@ def test_a_server_that_is_not_a_paddle_bundle_mirror_is_named(
     finally:
         server.shutdown()
         server.server_close()
-        _offline._CLIENTS.clear()
 
 
 # -- a hostile mirror ---------------------------------------------------------------------------
@@ -409,7 +416,6 @@ def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hostile]:
     finally:
         server.server.shutdown()
         server.server.server_close()
-        _offline._CLIENTS.clear()
 
 
 EVIL = "Org/evil"
@@ -713,7 +719,6 @@ def raw_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]]:
         yield answers
     finally:
         listener.close()
-        _offline._CLIENTS.clear()
 
 
 @pytest.mark.parametrize("where", ["list", "file"])
@@ -849,23 +854,20 @@ def test_a_model_stays_on_its_version_past_the_cookie_and_new_models_are_found(
 
     root = tmp_path / "root"
     publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
-    try:
-        with nginx(root, tmp_path / "nginx",  # the cookie's 5 minutes, shortened
-                   edit=lambda conf: conf.replace(f"Max-Age={COOKIE_SECONDS}", "Max-Age=1")
-                   ) as server:
-            monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
-            got = patched.resolve_file_path(REMOTE, ["config.json"])  # REMOTE starts loading
-            assert got is not None and Path(got).read_text() == R1["config.json"]
-            publish([make_bundle(tmp_path, "r2", R2, REMOTE),
-                     make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'},
-                                 "Org/later")], root)
-            time.sleep(2.5)  # longer than the cookie lives
-            got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
-            assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
-            got = patched.resolve_file_path("Org/later", ["config.json"])  # published since
-            assert got is not None and Path(got).read_text() == '{"later": 1}'
-    finally:
-        _offline._CLIENTS.clear()
+    with nginx(root, tmp_path / "nginx",  # the cookie's 5 minutes, shortened
+               edit=lambda conf: conf.replace(f"Max-Age={COOKIE_SECONDS}", "Max-Age=1")
+               ) as server:
+        monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
+        got = patched.resolve_file_path(REMOTE, ["config.json"])  # REMOTE starts loading
+        assert got is not None and Path(got).read_text() == R1["config.json"]
+        publish([make_bundle(tmp_path, "r2", R2, REMOTE),
+                 make_bundle(tmp_path, "later", {"config.json": '{"later": 1}'}, "Org/later")],
+                root)
+        time.sleep(2.5)  # longer than the cookie lives
+        got = patched.resolve_file_path(REMOTE, ["model_state.pdparams"])
+        assert got is not None and Path(got).read_bytes() == R1["model_state.pdparams"]
+        got = patched.resolve_file_path("Org/later", ["config.json"])  # published since
+        assert got is not None and Path(got).read_text() == '{"later": 1}'
     assert getattr(_offline, "_COOKIE", None) == COOKIE  # the cookie the server reads
 
 
@@ -938,16 +940,6 @@ def test_no_credential_in_the_frames_of_a_mirror_failure(
         exc = exc.__cause__ or exc.__context__
 
 
-@contextlib.contextmanager
-def _fresh_clients() -> Iterator[None]:
-    """This process's mirror clients, forgotten afterwards (a test changes their clock)."""
-    _offline._CLIENTS.clear()
-    try:
-        yield
-    finally:
-        _offline._CLIENTS.clear()
-
-
 def _list_reads(server: object) -> int:
     return [uri for _, uri, *_ in server.log()].count(  # type: ignore[attr-defined]
         "/paddlenlp/.paddle-bundle/files.json")
@@ -1011,7 +1003,7 @@ def test_a_model_left_idle_moves_to_its_new_version_once_its_folder_is_removed(
 
     root = tmp_path / "root"
     publish([make_bundle(tmp_path, "r1", R1, REMOTE)], root)
-    with nginx(root, tmp_path / "nginx") as server, _fresh_clients():
+    with nginx(root, tmp_path / "nginx") as server:
         monkeypatch.setenv(_offline.ENV_MIRROR, server.endpoint)
         got = patched.resolve_file_path(REMOTE, ["config.json"])
         assert got is not None and Path(got).read_text() == R1["config.json"]
